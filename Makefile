@@ -1,0 +1,60 @@
+# Two commands: `make run` brings the whole system up, `make test` runs every test.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run stop status logs test test-unit test-integration lint install reset kafka-log kafka-tool help
+
+help:
+	@echo "make run        install, start Kafka + PostgreSQL + every service, load sample wallets"
+	@echo "make stop       stop everything make run started"
+	@echo "make test       run all tests against a separate real Kafka + PostgreSQL (started if needed)"
+	@echo "make test-unit  only the pure unit tests (no servers)"
+	@echo "make lint       ruff + mypy"
+	@echo "make status     what runs where;  make logs [NAME=wallet-api]"
+	@echo "make reset      stop and delete local Kafka data and the PostgreSQL cluster"
+
+$(STAMP): pyproject.toml
+	@echo "[install] creating $(VENV) and installing Python dependencies..."
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+	@echo "[install] done"
+
+install: $(STAMP)
+
+run: $(STAMP)
+	@$(PY) -m services.devctl up
+
+stop: $(STAMP)
+	@$(PY) -m services.devctl down
+
+status: $(STAMP)
+	@$(PY) -m services.devctl status
+
+logs: $(STAMP)
+	@$(PY) -m services.devctl logs $(NAME)
+
+kafka-log: $(STAMP)
+	@$(PY) -m connectors.localinfra kafka-log
+
+reset: $(STAMP)
+	@$(PY) -m services.devctl down
+	@$(PY) -m connectors.localinfra reset
+
+test: $(STAMP)
+	@ENVIRONMENT=test $(PY) -m connectors.localinfra up
+	@ENVIRONMENT=test $(PY) -m services.devctl setup
+	@ENVIRONMENT=test $(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-stop: $(STAMP)
+	@ENVIRONMENT=test $(PY) -m services.devctl down
+
+lint: $(STAMP)
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/mypy domain streams services connectors

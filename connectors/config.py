@@ -1,0 +1,157 @@
+"""Configuration: one JSON file per environment, every value overridable by env.
+
+`ENVIRONMENT` picks `config/<environment>.json` (default `local`). Each key
+`section.key` can be overridden by the variable `SECTION_KEY` (for example
+`POSTGRES_PORT=5434`). Everything is validated at start; an error names the key
+and where its bad value came from, so the operator knows what to fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str
+    controller_port: int
+    partitions: int
+    schema_registry_url: str
+
+
+@dataclass(frozen=True)
+class PostgresConfig:
+    host: str
+    port: int
+    database: str
+    user: str
+    password: str
+
+    @property
+    def dsn(self) -> str:
+        auth = self.user + (f":{self.password}" if self.password else "")
+        return f"postgresql://{auth}@{self.host}:{self.port}/{self.database}"
+
+    def __repr__(self) -> str:  # keeps the password out of logs
+        return f"PostgresConfig(host={self.host!r}, port={self.port}, database={self.database!r})"
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    host: str
+    port: int
+    outcome_timeout_s: float
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    web_port: int
+    store: str
+
+
+@dataclass(frozen=True)
+class ProcessingConfig:
+    max_attempts: int
+    retry_backoff_s: float
+    commit_interval_s: float
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str
+    json: bool
+
+
+@dataclass(frozen=True)
+class Config:
+    environment: str
+    kafka: KafkaConfig
+    postgres: PostgresConfig
+    wallet_api: ApiConfig
+    payment_api: ApiConfig
+    wallet_worker: WorkerConfig
+    payment_worker: WorkerConfig
+    processing: ProcessingConfig
+    log: LogConfig = field(default_factory=lambda: LogConfig("INFO", False))
+
+
+def load_config(environment: str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    environment = environment or env.get("ENVIRONMENT", "local")
+    path = CONFIG_DIR / f"{environment}.json"
+    if not path.exists():
+        choices = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
+        raise ConfigError(f"ENVIRONMENT={environment!r}: no {path}; choose one of: {choices}")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+    sections: dict[str, Any] = {"environment": environment}
+    for section in dataclasses.fields(Config):
+        if section.name == "environment":
+            continue
+        values = raw.pop(section.name, None)
+        if values is None:
+            raise ConfigError(f"{path}: missing section {section.name!r}")
+        sections[section.name] = _build_section(section.type, section.name, values, env, path)
+    if raw:
+        raise ConfigError(f"{path}: unknown section(s) {sorted(raw)}")
+    return Config(**sections)
+
+
+def _build_section(type_name: Any, name: str, values: dict[str, Any], env: Mapping[str, str], path: Path) -> Any:
+    cls = globals()[type_name] if isinstance(type_name, str) else type_name
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {sorted(f'{name}.{k}' for k in unknown)}")
+    kwargs = {}
+    for key, spec in known.items():
+        env_name = f"{name}_{key}".upper()
+        if env_name in env:
+            value: Any = env[env_name]
+            source = f"environment variable {env_name}"
+        elif key in values:
+            value, source = values[key], str(path)
+        else:
+            raise ConfigError(f"config key {name}.{key} is missing in {path} (or set {env_name})")
+        kwargs[key] = _coerce(value, spec.type, f"config key {name}.{key} (from {source})")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, type_name: Any, where: str) -> Any:
+    expected = type_name if isinstance(type_name, str) else type_name.__name__
+    try:
+        if expected == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in {"1", "true", "yes", "on"}:
+                return True
+            if str(value).lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(value)
+        if expected == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if expected == "float":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if value is None:
+            return ""
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected {expected}, got {value!r}") from None

@@ -1,0 +1,1 @@
+"""Entry points (aiohttp services, projector, tools) and the one place things are wired."""

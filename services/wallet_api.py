@@ -1,0 +1,276 @@
+"""Wallet REST API (aiohttp, port 8081).
+
+Writes publish a command to `wallet.movement_required` and wait, bounded, for the
+wallet worker's outcome; reads come from the PostgreSQL views.
+
+    python -m services.wallet_api
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from connectors import wallet_views as views
+from connectors.avro import make_codec
+from connectors.config import Config, load_config
+from connectors.kafka_io import EventPublisher, OutcomeWaiter
+from connectors.postgres import create_pool
+from domain.ids import derive_id, is_uuid
+from domain.wallet import OPPOSITE, revert_movement_id
+from services.http import ApiError, Field, error_middleware, health, idempotency_key, path_uuid, read_body
+from services.logs import setup_logging
+from streams.envelope import command_record, new_meta
+from streams.topics import WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
+
+log = logging.getLogger("wallet_api")
+
+CONFIG = web.AppKey("config", Config)
+POOL = web.AppKey("pool", asyncpg.Pool)
+PUBLISHER = web.AppKey("publisher", EventPublisher)
+OUTCOMES = web.AppKey("outcomes", OutcomeWaiter)
+
+# Rejection codes of the wallet domain, as HTTP statuses.
+REJECTION_STATUS = {
+    "wallet_not_found": 404,
+    "movement_not_found": 404,
+    "already_reverted": 409,
+    "movement_not_applied": 409,
+    "not_revertible": 409,
+    "idempotency_conflict": 409,
+    "wallet_exists": 409,
+}
+
+MOVEMENT_BODY = {
+    "type": Field("enum:income|expense"),
+    "amount": Field("amount"),
+    "currency": Field("currency"),
+    "reference": Field("string", required=False),
+    "description": Field("string", required=False),
+}
+REVERT_BODY = {"reason": Field("string"), "requested_by": Field("string")}
+WALLET_BODY = {"user_id": Field("uuid"), "currency": Field("currency")}
+
+
+def outcome_keys(event: dict[str, Any]) -> list[str]:
+    if event["envelope"]["event_type"] == "MovementUpdated":
+        return [event["movement_id"]]
+    return [event["wallet_id"]]
+
+
+def movement_from_event(event: dict[str, Any]) -> dict[str, Any]:
+    created = dt.datetime.fromtimestamp(event["envelope"]["occurred_at"] / 1000, tz=dt.UTC)
+    return {
+        "id": event["movement_id"],
+        "type": event["type"],
+        "amount": event["amount"]["amount"],
+        "currency": event["amount"]["currency"],
+        "wallet_id": event["wallet_id"],
+        "created_at": created.isoformat(),
+        "status": event["status"],
+        "reason_code": event["reason_code"],
+        "balance_after": event["balance_after"],
+        "reverts_movement_id": event["reverts_movement_id"],
+        "reference": event["reference"],
+        "description": event["description"],
+        "payment_id": event["payment_id"],
+    }
+
+
+async def publish_and_wait(
+    request: web.Request, key: str, wallet_id: str, record: dict[str, Any]
+) -> dict[str, Any] | None:
+    outcomes = request.app[OUTCOMES]
+    future = outcomes.register(key)
+    await request.app[PUBLISHER].publish(WALLET_MOVEMENT_REQUIRED.name, wallet_id, record)
+    return await outcomes.wait(key, future, request.app[CONFIG].wallet_api.outcome_timeout_s)
+
+
+def movement_response(request: web.Request, movement_id: str, outcome: dict[str, Any] | None) -> web.Response:
+    if outcome is None:
+        return web.json_response(
+            {"id": movement_id, "status": "pending", "status_url": f"/api/v1/movement/{movement_id}"},
+            status=202,
+            headers={"Location": f"/api/v1/movement/{movement_id}"},
+        )
+    if outcome["status"] == "rejected":
+        code = outcome["reason_code"] or "rejected"
+        raise ApiError(REJECTION_STATUS.get(code, 422), code, outcome["reason"] or code)
+    return web.json_response(movement_from_event(outcome), status=201)
+
+
+async def create_movement(request: web.Request) -> web.Response:
+    wallet_id = path_uuid(request, "wallet_id")
+    key = idempotency_key(request)
+    body = await read_body(request, MOVEMENT_BODY)
+    movement_id = derive_id("movement", wallet_id, key) if key else str(uuid.uuid4())
+    meta = new_meta()
+    record = command_record(
+        "MovementRequired",
+        meta,
+        movement_id=movement_id,
+        wallet_id=wallet_id,
+        type=body["type"],
+        amount={"amount": body["amount"], "currency": body["currency"]},
+        reference=body["reference"],
+        description=body["description"],
+        reverts_movement_id=None,
+        payment_id=None,
+    )
+    outcome = await publish_and_wait(request, movement_id, wallet_id, record)
+    return movement_response(request, movement_id, outcome)
+
+
+async def revert_movement(request: web.Request) -> web.Response:
+    movement_id = path_uuid(request, "movement_id")
+    key = idempotency_key(request) or str(uuid.uuid4())
+    body = await read_body(request, REVERT_BODY)
+    original = await views.get_movement(request.app[POOL], movement_id)
+    if original is None or original["status"] != "applied":
+        raise ApiError(404, "movement_not_found", f"no applied movement {movement_id}", "movement_id")
+    wallet_id = str(original["wallet_id"])
+    revert_id = revert_movement_id(movement_id, key)
+    record = command_record(
+        "MovementRequired",
+        new_meta(),
+        movement_id=revert_id,
+        wallet_id=wallet_id,
+        type=OPPOSITE[original["type"]],
+        amount={"amount": original["amount"], "currency": original["currency"]},
+        reference=f"revert requested by {body['requested_by']}",
+        description=body["reason"],
+        reverts_movement_id=movement_id,
+        payment_id=None,
+    )
+    outcome = await publish_and_wait(request, revert_id, wallet_id, record)
+    return movement_response(request, revert_id, outcome)
+
+
+async def create_wallet(request: web.Request) -> web.Response:
+    key = idempotency_key(request)
+    body = await read_body(request, WALLET_BODY)
+    wallet_id = derive_id("wallet", body["user_id"], key) if key else str(uuid.uuid4())
+    record = command_record(
+        "WalletOpenRequested",
+        new_meta(),
+        wallet_id=wallet_id,
+        user_id=body["user_id"],
+        currency=body["currency"],
+        opening_balance=0,
+    )
+    outcome = await publish_and_wait(request, wallet_id, wallet_id, record)
+    if outcome is None:
+        return web.json_response(
+            {"id": wallet_id, "status": "pending", "status_url": f"/api/v1/wallet/{wallet_id}"}, status=202
+        )
+    if outcome["status"] == "rejected":
+        raise ApiError(409, outcome["reason_code"] or "rejected", outcome["reason"] or "rejected")
+    return web.json_response(
+        {"id": wallet_id, "user_id": outcome["user_id"], "currency": outcome["currency"], "balance": 0}, status=201
+    )
+
+
+async def get_wallet(request: web.Request) -> web.Response:
+    wallet_id = path_uuid(request, "wallet_id")
+    row = await views.get_wallet(request.app[POOL], wallet_id)
+    if row is None:
+        raise ApiError(404, "wallet_not_found", f"wallet {wallet_id} not found", "wallet_id")
+    return web.json_response(views.wallet_json(row))
+
+
+async def get_movement(request: web.Request) -> web.Response:
+    movement_id = path_uuid(request, "movement_id")
+    row = await views.get_movement(request.app[POOL], movement_id)
+    if row is None:
+        raise ApiError(404, "movement_not_found", f"movement {movement_id} not found (yet)", "movement_id")
+    return web.json_response(views.movement_json(row))
+
+
+async def list_movements(request: web.Request) -> web.Response:
+    wallet_id = path_uuid(request, "wallet_id")
+    try:
+        limit = int(request.query.get("limit", "20"))
+    except ValueError:
+        raise ApiError(422, "invalid_value", "limit must be an integer", "limit") from None
+    if not 1 <= limit <= 100:
+        raise ApiError(422, "invalid_value", "limit must be between 1 and 100", "limit")
+    cursor = request.query.get("starting_after")
+    if cursor is not None:
+        cursor = cursor.lower()
+        if not is_uuid(cursor):
+            raise ApiError(422, "invalid_id", "starting_after must be a movement id", "starting_after")
+    if await views.get_wallet(request.app[POOL], wallet_id) is None:
+        raise ApiError(404, "wallet_not_found", f"wallet {wallet_id} not found", "wallet_id")
+    page = await views.list_movements(request.app[POOL], wallet_id, limit, cursor)
+    if page is None:
+        raise ApiError(422, "invalid_cursor", "starting_after is not a movement of this wallet", "starting_after")
+    rows, has_more = page
+    return web.json_response({"data": [views.movement_json(r) for r in rows], "has_more": has_more})
+
+
+async def ready(request: web.Request) -> web.Response:
+    problems = {}
+    try:
+        await request.app[POOL].fetchval("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - readiness reports any failure
+        problems["postgres"] = str(exc)
+    try:
+        await request.app[PUBLISHER].producer.client.fetch_all_metadata()
+    except Exception as exc:  # noqa: BLE001
+        problems["kafka"] = str(exc)
+    status = 503 if problems else 200
+    return web.json_response({"status": "unready" if problems else "ready", "problems": problems}, status=status)
+
+
+async def resources(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    codec = make_codec(config.kafka.schema_registry_url or None)
+    app[POOL] = await create_pool(config.postgres)
+    app[PUBLISHER] = EventPublisher(config.kafka.bootstrap_servers, codec)
+    app[OUTCOMES] = OutcomeWaiter(config.kafka.bootstrap_servers, [WALLET_MOVEMENT_UPDATES.name], codec, outcome_keys)
+    await app[PUBLISHER].start()
+    await app[OUTCOMES].start()
+    yield
+    await app[OUTCOMES].stop()
+    await app[PUBLISHER].stop()
+    await app[POOL].close()
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
+    app[CONFIG] = config
+    app.cleanup_ctx.append(resources)
+    app.add_routes(
+        [
+            web.get("/health", health),
+            web.get("/ready", ready),
+            web.post("/api/v1/wallets", create_wallet),
+            web.get("/api/v1/wallet/{wallet_id}", get_wallet),
+            web.post("/api/v1/wallet/{wallet_id}/movement", create_movement),
+            web.get("/api/v1/wallet/{wallet_id}/movements", list_movements),
+            web.get("/api/v1/movement/{movement_id}", get_movement),
+            web.post("/api/v1/movement/{movement_id}/revert", revert_movement),
+        ]
+    )
+    return app
+
+
+def main() -> None:
+    config = load_config()
+    setup_logging(config, "wallet-api")
+    web.run_app(
+        create_app(config),
+        host=config.wallet_api.host,
+        port=config.wallet_api.port,
+        print=lambda _: log.info("wallet API on http://%s:%s", config.wallet_api.host, config.wallet_api.port),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Faust apps and agents: one saga step per agent, thin (decode, call the domain, produce)."""

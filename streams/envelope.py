@@ -1,0 +1,58 @@
+"""Domain events to Avro records and back: the envelope every event shares."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from typing import Any
+
+from domain.events import EventMeta
+from domain.money import Money
+
+SCHEMA_VERSION = 1
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def envelope(event_type: str, meta: EventMeta) -> dict[str, Any]:
+    return {
+        "event_id": meta.event_id,
+        "event_type": event_type,
+        "schema_version": SCHEMA_VERSION,
+        "occurred_at": meta.occurred_at,
+        "correlation_id": meta.correlation_id,
+        "causation_id": meta.causation_id,
+    }
+
+
+def new_meta(
+    correlation_id: str | None = None, causation_id: str | None = None, event_id: str | None = None
+) -> EventMeta:
+    event_id = event_id or str(uuid.uuid4())
+    return EventMeta(event_id, now_ms(), correlation_id or event_id, causation_id)
+
+
+def to_record(event: Any) -> dict[str, Any]:
+    """A domain event dataclass (with a `meta` field) as the Avro record of the same name."""
+    record: dict[str, Any] = {"envelope": envelope(type(event).__name__, event.meta)}
+    for field in dataclasses.fields(event):
+        if field.name != "meta":
+            record[field.name] = _plain(getattr(event, field.name))
+    return record
+
+
+def command_record(event_type: str, meta: EventMeta, **payload: Any) -> dict[str, Any]:
+    return {"envelope": envelope(event_type, meta), **{k: _plain(v) for k, v in payload.items()}}
+
+
+def money(record: dict[str, Any]) -> Money:
+    return Money(record["amount"], record["currency"])
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Money):
+        return {"amount": value.amount, "currency": value.currency}
+    return value

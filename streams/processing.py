@@ -1,0 +1,96 @@
+"""How every agent handles one message: decode, retry a bounded number of times,
+then dead-letter, so that one bad message never blocks its partition.
+
+faust acks and skips a message whose handler raised; we catch first, so a failure
+is either retried or lands in `payment.dlq` with its reason and original bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from connectors.avro import EventDecodeError
+from domain.ids import derive_id
+from streams.envelope import command_record, new_meta
+from streams.topics import PAYMENT_DLQ
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class SourceMessage:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class Processor:
+    """Runs a handler over decoded events with bounded retries and a dead-letter exit."""
+
+    consumer: str
+    decode: Callable[[bytes], dict[str, Any]]
+    send: Callable[[str, bytes | None, dict[str, Any]], Awaitable[None]]
+    max_attempts: int = 3
+    backoff_s: float = 0.2
+
+    async def process(self, message: SourceMessage, handler: Handler) -> bool:
+        """True when handled, False when dead-lettered."""
+        try:
+            event = self.decode(message.value)
+        except EventDecodeError as exc:
+            await self.dead_letter(message, exc, attempts=1)
+            return False
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                await handler(event)
+                return True
+            except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
+                if attempt == self.max_attempts:
+                    await self.dead_letter(message, exc, attempts=attempt)
+                    return False
+                log.warning(
+                    "%s: attempt %d of %s@%d/%d failed: %r; retrying",
+                    self.consumer,
+                    attempt,
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    exc,
+                )
+                await asyncio.sleep(self.backoff_s * attempt)
+        return False
+
+    async def dead_letter(self, message: SourceMessage, error: Exception, attempts: int) -> None:
+        log.error(
+            "%s: dead-lettering %s@%d/%d after %d attempt(s): %r",
+            self.consumer,
+            message.topic,
+            message.partition,
+            message.offset,
+            attempts,
+            error,
+        )
+        event_id = derive_id("DeadLetter", message.topic, str(message.partition), str(message.offset))
+        record = command_record(
+            "DeadLetter",
+            new_meta(event_id=event_id),
+            source_topic=message.topic,
+            source_partition=message.partition,
+            source_offset=message.offset,
+            key=message.key,
+            value=message.value,
+            error_type=type(error).__name__,
+            error_message=str(error)[:2000],
+            attempts=attempts,
+            consumer=self.consumer,
+        )
+        await self.send(PAYMENT_DLQ.name, message.key, record)
