@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 from connectors import localinfra
 from connectors.config import Config, load_config
@@ -22,8 +23,13 @@ from connectors.kafka_admin import ensure_topics
 from connectors.postgres import migrate
 from services.sample_data import load_sample_wallets
 
-RUN_DIR = localinfra.LOCAL / "run"
-LOG_DIR = localinfra.LOCAL / "log"
+
+def run_dir(config: Config) -> Path:
+    return localinfra.state_dir(config) / "run"
+
+
+def log_dir(config: Config) -> Path:
+    return localinfra.state_dir(config) / "log"
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,7 @@ class Process:
     args: tuple[str, ...]
     health_port: int | None
     description: str
+    health_path: str = "/health"
 
 
 def processes(config: Config) -> list[Process]:
@@ -40,9 +47,10 @@ def processes(config: Config) -> list[Process]:
         Process(
             "wallet-worker",
             "streams.wallet_worker",
-            ("worker", "-l", "info"),
+            ("worker", "-l", "info", "--web-port", str(config.wallet_worker.web_port)),
             config.wallet_worker.web_port,
             "wallet saga steps (faust), table views",
+            "/ready/",
         ),
         Process("projector", "services.projector", (), None, "writes the PostgreSQL views"),
         Process("wallet-api", "services.wallet_api", (), config.wallet_api.port, "wallet REST API"),
@@ -62,79 +70,104 @@ def setup(config: Config) -> None:
     say(f"sample wallets: {produced} opening command(s) produced, {3 - produced} already on the log")
 
 
-def _pid(name: str) -> int | None:
-    return localinfra.read_pid(RUN_DIR / f"{name}.pid")
+class Supervisor:
+    """Starts, watches and stops the service processes of one environment.
 
+    Each process gets a pid file and a log under .local/<environment>/; the test
+    suite uses the same class to start services and to SIGKILL them.
+    """
 
-def start_process(process: Process) -> subprocess.Popen[bytes] | None:
-    if _pid(process.name):
-        say(f"{process.name} already running")
-        return None
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    with open(LOG_DIR / f"{process.name}.log", "ab") as log:
-        child = subprocess.Popen(
-            [sys.executable, "-m", process.module, *process.args],
-            cwd=localinfra.ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    (RUN_DIR / f"{process.name}.pid").write_text(str(child.pid))
-    return child
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
 
+    def pid_file(self, name: str) -> Path:
+        return run_dir(self.config) / f"{name}.pid"
 
-def wait_healthy(process: Process, child: subprocess.Popen[bytes] | None, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (child is not None and child.poll() is not None) or _pid(process.name) is None:
-            raise localinfra.InfraError(f"{process.name} exited; see {LOG_DIR / process.name}.log")
-        if process.health_port is None:
+    def log_file(self, name: str) -> Path:
+        return log_dir(self.config) / f"{name}.log"
+
+    def pid(self, name: str) -> int | None:
+        child = self.children.get(name)
+        if child is not None and child.poll() is not None:
+            return None  # exited (os.kill(pid, 0) would still find the zombie)
+        return localinfra.read_pid(self.pid_file(name))
+
+    def start(self, process: Process, extra_env: dict[str, str] | None = None) -> None:
+        if self.pid(process.name):
+            say(f"{process.name} already running")
             return
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{process.health_port}/", timeout=1):
+        run_dir(self.config).mkdir(parents=True, exist_ok=True)
+        log_dir(self.config).mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "ENVIRONMENT": self.config.environment, **(extra_env or {})}
+        with open(self.log_file(process.name), "ab") as log:
+            child = subprocess.Popen(
+                [sys.executable, "-m", process.module, *process.args],
+                cwd=localinfra.ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.children[process.name] = child
+        self.pid_file(process.name).write_text(str(child.pid))
+
+    def wait_healthy(self, process: Process, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pid(process.name) is None:
+                raise localinfra.InfraError(f"{process.name} exited; see {self.log_file(process.name)}")
+            if process.health_port is None:
                 return
-        except urllib.error.HTTPError:
-            return  # it answers HTTP: it is up
-        except OSError:
-            time.sleep(0.3)
-    raise localinfra.InfraError(
-        f"{process.name} not answering on port {process.health_port} after {timeout:.0f}s; "
-        f"see {LOG_DIR / process.name}.log"
-    )
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{process.health_port}{process.health_path}", timeout=1):
+                    return
+            except OSError:  # refused, or an HTTP error such as 503 while a worker recovers
+                time.sleep(0.3)
+        raise localinfra.InfraError(
+            f"{process.name} not answering on port {process.health_port} after {timeout:.0f}s; "
+            f"see {self.log_file(process.name)}"
+        )
+
+    def stop(self, name: str, sig: signal.Signals = signal.SIGTERM, grace: float = 15.0) -> None:
+        pid = self.pid(name)
+        if pid:
+            os.killpg(pid, sig)
+            deadline = time.monotonic() + grace
+            while self.pid(name) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if self.pid(name):
+                os.killpg(pid, signal.SIGKILL)
+                while self.pid(name):
+                    time.sleep(0.1)
+        self.pid_file(name).unlink(missing_ok=True)
+        self.children.pop(name, None)
 
 
 def up(config: Config) -> None:
     started = time.monotonic()
     localinfra.up(config)
     setup(config)
-    children = {}
+    supervisor = Supervisor(config)
     for process in processes(config):
         say(f"starting {process.name}...")
-        children[process.name] = start_process(process)
+        supervisor.start(process)
     for process in processes(config):
-        wait_healthy(process, children[process.name])
+        supervisor.wait_healthy(process)
     say(f"everything up in {time.monotonic() - started:.1f}s")
     status(config)
 
 
 def stop_services(config: Config) -> None:
+    supervisor = Supervisor(config)
     for process in reversed(processes(config)):
-        pid = _pid(process.name)
-        if pid:
-            say(f"stopping {process.name} (pid {pid})")
-            os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    for process in processes(config):
-        while _pid(process.name) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        pid = _pid(process.name)
-        if pid:
-            os.killpg(pid, signal.SIGKILL)
-        (RUN_DIR / f"{process.name}.pid").unlink(missing_ok=True)
+        if supervisor.pid(process.name):
+            say(f"stopping {process.name}")
+            supervisor.stop(process.name)
 
 
 def status(config: Config) -> None:
+    supervisor = Supervisor(config)
     print(f"{'what':<16}{'where':<28}{'state':<9}description")
     print(
         f"{'kafka':<16}{config.kafka.bootstrap_servers:<28}"
@@ -146,8 +179,10 @@ def status(config: Config) -> None:
     )
     for process in processes(config):
         where = f"http://127.0.0.1:{process.health_port}" if process.health_port else "-"
-        print(f"{process.name:<16}{where:<28}{'up' if _pid(process.name) else 'down':<9}{process.description}")
-    print(f"logs: {LOG_DIR}/<name>.log, kafka: {localinfra.kafka_home(config) / 'logs'}")
+        print(
+            f"{process.name:<16}{where:<28}{'up' if supervisor.pid(process.name) else 'down':<9}{process.description}"
+        )
+    print(f"logs: {log_dir(config)}/<name>.log, kafka: {localinfra.kafka_home(config) / 'logs'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             status(config)
         elif args.command == "logs":
             names = [args.name] if args.name else [p.name for p in processes(config)]
-            os.execvp("tail", ["tail", "-n", "100", "-F", *(str(LOG_DIR / f"{n}.log") for n in names)])
+            os.execvp("tail", ["tail", "-n", "100", "-F", *(str(log_dir(config) / f"{n}.log") for n in names)])
     except localinfra.InfraError as exc:
         print(f"[run] error: {exc}", file=sys.stderr)
         return 1

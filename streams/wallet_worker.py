@@ -20,6 +20,7 @@ from connectors.config import load_config
 from domain import wallet as domain
 from streams.app import make_app
 from streams.envelope import money, now_ms, to_record
+from streams.pages import add_readiness_page
 from streams.processing import Processor, SourceMessage
 from streams.topics import WALLET_BALANCE_UPDATE, WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
 
@@ -113,6 +114,9 @@ async def process_movement(stream: faust.StreamT) -> None:
         await processor.process(
             SourceMessage(message.topic, message.partition, message.offset, message.key, message.value), handle_command
         )
+
+
+add_readiness_page(app)
 
 
 @app.page("/wallets/{wallet_id}/")
