@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import asyncpg
@@ -49,8 +51,13 @@ async def get_wallet(pool: asyncpg.Pool, wallet_id: str) -> asyncpg.Record | Non
     return await pool.fetchrow("SELECT * FROM wallets WHERE id = $1", wallet_id)
 
 
-async def get_movement(pool: asyncpg.Pool, movement_id: str) -> asyncpg.Record | None:
-    return await pool.fetchrow(f"SELECT {MOVEMENT_COLUMNS} FROM wallet_movements WHERE id = $1", movement_id)
+async def get_movement(pool: asyncpg.Pool, movement_id: str, wait_s: float = 0.0) -> asyncpg.Record | None:
+    deadline = time.monotonic() + wait_s
+    while True:
+        row = await pool.fetchrow(f"SELECT {MOVEMENT_COLUMNS} FROM wallet_movements WHERE id = $1", movement_id)
+        if row is not None or time.monotonic() >= deadline:
+            return row
+        await asyncio.sleep(0.02)
 
 
 async def list_movements(

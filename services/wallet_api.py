@@ -47,6 +47,10 @@ REJECTION_STATUS = {
     "wallet_exists": 409,
 }
 
+# The views trail the log by milliseconds; a movement created a moment ago may not be
+# projected yet, so a lookup that finds nothing retries this long before saying 404.
+PROJECTION_GRACE_S = 2.0
+
 MOVEMENT_BODY = {
     "type": Field("enum:income|expense"),
     "amount": Field("amount"),
@@ -131,7 +135,7 @@ async def revert_movement(request: web.Request) -> web.Response:
     movement_id = path_uuid(request, "movement_id")
     key = idempotency_key(request) or str(uuid.uuid4())
     body = await read_body(request, REVERT_BODY)
-    original = await views.get_movement(request.app[POOL], movement_id)
+    original = await views.get_movement(request.app[POOL], movement_id, wait_s=PROJECTION_GRACE_S)
     if original is None or original["status"] != "applied":
         raise ApiError(404, "movement_not_found", f"no applied movement {movement_id}", "movement_id")
     wallet_id = str(original["wallet_id"])

@@ -21,6 +21,10 @@ def make_app(name: str, config: Config, web_port: int, store: str) -> faust.App:
         broker_commit_interval=config.processing.commit_interval_s,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # A SIGKILLed worker holds its partitions until the session expires; faust's
+        # default of 60 s is a minute of stalled payments after every crash.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
         producer_linger_ms=1,
         # Tables are read through our own views; faust's default exposes every table.
         web_tables_enabled=False,

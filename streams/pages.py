@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -11,7 +11,7 @@ def add_readiness_page(app: faust.App) -> None:
     @app.page("/ready/")
     async def ready(web: Any, request: Any) -> Any:
         """200 once partitions are assigned and tables recovered; 503 while rebalancing."""
-        recovered = app.tables.recovery.completed.is_set()
+        recovered = cast(Any, app.tables).recovery.completed.is_set()  # not on the TableManagerT protocol
         assigned = bool(app.consumer.assignment()) if app.consumer else False
         state = {"rebalancing": app.rebalancing, "tables_recovered": recovered, "assigned": assigned}
         ok = recovered and not app.rebalancing and assigned
