@@ -47,7 +47,7 @@ reset: $(STAMP)
 test: $(STAMP)
 	@ENVIRONMENT=test $(PY) -m connectors.localinfra up
 	@ENVIRONMENT=test $(PY) -m services.devctl setup
-	@ENVIRONMENT=test $(PY) -m pytest $(PYTEST_ARGS)
+	@ENVIRONMENT=test $(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -58,3 +58,15 @@ test-stop: $(STAMP)
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/mypy domain streams services connectors
+
+kafka-tool: $(STAMP)
+	@bin/kafka-tool $(ARGS)
+
+# Apart from `make test`: the first run downloads Apicurio Registry (~160 MB). The
+# Kafka round trip in it uses the test broker if one runs (ENVIRONMENT=test unless set).
+.PHONY: test-registry
+test-registry: $(STAMP)
+	@ENVIRONMENT=$${ENVIRONMENT:-test} $(PY) -m connectors.registry run -- $(PY) -m pytest tests/registry $(PYTEST_ARGS)
+
+.PHONY: trace
+trace: ; $(PY) -m services.console trace $(ID)

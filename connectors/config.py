@@ -69,6 +69,32 @@ class ProcessingConfig:
 
 
 @dataclass(frozen=True)
+class ProviderConfig:
+    """The external payment provider (the simulator locally) and how we talk to it."""
+
+    host: str
+    port: int
+    name: str
+    webhook_secret: str
+    webhook_tolerance_s: int
+    request_timeout_s: float
+    max_attempts: int
+    backoff_s: float
+    breaker_threshold: int  # consecutive failures that open the circuit
+    breaker_reset_s: float
+    deadline_s: float  # how long a payment waits on the provider before it fails
+    webhook_delay_s: float  # simulator: delay of an ordinary webhook
+    late_delay_s: float  # simulator: delay of tok_late_success, past deadline_s
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __repr__(self) -> str:  # keeps the secret out of logs
+        return f"ProviderConfig(name={self.name!r}, url={self.base_url!r})"
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str
     json: bool
@@ -84,6 +110,7 @@ class Config:
     wallet_worker: WorkerConfig
     payment_worker: WorkerConfig
     processing: ProcessingConfig
+    provider: ProviderConfig
     log: LogConfig = field(default_factory=lambda: LogConfig("INFO", False))
 
 

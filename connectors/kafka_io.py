@@ -11,6 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from connectors.avro import Codec, EventDecodeError
+from connectors.tracing import outgoing_headers
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class EventPublisher:
     async def publish(
         self, topic: str, key: str, event: dict[str, Any], headers: list[tuple[str, bytes]] | None = None
     ) -> None:
+        headers = outgoing_headers() if headers is None else headers
         await self.producer.send_and_wait(topic, self.codec.encode(event), key=key.encode(), headers=headers)
 
 

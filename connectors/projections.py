@@ -74,6 +74,121 @@ WALLET_VIEWS: dict[str, Apply] = {
 }
 
 
+# A payment's status only moves forward, whatever order its topics are read in.
+STATUS_RANK = {"initiated": 0, "processing": 1, "completed": 2, "failed": 2, "partially_refunded": 3, "refunded": 4}
+
+UPSERT_PAYMENT = """
+    INSERT INTO payments (id, user_id, amount, currency, method, wallet_id, provider, description, status,
+                          status_rank, reason_code, reason, created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)
+    ON CONFLICT (id) DO UPDATE SET
+        wallet_id = COALESCE(payments.wallet_id, EXCLUDED.wallet_id),
+        provider = COALESCE(payments.provider, EXCLUDED.provider),
+        description = COALESCE(payments.description, EXCLUDED.description),
+        created_at = LEAST(payments.created_at, EXCLUDED.created_at),
+        status = CASE WHEN EXCLUDED.status_rank > payments.status_rank THEN EXCLUDED.status ELSE payments.status END,
+        reason_code = CASE WHEN EXCLUDED.status_rank > payments.status_rank THEN EXCLUDED.reason_code
+                      ELSE payments.reason_code END,
+        reason = CASE WHEN EXCLUDED.status_rank > payments.status_rank THEN EXCLUDED.reason ELSE payments.reason END,
+        status_rank = GREATEST(payments.status_rank, EXCLUDED.status_rank),
+        updated_at = GREATEST(payments.updated_at, EXCLUDED.updated_at)"""
+
+
+async def _upsert_payment(
+    conn: asyncpg.Connection,
+    event: dict[str, Any],
+    status: str,
+    reason_code: str | None = None,
+    reason: str | None = None,
+) -> None:
+    await conn.execute(
+        UPSERT_PAYMENT,
+        event["payment_id"],
+        event["user_id"],
+        event["amount"]["amount"],
+        event["amount"]["currency"],
+        event["method"],
+        event.get("wallet_id"),
+        event.get("provider"),
+        event.get("description"),
+        status,
+        STATUS_RANK[status],
+        reason_code,
+        reason,
+        ts(event["envelope"]["occurred_at"]),
+    )
+
+
+async def apply_payment_created(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
+    # The worker takes a payment to processing as it handles this event; nothing reports it.
+    await _upsert_payment(conn, event, "processing")
+
+
+async def apply_payment_succeeded(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
+    await _upsert_payment(conn, event, "completed")
+
+
+async def apply_payment_failed(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
+    await _upsert_payment(conn, event, "failed", event["reason_code"], event["reason"])
+
+
+async def apply_payment_refunded(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
+    await conn.execute(
+        """UPDATE payments SET refunded_amount = $2, status = $3, status_rank = $4, updated_at = $5
+           WHERE id = $1 AND refunded_amount < $2""",
+        event["payment_id"],
+        event["refunded_total"]["amount"],
+        event["status"],
+        STATUS_RANK[event["status"]],
+        ts(event["envelope"]["occurred_at"]),
+    )
+
+
+async def apply_operation_completed(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
+    env = event["envelope"]
+    await conn.execute(
+        """INSERT INTO payment_operations (id, payment_id, kind, status, amount, currency, source, reference,
+               failure_code, failure_reason, created_at, event_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+           ON CONFLICT (id) DO NOTHING""",
+        event["operation_id"],
+        event["payment_id"],
+        event["kind"],
+        event["status"],
+        event["amount"]["amount"],
+        event["amount"]["currency"],
+        event["source"],
+        event["reference"],
+        event["failure_code"],
+        event["failure_reason"],
+        ts(env["occurred_at"]),
+        env["event_id"],
+    )
+
+
+async def apply_operation_inconsistent(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
+    # The operation row may not be projected yet (another topic): insert it flagged.
+    await apply_operation_completed(conn, {**event, "failure_code": None, "failure_reason": None})
+    await conn.execute("UPDATE payment_operations SET inconsistent = true WHERE id = $1", event["operation_id"])
+
+
+PAYMENT_VIEWS: dict[str, Apply] = {
+    "PaymentCreated": apply_payment_created,
+    "PaymentSucceeded": apply_payment_succeeded,
+    "PaymentFailed": apply_payment_failed,
+    "PaymentRefunded": apply_payment_refunded,
+    "PaymentOperationCompleted": apply_operation_completed,
+    "PaymentOperationInconsistent": apply_operation_inconsistent,
+}
+
+
+# The tables each projection (by name) writes: what `payments rebuild` recreates and compares.
+VIEW_TABLES: dict[str, tuple[str, ...]] = {
+    "wallet_views": ("wallets", "wallet_movements"),
+    "payment_views": ("payments", "payment_operations"),
+}
+
+
 class Projection:
     """A named set of views and the event types that feed them."""
 
@@ -89,11 +204,23 @@ class Projection:
         return {(r["topic"], r["partition"]): r["last_offset"] for r in rows}
 
     async def apply_batch(
-        self, conn: asyncpg.Connection, topic: str, partition: int, messages: list[tuple[int, dict[str, Any] | None]]
+        self,
+        conn: asyncpg.Connection,
+        topic: str,
+        partition: int,
+        messages: list[tuple[int, dict[str, Any] | None]],
+        schema: str | None = None,
     ) -> int:
-        """Apply (offset, decoded event or None for undecodable) in one transaction; return rows applied."""
+        """Apply (offset, decoded event or None for undecodable) in one transaction; return rows applied.
+
+        With `schema`, the views and offsets of that schema are written instead of the live ones.
+        """
         applied = 0
         async with conn.transaction():
+            if schema is not None:
+                # The appliers name their tables unqualified, so the same SQL can rebuild into a side schema.
+                quoted = '"' + schema.replace('"', '""') + '"'
+                await conn.execute(f"SET LOCAL search_path TO {quoted}, public")
             stored = await conn.fetchval(
                 "SELECT last_offset FROM projection_offsets WHERE projection = $1 AND topic = $2 "
                 "AND partition = $3 FOR UPDATE",

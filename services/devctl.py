@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -54,6 +55,22 @@ def processes(config: Config) -> list[Process]:
         ),
         Process("projector", "services.projector", (), None, "writes the PostgreSQL views"),
         Process("wallet-api", "services.wallet_api", (), config.wallet_api.port, "wallet REST API"),
+        Process(
+            "payment-worker",
+            "streams.payment_worker",
+            ("worker", "-l", "info", "--web-port", str(config.payment_worker.web_port)),
+            config.payment_worker.web_port,
+            "payment saga steps (faust), payment table",
+            "/ready/",
+        ),
+        Process("payment-api", "services.payment_api", (), config.payment_api.port, "payment REST API, webhooks"),
+        Process(
+            "provider-simulator",
+            "services.provider_simulator",
+            (),
+            config.provider.port,
+            "external payment provider (simulated), signed webhooks",
+        ),
     ]
 
 
@@ -192,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down", "stop-services", "status", "setup", "logs"])
     parser.add_argument("name", nargs="?")
     args = parser.parse_args(argv)
+    # A fresh topic's leader can need a moment; aiokafka logs each retry as an error.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     config = load_config()
     try:
         if args.command == "up":

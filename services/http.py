@@ -10,6 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from connectors.metrics import http_metrics_middleware
+from connectors.tracing import TRACEPARENT_HEADER, continue_or_start, current_traceparent
 from domain.ids import is_uuid
 from domain.money import CURRENCIES
 
@@ -112,6 +114,25 @@ def idempotency_key(request: web.Request) -> str | None:
     if key is not None and not 0 < len(key) <= 255:
         raise ApiError(400, "invalid_header", "Idempotency-Key must be 1 to 255 characters", "Idempotency-Key")
     return key
+
+
+@web.middleware
+async def trace_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Continues the caller's W3C trace (or starts one) for everything this request publishes."""
+    traceparent = continue_or_start(request.headers.get(TRACEPARENT_HEADER))
+    token = current_traceparent.set(traceparent)
+    try:
+        response = await handler(request)
+    finally:
+        current_traceparent.reset(token)
+    response.headers[TRACEPARENT_HEADER] = traceparent
+    return response
+
+
+def service_middlewares(service: str) -> list[Any]:
+    return [http_metrics_middleware(service), trace_middleware, error_middleware]
 
 
 async def health(_: web.Request) -> web.Response:

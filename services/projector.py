@@ -20,13 +20,33 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config, load_config
 from connectors.postgres import create_pool, migrate
-from connectors.projections import WALLET_VIEWS, Projection
+from connectors.projections import PAYMENT_VIEWS, WALLET_VIEWS, Projection
 from services.logs import setup_logging
-from streams.topics import WALLET_BALANCE_UPDATE, WALLET_MOVEMENT_UPDATES
+from streams.topics import (
+    PAYMENT_CREATED,
+    PAYMENT_FAILED,
+    PAYMENT_OPERATION_COMPLETED,
+    PAYMENT_OPERATION_INCONSISTENT,
+    PAYMENT_REFUNDED,
+    PAYMENT_SUCCESS,
+    WALLET_BALANCE_UPDATE,
+    WALLET_MOVEMENT_UPDATES,
+)
 
 log = logging.getLogger("projector")
 
-PROJECTIONS = (Projection("wallet_views", (WALLET_MOVEMENT_UPDATES.name, WALLET_BALANCE_UPDATE.name), WALLET_VIEWS),)
+PAYMENT_TOPICS = (
+    PAYMENT_CREATED,
+    PAYMENT_SUCCESS,
+    PAYMENT_FAILED,
+    PAYMENT_REFUNDED,
+    PAYMENT_OPERATION_COMPLETED,
+    PAYMENT_OPERATION_INCONSISTENT,
+)
+PROJECTIONS = (
+    Projection("wallet_views", (WALLET_MOVEMENT_UPDATES.name, WALLET_BALANCE_UPDATE.name), WALLET_VIEWS),
+    Projection("payment_views", tuple(t.name for t in PAYMENT_TOPICS), PAYMENT_VIEWS),
+)
 
 
 class SeekToStoredPositions(ConsumerRebalanceListener):

@@ -21,10 +21,11 @@ from connectors import wallet_views as views
 from connectors.avro import make_codec
 from connectors.config import Config, load_config
 from connectors.kafka_io import EventPublisher, OutcomeWaiter
+from connectors.metrics import metrics_handler
 from connectors.postgres import create_pool
 from domain.ids import derive_id, is_uuid
 from domain.wallet import OPPOSITE, revert_movement_id
-from services.http import ApiError, Field, error_middleware, health, idempotency_key, path_uuid, read_body
+from services.http import ApiError, Field, health, idempotency_key, path_uuid, read_body, service_middlewares
 from services.logs import setup_logging
 from streams.envelope import command_record, new_meta
 from streams.topics import WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
@@ -247,13 +248,14 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
+    app = web.Application(middlewares=service_middlewares("wallet-api"), client_max_size=64 * 1024)
     app[CONFIG] = config
     app.cleanup_ctx.append(resources)
     app.add_routes(
         [
             web.get("/health", health),
             web.get("/ready", ready),
+            web.get("/metrics", metrics_handler),
             web.post("/api/v1/wallets", create_wallet),
             web.get("/api/v1/wallet/{wallet_id}", get_wallet),
             web.post("/api/v1/wallet/{wallet_id}/movement", create_movement),

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 from domain.events import EventMeta
 from domain.money import Money
 
 SCHEMA_VERSION = 1
+
+T = TypeVar("T")
 
 
 def now_ms() -> int:
@@ -56,3 +58,18 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Money):
         return {"amount": value.amount, "currency": value.currency}
     return value
+
+
+def from_record(cls: type[T], record: dict[str, Any]) -> T:
+    """The domain event dataclass `cls` from its Avro record (the inverse of to_record)."""
+    env = record["envelope"]
+    meta = EventMeta(env["event_id"], env["occurred_at"], env["correlation_id"], env["causation_id"])
+    values = {}
+    factory: Any = cls
+    for field in dataclasses.fields(factory):
+        if field.name != "meta":
+            value = record[field.name]
+            is_money = isinstance(value, dict) and set(value) == {"amount", "currency"}
+            values[field.name] = money(value) if is_money else value
+    result: T = factory(meta, **values)
+    return result

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from connectors.avro import EventDecodeError
+from connectors.metrics import DEAD_LETTERS, EVENT_LATENCY, EVENTS_PROCESSED
+from connectors.tracing import continue_or_start, current_traceparent, from_headers
 from domain.ids import derive_id
 from streams.envelope import command_record, new_meta
 from streams.topics import PAYMENT_DLQ
@@ -30,6 +33,7 @@ class SourceMessage:
     offset: int
     key: bytes | None
     value: bytes
+    headers: object = None
 
 
 @dataclass
@@ -44,18 +48,31 @@ class Processor:
 
     async def process(self, message: SourceMessage, handler: Handler) -> bool:
         """True when handled, False when dead-lettered."""
+        token = current_traceparent.set(continue_or_start(from_headers(message.headers)))
+        started = time.perf_counter()
+        try:
+            return await self._process(message, handler)
+        finally:
+            EVENT_LATENCY.labels(self.consumer).observe(time.perf_counter() - started)
+            current_traceparent.reset(token)
+
+    async def _process(self, message: SourceMessage, handler: Handler) -> bool:
         try:
             event = self.decode(message.value)
         except EventDecodeError as exc:
             await self.dead_letter(message, exc, attempts=1)
+            EVENTS_PROCESSED.labels(self.consumer, "undecodable", "dead_lettered").inc()
             return False
+        event_type = event["envelope"]["event_type"]
         for attempt in range(1, self.max_attempts + 1):
             try:
                 await handler(event)
+                EVENTS_PROCESSED.labels(self.consumer, event_type, "handled").inc()
                 return True
             except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
                 if attempt == self.max_attempts:
                     await self.dead_letter(message, exc, attempts=attempt)
+                    EVENTS_PROCESSED.labels(self.consumer, event_type, "dead_lettered").inc()
                     return False
                 log.warning(
                     "%s: attempt %d of %s@%d/%d failed: %r; retrying",
@@ -93,4 +110,5 @@ class Processor:
             attempts=attempts,
             consumer=self.consumer,
         )
+        DEAD_LETTERS.labels(self.consumer, type(error).__name__).inc()
         await self.send(PAYMENT_DLQ.name, message.key, record)

@@ -17,10 +17,11 @@ import faust
 
 from connectors.avro import make_codec
 from connectors.config import load_config
+from connectors.tracing import outgoing_headers
 from domain import wallet as domain
 from streams.app import make_app
 from streams.envelope import money, now_ms, to_record
-from streams.pages import add_readiness_page
+from streams.pages import add_worker_pages
 from streams.processing import Processor, SourceMessage
 from streams.topics import WALLET_BALANCE_UPDATE, WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
 
@@ -47,7 +48,7 @@ async def send(topic: str, key: bytes | None, record: dict[str, Any]) -> None:
     # force=True: publish now, not at the next commit; the commit flushes the producer
     # before it moves the offset, so this stays at least once.
     await app.topic(topic, key_serializer="raw", value_serializer="raw").send(
-        key=key, value=codec.encode(record), force=True
+        key=key, value=codec.encode(record), headers=outgoing_headers(), force=True
     )
 
 
@@ -112,11 +113,14 @@ async def process_movement(stream: faust.StreamT) -> None:
     async for event in stream.events():
         message = event.message
         await processor.process(
-            SourceMessage(message.topic, message.partition, message.offset, message.key, message.value), handle_command
+            SourceMessage(
+                message.topic, message.partition, message.offset, message.key, message.value, message.headers
+            ),
+            handle_command,
         )
 
 
-add_readiness_page(app)
+add_worker_pages(app)
 
 
 @app.page("/wallets/{wallet_id}/")

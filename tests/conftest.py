@@ -60,3 +60,15 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture(scope="session")
 def wallet_api(wallet_system: Config, http: aiohttp.ClientSession) -> Api:
     return Api(http, f"http://127.0.0.1:{wallet_system.wallet_api.port}")
+
+
+@pytest.fixture(scope="session")
+def payment_system(wallet_system: Config, supervisor: Supervisor) -> Config:
+    """The wallet system plus payment worker, payment API and provider simulator, running."""
+    ensure_running(wallet_system, supervisor, "provider-simulator", "payment-worker", "payment-api")
+    return wallet_system
+
+
+@pytest.fixture(scope="session")
+def payment_api(payment_system: Config, http: aiohttp.ClientSession) -> Api:
+    return Api(http, f"http://127.0.0.1:{payment_system.payment_api.port}")

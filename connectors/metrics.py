@@ -1,0 +1,79 @@
+"""Prometheus metrics shared by every process (one registry per process).
+
+Names follow Prometheus conventions; labels stay low-cardinality (routes are the
+route templates, never concrete ids).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests served", ["service", "method", "route", "status"])
+HTTP_LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency",
+    ["service", "method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EVENTS_PROCESSED = Counter("events_processed_total", "Events handled by an agent", ["agent", "event_type", "outcome"])
+EVENT_LATENCY = Histogram(
+    "event_processing_seconds",
+    "Time an agent spends on one event",
+    ["agent"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+)
+DEAD_LETTERS = Counter("dead_letters_total", "Messages written to the dead-letter topic", ["consumer", "error_type"])
+CONSUMER_LAG = Gauge(
+    "consumer_lag_messages", "Messages behind the end of the partition", ["group", "topic", "partition"]
+)
+PROJECTION_LAG_MESSAGES = Gauge(
+    "projection_lag_messages",
+    "Messages of the log not yet in the PostgreSQL views",
+    ["projection", "topic", "partition"],
+)
+PROJECTION_LAG_SECONDS = Gauge(
+    "projection_lag_seconds", "Age of the newest event applied to the views when applied", ["projection"]
+)
+PAYMENTS_TERMINAL = Counter("payments_terminal_total", "Payments that reached a terminal status", ["status"])
+SAGA_DURATION = Histogram(
+    "payment_saga_duration_seconds",
+    "From payment creation to its terminal event",
+    ["status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+
+
+def exposition() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+async def metrics_handler(_: web.Request) -> web.Response:
+    body, content_type = exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def http_metrics_middleware(service: str) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            HTTP_REQUESTS.labels(service, request.method, route, str(status)).inc()
+            HTTP_LATENCY.labels(service, request.method, route).observe(time.perf_counter() - started)
+
+    return middleware

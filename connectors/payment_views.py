@@ -1,0 +1,123 @@
+"""Queries on the payment read views, plus the two tables the payment API writes
+itself: refund reservations and idempotency keys."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+TERMINAL = ("completed", "failed", "refunded", "partially_refunded")
+
+
+def payment_json(row: asyncpg.Record, operations: list[asyncpg.Record] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": str(row["id"]),
+        "user_id": str(row["user_id"]),
+        "amount": row["amount"],
+        "currency": row["currency"],
+        "payment_method_type": row["method"],
+        "wallet_id": None if row["wallet_id"] is None else str(row["wallet_id"]),
+        "provider": row["provider"],
+        "description": row["description"],
+        "status": row["status"],
+        "reason_code": row["reason_code"],
+        "reason": row["reason"],
+        "refunded_amount": row["refunded_amount"],
+        "created_at": row["created_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat(),
+    }
+    if operations is not None:
+        body["operations"] = [operation_json(op) for op in operations]
+    return body
+
+
+def operation_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "kind": row["kind"],
+        "status": row["status"],
+        "amount": row["amount"],
+        "currency": row["currency"],
+        "source": row["source"],
+        "reference": row["reference"],
+        "failure_code": row["failure_code"],
+        "failure_reason": row["failure_reason"],
+        "inconsistent": row["inconsistent"],
+        "created_at": row["created_at"].isoformat(),
+    }
+
+
+async def get_payment(pool: asyncpg.Pool, payment_id: str) -> asyncpg.Record | None:
+    return await pool.fetchrow("SELECT * FROM payments WHERE id = $1", payment_id)
+
+
+async def list_operations(pool: asyncpg.Pool, payment_id: str) -> list[asyncpg.Record]:
+    return list(
+        await pool.fetch("SELECT * FROM payment_operations WHERE payment_id = $1 ORDER BY created_at, id", payment_id)
+    )
+
+
+async def reserve_refund(
+    conn: asyncpg.Connection,
+    payment_id: str,
+    refund_id: str,
+    amount: int | None,
+    currency: str,
+    total: int,
+    reason: str | None,
+) -> tuple[str, int]:
+    """Inside the caller's transaction: ('ok', amount), ('already_refunded', 0) or ('exceeds', left).
+
+    A per-payment advisory lock serialises concurrent refund requests of one payment.
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", payment_id)
+    reserved = await conn.fetchval(
+        "SELECT COALESCE(sum(amount), 0)::bigint FROM payment_refunds WHERE payment_id = $1", payment_id
+    )
+    left = total - reserved
+    if left <= 0:
+        return "already_refunded", 0
+    wanted = left if amount is None else amount
+    if wanted > left:
+        return "exceeds", left
+    await conn.execute(
+        "INSERT INTO payment_refunds (id, payment_id, amount, currency, reason) VALUES ($1, $2, $3, $4, $5)",
+        refund_id,
+        payment_id,
+        wanted,
+        currency,
+        reason,
+    )
+    return "ok", wanted
+
+
+async def claim_key(pool: asyncpg.Pool, endpoint: str, key: str, request_hash: str) -> asyncpg.Record | None:
+    """None when this request claimed the key; else the row of whoever claimed it first."""
+    claimed = await pool.fetchval(
+        "INSERT INTO idempotency_keys (endpoint, key, request_hash) VALUES ($1, $2, $3) "
+        "ON CONFLICT DO NOTHING RETURNING 1",
+        endpoint,
+        key,
+        request_hash,
+    )
+    if claimed:
+        return None
+    return await pool.fetchrow("SELECT * FROM idempotency_keys WHERE endpoint = $1 AND key = $2", endpoint, key)
+
+
+async def store_response(pool: asyncpg.Pool, endpoint: str, key: str, status: int, body: Any) -> None:
+    await pool.execute(
+        "UPDATE idempotency_keys SET status_code = $3, response = $4::jsonb WHERE endpoint = $1 AND key = $2",
+        endpoint,
+        key,
+        status,
+        json.dumps(body),
+    )
+
+
+async def release_key(pool: asyncpg.Pool, endpoint: str, key: str) -> None:
+    await pool.execute(
+        "DELETE FROM idempotency_keys WHERE endpoint = $1 AND key = $2 AND status_code IS NULL", endpoint, key
+    )

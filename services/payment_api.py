@@ -1,0 +1,349 @@
+"""Payment REST API (aiohttp, port 8080): create, get and refund payments; provider webhooks.
+
+Writes publish an event keyed by payment id and return; the saga runs in the payment
+worker. Reads come from the PostgreSQL views, optionally waiting for a terminal status.
+
+    python -m services.payment_api
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from connectors import payment_views as views
+from connectors import wallet_views
+from connectors.avro import make_codec
+from connectors.config import Config, load_config
+from connectors.kafka_io import EventPublisher
+from connectors.postgres import create_pool
+from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from domain import payment as domain
+from domain.events import EventMeta
+from domain.ids import derive_id, is_uuid
+from domain.money import Money
+from services.http import ApiError, Field, check, error_middleware, health, idempotency_key, path_uuid, read_body
+from services.logs import setup_logging
+from streams.envelope import command_record, now_ms, to_record
+from streams.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_CREATED, PAYMENT_REFUND
+
+log = logging.getLogger("payment_api")
+
+CONFIG = web.AppKey("config", Config)
+POOL = web.AppKey("pool", asyncpg.Pool)
+PUBLISHER = web.AppKey("publisher", EventPublisher)
+
+PAYMENT_BODY = {
+    "user_id": Field("uuid"),
+    "amount": Field("amount"),
+    "currency": Field("currency"),
+    "payment_method_type": Field("enum:wallet|external"),
+    "wallet_id": Field("uuid", required=False),
+    "provider": Field("string", required=False, max_length=50),
+    "token": Field("string", required=False, max_length=200),
+    "description": Field("string", required=False),
+}
+REFUND_BODY = {"amount": Field("amount", required=False), "reason": Field("string", required=False)}
+MAX_WAIT_S = 30.0
+POLL_S = 0.05
+
+
+async def wait_for_payment(pool: asyncpg.Pool, payment_id: str, timeout: float) -> asyncpg.Record | None:
+    """The payment's view row once terminal, or whatever the view holds when the time is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        row = await views.get_payment(pool, payment_id)
+        if (row is not None and row["status"] in views.TERMINAL) or time.monotonic() >= deadline:
+            return row
+        await asyncio.sleep(POLL_S)
+
+
+async def payment_body(pool: asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any]:
+    return views.payment_json(row, await views.list_operations(pool, str(row["id"])))
+
+
+async def create_payment(request: web.Request) -> web.Response:
+    key = idempotency_key(request)
+    body = await read_body(request, PAYMENT_BODY)
+    pool = request.app[POOL]
+    if key is None:
+        status, response = await _create(request, body, str(uuid.uuid4()))
+        return web.json_response(response, status=status)
+    request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    first = await views.claim_key(pool, "create_payment", key, request_hash)
+    if first is not None:
+        return await _replay(request, key, request_hash, first)
+    try:
+        # The key names the payment: a retry after a crash publishes the same payment again,
+        # which the worker applies once.
+        status, response = await _create(request, body, derive_id("payment", key))
+    except BaseException:
+        await views.release_key(pool, "create_payment", key)
+        raise
+    await views.store_response(pool, "create_payment", key, status, response)
+    return web.json_response(response, status=status)
+
+
+async def _replay(request: web.Request, key: str, request_hash: str, first: asyncpg.Record) -> web.Response:
+    if first["request_hash"] != request_hash:
+        raise ApiError(
+            409, "idempotency_conflict", "this Idempotency-Key was used with a different body", "Idempotency-Key"
+        )
+    deadline = time.monotonic() + request.app[CONFIG].payment_api.outcome_timeout_s
+    while first["status_code"] is None:  # the first request is still running
+        if time.monotonic() >= deadline:
+            raise ApiError(409, "request_in_progress", "a request with this Idempotency-Key is still running")
+        await asyncio.sleep(POLL_S)
+        row = await request.app[POOL].fetchrow(
+            "SELECT * FROM idempotency_keys WHERE endpoint = 'create_payment' AND key = $1", key
+        )
+        if row is None:  # the first request failed and released the key
+            raise ApiError(409, "request_in_progress", "retry: the first request with this key failed")
+        first = row
+    return web.json_response(json.loads(first["response"]), status=first["status_code"])
+
+
+async def _create(request: web.Request, body: dict[str, Any], payment_id: str) -> tuple[int, dict[str, Any]]:
+    config = request.app[CONFIG]
+    pool = request.app[POOL]
+    method = body["payment_method_type"]
+    if method == "wallet":
+        await _check_wallet(pool, body)
+    else:
+        for name in ("provider", "token"):
+            if body[name] is None:
+                raise ApiError(400, "missing_field", f"field {name!r} is required for an external payment", name)
+        if body["provider"] != config.provider.name:
+            raise ApiError(422, "unknown_provider", f"provider must be {config.provider.name!r}", "provider")
+        if body["wallet_id"] is not None:
+            raise ApiError(400, "unknown_field", "wallet_id is only for a wallet payment", "wallet_id")
+    now = now_ms()
+    created = domain.PaymentCreated(
+        EventMeta(derive_id("PaymentCreated", payment_id), now, payment_id, None),
+        payment_id,
+        body["user_id"],
+        Money(body["amount"], body["currency"]),
+        method,
+        body["wallet_id"],
+        body["provider"],
+        body["token"],
+        body["description"],
+        now + int(config.provider.deadline_s * 1000) if method == "external" else None,
+    )
+    await request.app[PUBLISHER].publish(PAYMENT_CREATED.name, payment_id, to_record(created))
+    row = await wait_for_payment(pool, payment_id, config.payment_api.outcome_timeout_s)
+    if row is not None:
+        return 201, await payment_body(pool, row)
+    return 201, {
+        "id": payment_id,
+        "user_id": body["user_id"],
+        "amount": body["amount"],
+        "currency": body["currency"],
+        "payment_method_type": method,
+        "wallet_id": body["wallet_id"],
+        "provider": body["provider"],
+        "description": body["description"],
+        "status": "processing",
+        "status_url": f"/api/v1/payments/{payment_id}",
+    }
+
+
+async def _check_wallet(pool: asyncpg.Pool, body: dict[str, Any]) -> None:
+    """Refuse what the wallet would reject anyway, with a clearer error; the worker still decides."""
+    if body["wallet_id"] is None:
+        raise ApiError(400, "missing_field", "field 'wallet_id' is required for a wallet payment", "wallet_id")
+    for name in ("provider", "token"):
+        if body[name] is not None:
+            raise ApiError(400, "unknown_field", f"{name} is only for an external payment", name)
+    wallet = await wallet_views.get_wallet(pool, body["wallet_id"])
+    if wallet is None:
+        raise ApiError(404, "wallet_not_found", f"wallet {body['wallet_id']} does not exist", "wallet_id")
+    if wallet["currency"] != body["currency"]:
+        raise ApiError(
+            422,
+            "currency_mismatch",
+            f"the wallet holds {wallet['currency']}, the payment is in {body['currency']}",
+            "currency",
+        )
+    if str(wallet["user_id"]) != body["user_id"]:
+        raise ApiError(422, "wallet_not_owned", "the wallet does not belong to this user", "wallet_id")
+
+
+async def get_payment(request: web.Request) -> web.Response:
+    payment_id = path_uuid(request, "payment_id")
+    try:
+        wait = float(request.query.get("wait", "0"))
+    except ValueError:
+        raise ApiError(422, "invalid_value", "wait must be a number of seconds", "wait") from None
+    if not 0 <= wait <= MAX_WAIT_S:
+        raise ApiError(422, "invalid_value", f"wait must be between 0 and {MAX_WAIT_S:.0f} seconds", "wait")
+    pool = request.app[POOL]
+    row = await wait_for_payment(pool, payment_id, wait)
+    if row is None:
+        raise ApiError(404, "payment_not_found", f"payment {payment_id} not found", "payment_id")
+    return web.json_response(await payment_body(pool, row))
+
+
+async def refund_payment(request: web.Request) -> web.Response:
+    payment_id = path_uuid(request, "payment_id")
+    key = idempotency_key(request)
+    body = await read_body(request, REFUND_BODY)
+    pool = request.app[POOL]
+    row = await views.get_payment(pool, payment_id)
+    if row is None:
+        raise ApiError(404, "payment_not_found", f"payment {payment_id} not found", "payment_id")
+    if row["status"] == "refunded":
+        raise ApiError(409, "already_refunded", "the payment was already refunded")
+    if row["status"] not in domain.REFUNDABLE:
+        raise ApiError(409, "not_refundable", f"only a completed payment can be refunded; it is {row['status']}")
+    refund_id = derive_id("refund", payment_id, key) if key else str(uuid.uuid4())
+    async with pool.acquire() as conn, conn.transaction():
+        existing = await conn.fetchrow("SELECT * FROM payment_refunds WHERE id = $1", refund_id)
+        if existing is not None:  # a retry with the same Idempotency-Key
+            return _refund_accepted(payment_id, refund_id, existing["amount"], row["currency"])
+        outcome, amount = await views.reserve_refund(
+            conn, payment_id, refund_id, body["amount"], row["currency"], row["amount"], body["reason"]
+        )
+        if outcome == "already_refunded":
+            raise ApiError(409, "already_refunded", "the whole amount is already refunded or being refunded")
+        if outcome == "exceeds":
+            raise ApiError(422, "amount_exceeds_refundable", f"only {amount} {row['currency']} is left", "amount")
+        requested = domain.RefundRequested(
+            EventMeta(derive_id("RefundRequested", refund_id), now_ms(), payment_id, None),
+            payment_id,
+            refund_id,
+            Money(amount, row["currency"]),
+            body["reason"],
+        )
+        # Published inside the transaction: if Kafka refuses, the reservation rolls back.
+        await request.app[PUBLISHER].publish(PAYMENT_REFUND.name, payment_id, to_record(requested))
+    return _refund_accepted(payment_id, refund_id, amount, row["currency"])
+
+
+def _refund_accepted(payment_id: str, refund_id: str, amount: int, currency: str) -> web.Response:
+    return web.json_response(
+        {
+            "refund_id": refund_id,
+            "payment_id": payment_id,
+            "amount": amount,
+            "currency": currency,
+            "status": "pending",
+            "status_url": f"/api/v1/payments/{payment_id}",
+        },
+        status=202,
+    )
+
+
+async def provider_webhook(request: web.Request) -> web.Response:
+    """handleExternalWebhooks: verify, then put the update on external-provider-events."""
+    config = request.app[CONFIG].provider
+    provider = request.match_info["provider"]
+    if provider != config.name:
+        raise ApiError(404, "unknown_provider", f"no provider {provider!r}", "provider")
+    raw = await request.read()
+    problem = verify(
+        config.webhook_secret,
+        request.headers.get(TIMESTAMP_HEADER),
+        request.headers.get(SIGNATURE_HEADER),
+        raw,
+        int(time.time()),
+        config.webhook_tolerance_s,
+    )
+    if problem is not None:
+        log.warning("webhook from %s refused: %s", provider, problem)
+        raise ApiError(401, "invalid_signature", problem)
+    try:
+        hook = json.loads(raw)
+        data = hook["data"]
+        metadata = data["metadata"]
+        payment_id = metadata["payment_id"]
+        kind = data["object"]
+        status = data["status"]
+        update = command_record(
+            "ProviderUpdate",
+            EventMeta(derive_id("ProviderUpdate", provider, str(hook["id"])), now_ms(), payment_id, None),
+            provider=provider,
+            provider_event_id=str(hook["id"]),
+            payment_id=payment_id,
+            provider_reference=str(data["id"]),
+            operation_id=metadata.get("operation_id"),
+            kind=kind,
+            status=status,
+            amount={"amount": check("amount", data["amount"], Field("amount")), "currency": data["currency"]},
+            failure_reason=data.get("failure_reason"),
+            provider_timestamp=int(hook["created"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ApiError(400, "malformed_webhook", f"unexpected webhook payload: {exc!r}") from None
+    if not is_uuid(payment_id) or kind not in ("charge", "refund") or status not in ("succeeded", "failed", "pending"):
+        raise ApiError(400, "malformed_webhook", "unexpected payment id, object or status")
+    # A replay (same provider event id) carries the same event id; the saga applies it once.
+    await request.app[PUBLISHER].publish(EXTERNAL_PROVIDER_EVENTS.name, payment_id, update)
+    return web.json_response({"received": True})
+
+
+async def ready(request: web.Request) -> web.Response:
+    problems = {}
+    try:
+        await request.app[POOL].fetchval("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - readiness reports any failure
+        problems["postgres"] = str(exc)
+    try:
+        await request.app[PUBLISHER].producer.client.fetch_all_metadata()
+    except Exception as exc:  # noqa: BLE001
+        problems["kafka"] = str(exc)
+    status = 503 if problems else 200
+    return web.json_response({"status": "unready" if problems else "ready", "problems": problems}, status=status)
+
+
+async def resources(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    app[POOL] = await create_pool(config.postgres, max_size=20)
+    app[PUBLISHER] = EventPublisher(
+        config.kafka.bootstrap_servers, make_codec(config.kafka.schema_registry_url or None)
+    )
+    await app[PUBLISHER].start()
+    yield
+    await app[PUBLISHER].stop()
+    await app[POOL].close()
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
+    app[CONFIG] = config
+    app.cleanup_ctx.append(resources)
+    app.add_routes(
+        [
+            web.get("/health", health),
+            web.get("/ready", ready),
+            web.post("/api/v1/payments", create_payment),
+            web.get("/api/v1/payments/{payment_id}", get_payment),
+            web.post("/api/v1/payments/{payment_id}/refund", refund_payment),
+            web.post("/api/v1/webhooks/{provider}", provider_webhook),
+        ]
+    )
+    return app
+
+
+def main() -> None:
+    config = load_config()
+    setup_logging(config, "payment-api")
+    web.run_app(
+        create_app(config),
+        host=config.payment_api.host,
+        port=config.payment_api.port,
+        print=lambda _: log.info("payment API on http://%s:%s", config.payment_api.host, config.payment_api.port),
+    )
+
+
+if __name__ == "__main__":
+    main()

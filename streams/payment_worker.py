@@ -1,0 +1,310 @@
+"""The payment worker: every step of the payment saga, one agent each.
+
+The `payments` table (keyed by payment id) is written only by agents whose source
+topic is keyed by payment id, because a table write goes to the changelog
+partition of the event being processed. process_wallet_debit reads a topic keyed
+by wallet id, so it only republishes, keyed by payment id.
+
+    python -m streams.payment_worker worker -l info
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import faust
+
+from connectors.avro import make_codec
+from connectors.config import load_config
+from connectors.provider_client import ProviderClient, ProviderRejected, ProviderUnavailable
+from domain import payment as domain
+from domain.events import EventMeta
+from domain.ids import derive_id
+from streams.app import make_app
+from streams.envelope import command_record, from_record, money, now_ms, to_record
+from streams.pages import add_worker_pages
+from streams.processing import Processor, SourceMessage
+from streams.topics import (
+    EXTERNAL_PROVIDER_EVENTS,
+    PAYMENT_CREATED,
+    PAYMENT_FAILED,
+    PAYMENT_OPERATION_COMPLETED,
+    PAYMENT_OPERATION_INCONSISTENT,
+    PAYMENT_REFUND,
+    PAYMENT_REFUNDED,
+    PAYMENT_SUCCESS,
+    WALLET_MOVEMENT_REQUIRED,
+    WALLET_MOVEMENT_UPDATES,
+    TopicSpec,
+)
+
+log = logging.getLogger(__name__)
+
+config = load_config()
+codec = make_codec(config.kafka.schema_registry_url or None)
+app = make_app("payment-worker", config, config.payment_worker.web_port, config.payment_worker.store)
+provider = ProviderClient(config.provider)
+
+payments = app.Table("payments", default=None, partitions=config.kafka.partitions)
+
+OUTPUT_TOPIC = {
+    "PaymentSucceeded": PAYMENT_SUCCESS.name,
+    "PaymentFailed": PAYMENT_FAILED.name,
+    "PaymentOperationInconsistent": PAYMENT_OPERATION_INCONSISTENT.name,
+    "PaymentRefunded": PAYMENT_REFUNDED.name,
+    "PaymentOperationCompleted": PAYMENT_OPERATION_COMPLETED.name,
+}
+
+
+class UnprocessableEvent(ValueError):
+    """An event this step cannot apply; the Processor retries, then dead-letters it with this reason."""
+
+
+def source(spec: TopicSpec) -> faust.TopicT:
+    return app.topic(spec.name, key_serializer="raw", value_serializer="raw", partitions=config.kafka.partitions)
+
+
+async def send(topic: str, key: bytes | None, record: dict[str, Any]) -> None:
+    # force=True: publish now; the commit flushes the producer before moving the offset.
+    await app.topic(topic, key_serializer="raw", value_serializer="raw").send(
+        key=key, value=codec.encode(record), force=True
+    )
+
+
+processor = Processor(
+    "payment-worker", codec.decode, send, config.processing.max_attempts, config.processing.retry_backoff_s
+)
+
+
+def load(payment_id: str) -> domain.Payment | None:
+    raw = payments.get(payment_id)
+    return domain.from_dict(raw) if raw else None
+
+
+async def publish(events: tuple[Any, ...]) -> None:
+    for event in events:
+        record = to_record(event)
+        await send(OUTPUT_TOPIC[record["envelope"]["event_type"]], event.payment_id.encode(), record)
+
+
+async def apply(decision: domain.Decision) -> None:
+    """Table first, then events, then requests: a crash in between re-emits the same ids on redelivery."""
+    if decision.payment is not None:
+        payments[decision.payment.payment_id] = domain.to_dict(decision.payment)
+    await publish(decision.events)
+    for effect in decision.effects:
+        await perform(effect)
+
+
+async def perform(effect: domain.Effect) -> None:
+    if isinstance(effect, domain.WalletMovement):
+        record = command_record(
+            "MovementRequired",
+            EventMeta(derive_id("MovementRequired", effect.movement_id), now_ms(), effect.payment_id, None),
+            movement_id=effect.movement_id,
+            wallet_id=effect.wallet_id,
+            type=effect.type,
+            amount=effect.amount,
+            reference=f"payment {effect.payment_id}",
+            description=effect.description,
+            reverts_movement_id=effect.reverts_movement_id,
+            payment_id=effect.payment_id,
+        )
+        await send(WALLET_MOVEMENT_REQUIRED.name, effect.wallet_id.encode(), record)
+        return
+    try:
+        if isinstance(effect, domain.ProviderCharge):
+            await provider.charge(
+                effect.operation_id, effect.payment_id, effect.amount.amount, effect.amount.currency, effect.token
+            )
+        else:
+            await provider.refund(
+                effect.operation_id,
+                effect.payment_id,
+                effect.charge_reference,
+                effect.amount.amount,
+                effect.amount.currency,
+            )
+    except ProviderRejected as exc:
+        # A refusal is final: it becomes the operation's failed outcome, like a decline by webhook.
+        kind: Literal["charge", "refund"] = "charge" if isinstance(effect, domain.ProviderCharge) else "refund"
+        meta = EventMeta(derive_id("PaymentOperationCompleted", effect.operation_id), now_ms(), effect.payment_id, None)
+        failed = domain.PaymentOperationCompleted(
+            meta,
+            effect.payment_id,
+            effect.operation_id,
+            kind,
+            "failed",
+            effect.amount,
+            "provider",
+            None,
+            "provider_rejected",
+            str(exc)[:500],
+        )
+        await publish((failed,))
+    except ProviderUnavailable as exc:
+        if isinstance(effect, domain.ProviderCharge):
+            # The charge may or may not exist at the provider; the deadline fails the payment,
+            # and a late success is compensated.
+            log.warning("charge %s not confirmed by the provider: %s", effect.operation_id, exc)
+        else:
+            raise
+
+
+def expect(event: dict[str, Any], *types: str) -> str:
+    event_type: str = event["envelope"]["event_type"]
+    if event_type not in types:
+        raise UnprocessableEvent(f"unexpected event type {event_type}; expected {', '.join(types)}")
+    return event_type
+
+
+async def handle_created(event: dict[str, Any]) -> None:
+    expect(event, "PaymentCreated")
+    created = from_record(domain.PaymentCreated, event)
+    await apply(domain.decide_created(load(created.payment_id), created, now_ms()))
+
+
+async def handle_wallet_update(event: dict[str, Any]) -> None:
+    if event["envelope"]["event_type"] != "MovementUpdated" or not event["payment_id"]:
+        return  # wallet openings and movements made outside a payment
+    op = domain.operation_from_movement(
+        meta_of(event),
+        event["payment_id"],
+        event["movement_id"],
+        event["type"],
+        money(event["amount"]),
+        event["status"] == "applied",
+        event["reason_code"],
+        event["reason"],
+    )
+    await publish((op,))
+
+
+def meta_of(event: dict[str, Any]) -> EventMeta:
+    env = event["envelope"]
+    return EventMeta(env["event_id"], env["occurred_at"], env["correlation_id"], env["causation_id"])
+
+
+async def handle_provider_update(event: dict[str, Any]) -> None:
+    expect(event, "ProviderUpdate")
+    op = domain.operation_from_provider(
+        meta_of(event),
+        event["payment_id"],
+        event["provider"],
+        event["provider_reference"],
+        event["operation_id"],
+        event["kind"],
+        event["status"],
+        money(event["amount"]),
+        event["failure_reason"],
+    )
+    if op is not None:
+        await publish((op,))
+
+
+async def handle_operation(event: dict[str, Any]) -> None:
+    expect(event, "PaymentOperationCompleted")
+    op = from_record(domain.PaymentOperationCompleted, event)
+    decision = domain.decide_operation(load(op.payment_id), op, now_ms())
+    if decision.rejection is not None:
+        raise UnprocessableEvent(decision.rejection[1])
+    await apply(decision)
+
+
+async def handle_inconsistent(event: dict[str, Any]) -> None:
+    expect(event, "PaymentOperationInconsistent")
+    inconsistent = from_record(domain.PaymentOperationInconsistent, event)
+    decision = domain.decide_compensation(load(inconsistent.payment_id), inconsistent)
+    if decision.rejection is not None:
+        log.warning("not compensating %s: %s", inconsistent.operation_id, decision.rejection[1])
+    await apply(decision)
+
+
+async def handle_refund(event: dict[str, Any]) -> None:
+    expect(event, "RefundRequested")
+    requested = from_record(domain.RefundRequested, event)
+    decision = domain.decide_refund(load(requested.payment_id), requested)
+    if decision.rejection is not None:
+        log.warning("refund %s refused: %s", requested.refund_id, decision.rejection[1])
+    await apply(decision)
+
+
+async def run(stream: faust.StreamT, handler: Any) -> None:
+    async for event in stream.events():
+        message = event.message
+        await processor.process(
+            SourceMessage(message.topic, message.partition, message.offset, message.key, message.value), handler
+        )
+
+
+# concurrency=1 everywhere: one writer per payment partition, and faust #606 with more.
+@app.agent(source(PAYMENT_CREATED), concurrency=1)
+async def process_payment_method(stream: faust.StreamT) -> None:
+    await run(stream, handle_created)
+
+
+@app.agent(source(WALLET_MOVEMENT_UPDATES), concurrency=1)
+async def process_wallet_debit(stream: faust.StreamT) -> None:
+    await run(stream, handle_wallet_update)
+
+
+@app.agent(source(EXTERNAL_PROVIDER_EVENTS), concurrency=1)
+async def process_external_provider_updates(stream: faust.StreamT) -> None:
+    await run(stream, handle_provider_update)
+
+
+@app.agent(source(PAYMENT_OPERATION_COMPLETED), concurrency=1)
+async def process_payment_operation_result(stream: faust.StreamT) -> None:
+    await run(stream, handle_operation)
+
+
+@app.agent(source(PAYMENT_OPERATION_INCONSISTENT), concurrency=1)
+async def process_payment_inconsistent_operation(stream: faust.StreamT) -> None:
+    await run(stream, handle_inconsistent)
+
+
+@app.agent(source(PAYMENT_REFUND), concurrency=1)
+async def process_refund(stream: faust.StreamT) -> None:
+    await run(stream, handle_refund)
+
+
+# Deadline operations already sent by this process; a restart sends them again, harmlessly
+# (same event id, and the payment ignores an operation it already applied).
+sent_deadlines: set[str] = set()
+
+
+@app.timer(interval=1.0)
+async def enforce_deadlines() -> None:
+    """Fail the payments of this worker's partitions that waited on the provider past their deadline."""
+    if app.rebalancing:
+        return
+    now = now_ms()
+    for _, raw in list(payments.items()):
+        if not raw or raw["status"] != "processing" or raw["deadline_at"] is None or raw["deadline_at"] > now:
+            continue
+        op = domain.overdue(domain.from_dict(raw), now)
+        if op is not None and op.operation_id not in sent_deadlines:
+            log.info("payment %s passed its deadline; failing it", op.payment_id)
+            await publish((op,))
+            sent_deadlines.add(op.operation_id)
+
+
+add_worker_pages(app)
+
+
+@app.page("/payments/{payment_id}/")
+@app.table_route(table=payments, match_info="payment_id")
+async def payment_state(web: Any, request: Any, payment_id: str) -> Any:
+    """The payment's live table state, answered by the worker that owns its partition."""
+    state = payments.get(payment_id)
+    if state is None:
+        return web.json(
+            {"error": {"code": "not_found", "message": f"payment {payment_id} not in table", "field": "payment_id"}},
+            status=404,
+        )
+    return web.json(state)
+
+
+if __name__ == "__main__":
+    app.main()
