@@ -48,6 +48,7 @@ test: $(STAMP)
 	@ENVIRONMENT=test $(PY) -m connectors.localinfra up
 	@ENVIRONMENT=test $(PY) -m services.devctl setup
 	@ENVIRONMENT=test $(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+	@ENVIRONMENT=test $(PY) -m pytest tests/chaos -m "not slow" $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -70,3 +71,17 @@ test-registry: $(STAMP)
 
 .PHONY: trace
 trace: ; $(PY) -m services.console trace $(ID)
+
+# The fault suite: every scenario (SIGKILLs, broker and database outages, a rebalance kill,
+# misbehaving webhooks) against the test environment; one line per scenario, fails on any violation.
+.PHONY: chaos
+chaos: $(STAMP)
+	@ENVIRONMENT=test $(PY) -m connectors.localinfra up
+	@ENVIRONMENT=test $(PY) -m services.devctl setup
+	@ENVIRONMENT=test $(PY) -m tests.chaos
+
+# Load benchmark in its own environment (ENVIRONMENT=bench, config/bench.json), started if needed:
+# `make bench` (50 payments/s for 20 s) or `make bench ARGS="--mode max"`. See docs/benchmark.md.
+.PHONY: bench
+bench: $(STAMP)
+	@$(PY) -m services.bench $(ARGS)

@@ -95,6 +95,11 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True)
+class ProjectorConfig:
+    metrics_port: int
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str
     json: bool
@@ -110,6 +115,7 @@ class Config:
     wallet_worker: WorkerConfig
     payment_worker: WorkerConfig
     processing: ProcessingConfig
+    projector: ProjectorConfig
     provider: ProviderConfig
     log: LogConfig = field(default_factory=lambda: LogConfig("INFO", False))
 

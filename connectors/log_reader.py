@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 _partitioner = DefaultPartitioner()
@@ -19,7 +19,13 @@ def partition_for(key: str, partitions: int) -> int:
 async def read_partitions(
     bootstrap_servers: str, partitions: list[TopicPartition]
 ) -> AsyncIterator[tuple[TopicPartition, int, bytes | None, bytes]]:
-    """Every message of these partitions that exists now, then stop."""
+    """(partition, offset, key, value) of every message of these partitions that exists now."""
+    async for message in read_messages(bootstrap_servers, partitions):
+        yield TopicPartition(message.topic, message.partition), message.offset, message.key, message.value
+
+
+async def read_messages(bootstrap_servers: str, partitions: list[TopicPartition]) -> AsyncIterator[ConsumerRecord]:
+    """Every message (with headers and timestamp) of these partitions that exists now, then stop."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None, auto_offset_reset="earliest"
     )
@@ -38,7 +44,7 @@ async def read_partitions(
             for tp, messages in batches.items():
                 for message in messages:
                     if message.offset < ends[tp]:
-                        yield tp, message.offset, message.key, message.value
+                        yield message
                 if await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)
     finally:

@@ -3,6 +3,7 @@ itself: refund reservations and idempotency keys."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -67,6 +68,7 @@ async def reserve_refund(
     currency: str,
     total: int,
     reason: str | None,
+    requested_at: dt.datetime,
 ) -> tuple[str, int]:
     """Inside the caller's transaction: ('ok', amount), ('already_refunded', 0) or ('exceeds', left).
 
@@ -83,12 +85,14 @@ async def reserve_refund(
     if wanted > left:
         return "exceeds", left
     await conn.execute(
-        "INSERT INTO payment_refunds (id, payment_id, amount, currency, reason) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO payment_refunds (id, payment_id, amount, currency, reason, created_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
         refund_id,
         payment_id,
         wanted,
         currency,
         reason,
+        requested_at,
     )
     return "ok", wanted
 

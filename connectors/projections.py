@@ -182,10 +182,28 @@ PAYMENT_VIEWS: dict[str, Apply] = {
 }
 
 
+async def apply_refund_requested(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
+    """The API reserves a refund and publishes it in one transaction; when Kafka took the
+    event but the commit failed, this writes the reservation the API lost."""
+    await conn.execute(
+        """INSERT INTO payment_refunds (id, payment_id, amount, currency, reason, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING""",
+        event["refund_id"],
+        event["payment_id"],
+        event["amount"]["amount"],
+        event["amount"]["currency"],
+        event["reason"],
+        ts(event["envelope"]["occurred_at"]),
+    )
+
+
+REFUND_RESERVATIONS: dict[str, Apply] = {"RefundRequested": apply_refund_requested}
+
 # The tables each projection (by name) writes: what `payments rebuild` recreates and compares.
 VIEW_TABLES: dict[str, tuple[str, ...]] = {
     "wallet_views": ("wallets", "wallet_movements"),
     "payment_views": ("payments", "payment_operations"),
+    "refund_reservations": ("payment_refunds",),
 }
 
 

@@ -124,8 +124,9 @@ def start_registry(port: int = DEFAULT_PORT, timeout: float = 120.0) -> Registry
     say(f"starting Apicurio Registry on port {port}...")
     started = time.monotonic()
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=APICURIO_HOME, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=APICURIO_HOME, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     registry = Registry(f"http://127.0.0.1:{port}{CCOMPAT_PATH}", process, log)
     while not _answers(registry.url):
         if process.poll() is not None:

@@ -44,8 +44,22 @@ def from_headers(headers: object) -> str | None:
 
 
 def outgoing_headers() -> list[tuple[str, bytes]]:
-    """Headers for a message published now: a child of the current trace, if any."""
+    """Headers for a message published now: the span in hand becomes its consumer's parent."""
     traceparent = current_traceparent.get()
     if traceparent is None:
         return []
-    return [(TRACEPARENT_HEADER, continue_or_start(traceparent).encode())]
+    return [(TRACEPARENT_HEADER, traceparent.encode())]
+
+
+log_fields: ContextVar[dict[str, str]] = ContextVar("log_fields", default={})  # noqa: B039 - never mutated
+
+
+def fields_of(event: dict[str, object]) -> dict[str, str]:
+    """The ids a log line about this event should carry."""
+    envelope = event.get("envelope")
+    fields = {"event_id": envelope["event_id"]} if isinstance(envelope, dict) else {}
+    for name in ("payment_id", "wallet_id", "movement_id"):
+        value = event.get(name)
+        if isinstance(value, str):
+            fields[name] = value
+    return fields

@@ -48,8 +48,15 @@ def render(catalog: SchemaCatalog) -> str:
         lines.append(f"| `{spec.name}` | {spec.key} | {events} | {retention} |")
     for event_type in sorted(catalog.event_types()):
         schema = catalog.expanded(event_type)
-        lines += ["", f"## {event_type}", "", f"Topic `{catalog.topic_of(event_type)}`. {schema.get('doc', '')}",
-                  "", "| field | type |", "|---|---|"]
+        lines += [
+            "",
+            f"## {event_type}",
+            "",
+            f"Topic `{catalog.topic_of(event_type)}`. {schema.get('doc', '')}",
+            "",
+            "| field | type |",
+            "|---|---|",
+        ]
         for field in schema["fields"]:
             if field["name"] != "envelope":
                 lines.append(f"| `{field['name']}` | {type_name(field['type'])} |")

@@ -421,7 +421,7 @@ class Log:
                     pending.discard(tp)
 
 
-async def run_until_interrupted(stop: asyncio.Event) -> None:
+async def stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -482,7 +482,7 @@ async def _follow(
     out: TextIO,
 ) -> list[Entry]:
     stop = asyncio.Event()
-    await run_until_interrupted(stop)
+    await stop_on_signals(stop)
     print("following new events (Ctrl-C to stop)...", file=sys.stderr, flush=True)
     log.assigned.clear()
     log.add(ends)
@@ -531,7 +531,7 @@ async def tail(
         where = ", ".join(f"{tp.partition}@{o}" for tp, o in sorted(starts.items()))
         print(f"tailing {topic} partitions {where} (Ctrl-C to stop)", file=sys.stderr, flush=True)
         stop = asyncio.Event()
-        await run_until_interrupted(stop)
+        await stop_on_signals(stop)
         printer, shown = Printer(out, as_json), 0
         while not stop.is_set() and (limit is None or shown < limit):
             for entry in sorted(await log.fetch(), key=sort_key):

@@ -53,7 +53,13 @@ def processes(config: Config) -> list[Process]:
             "wallet saga steps (faust), table views",
             "/ready/",
         ),
-        Process("projector", "services.projector", (), None, "writes the PostgreSQL views"),
+        Process(
+            "projector",
+            "services.projector",
+            (),
+            config.projector.metrics_port,
+            "writes the PostgreSQL views; /metrics",
+        ),
         Process("wallet-api", "services.wallet_api", (), config.wallet_api.port, "wallet REST API"),
         Process(
             "payment-worker",
@@ -185,19 +191,19 @@ def stop_services(config: Config) -> None:
 
 def status(config: Config) -> None:
     supervisor = Supervisor(config)
-    print(f"{'what':<16}{'where':<28}{'state':<9}description")
+    print(f"{'what':<20}{'where':<28}{'state':<9}description")
     print(
-        f"{'kafka':<16}{config.kafka.bootstrap_servers:<28}"
+        f"{'kafka':<20}{config.kafka.bootstrap_servers:<28}"
         f"{'up' if localinfra.kafka_reachable(config) else 'down':<9}event store (Apache Kafka, KRaft)"
     )
     print(
-        f"{'postgres':<16}{f'{config.postgres.host}:{config.postgres.port}':<28}{'':<9}"
+        f"{'postgres':<20}{f'{config.postgres.host}:{config.postgres.port}':<28}{'':<9}"
         f"read views, database {config.postgres.database}"
     )
     for process in processes(config):
         where = f"http://127.0.0.1:{process.health_port}" if process.health_port else "-"
         print(
-            f"{process.name:<16}{where:<28}{'up' if supervisor.pid(process.name) else 'down':<9}{process.description}"
+            f"{process.name:<20}{where:<28}{'up' if supervisor.pid(process.name) else 'down':<9}{process.description}"
         )
     print(f"logs: {log_dir(config)}/<name>.log, kafka: {localinfra.kafka_home(config) / 'logs'}")
 

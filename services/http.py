@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
-from connectors.metrics import http_metrics_middleware
-from connectors.tracing import TRACEPARENT_HEADER, continue_or_start, current_traceparent
+from connectors.config import Config
+from connectors.kafka_io import EventPublisher
+from connectors.metrics import http_metrics_middleware, metrics_handler
+from connectors.otel import span
+from connectors.tracing import TRACEPARENT_HEADER, current_traceparent
 from domain.ids import is_uuid
 from domain.money import CURRENCIES
 
@@ -121,12 +125,14 @@ async def trace_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Continues the caller's W3C trace (or starts one) for everything this request publishes."""
-    traceparent = continue_or_start(request.headers.get(TRACEPARENT_HEADER))
-    token = current_traceparent.set(traceparent)
-    try:
-        response = await handler(request)
-    finally:
-        current_traceparent.reset(token)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    with span(f"{request.method} {route}", request.headers.get(TRACEPARENT_HEADER)) as traceparent:
+        token = current_traceparent.set(traceparent)
+        try:
+            response = await handler(request)
+        finally:
+            current_traceparent.reset(token)
     response.headers[TRACEPARENT_HEADER] = traceparent
     return response
 
@@ -135,5 +141,46 @@ def service_middlewares(service: str) -> list[Any]:
     return [http_metrics_middleware(service), trace_middleware, error_middleware]
 
 
+CONFIG = web.AppKey("config", Config)
+POOL = web.AppKey("pool", asyncpg.Pool)
+PUBLISHER = web.AppKey("publisher", EventPublisher)
+
+
 async def health(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Ready when PostgreSQL answers a query and Kafka a metadata request."""
+    problems = {}
+    try:
+        await request.app[POOL].fetchval("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - readiness reports any failure
+        problems["postgres"] = str(exc) or type(exc).__name__
+    try:
+        await request.app[PUBLISHER].producer.client.fetch_all_metadata()
+    except Exception as exc:  # noqa: BLE001
+        problems["kafka"] = str(exc) or type(exc).__name__
+    status = 503 if problems else 200
+    return web.json_response({"status": "unready" if problems else "ready", "problems": problems}, status=status)
+
+
+def service_app(
+    service: str,
+    config: Config,
+    routes: list[web.RouteDef],
+    resources: Callable[[web.Application], AsyncIterator[None]],
+) -> web.Application:
+    """An aiohttp app with the shared middlewares and the health, readiness and metrics routes."""
+    app = web.Application(middlewares=service_middlewares(service), client_max_size=64 * 1024)
+    app[CONFIG] = config
+    app.cleanup_ctx.append(resources)
+    app.add_routes(
+        [web.get("/health", health), web.get("/ready", ready), web.get("/metrics", metrics_handler), *routes]
+    )
+    return app
+
+
+def serve(app: web.Application, name: str, host: str, port: int) -> None:
+    logger = logging.getLogger(name)
+    web.run_app(app, host=host, port=port, print=lambda _: logger.info("%s on http://%s:%s", name, host, port))

@@ -24,23 +24,33 @@ from connectors import payment_views as views
 from connectors import wallet_views
 from connectors.avro import make_codec
 from connectors.config import Config, load_config
-from connectors.kafka_io import EventPublisher
+from connectors.kafka_io import EventPublisher, OutcomeWaiter
+from connectors.logs import setup_logging
 from connectors.postgres import create_pool
+from connectors.projections import ts
 from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from domain import payment as domain
 from domain.events import EventMeta
 from domain.ids import derive_id, is_uuid
 from domain.money import Money
-from services.http import ApiError, Field, check, error_middleware, health, idempotency_key, path_uuid, read_body
-from services.logs import setup_logging
+from services.http import (
+    CONFIG,
+    POOL,
+    PUBLISHER,
+    ApiError,
+    Field,
+    check,
+    idempotency_key,
+    path_uuid,
+    read_body,
+    serve,
+    service_app,
+)
 from streams.envelope import command_record, now_ms, to_record
-from streams.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_CREATED, PAYMENT_REFUND
+from streams.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_CREATED, PAYMENT_FAILED, PAYMENT_REFUND, PAYMENT_SUCCESS
 
 log = logging.getLogger("payment_api")
 
-CONFIG = web.AppKey("config", Config)
-POOL = web.AppKey("pool", asyncpg.Pool)
-PUBLISHER = web.AppKey("publisher", EventPublisher)
 
 PAYMENT_BODY = {
     "user_id": Field("uuid"),
@@ -55,16 +65,21 @@ PAYMENT_BODY = {
 REFUND_BODY = {"amount": Field("amount", required=False), "reason": Field("string", required=False)}
 MAX_WAIT_S = 30.0
 POLL_S = 0.05
+# Once the terminal event is on the log, the view row trails it by milliseconds.
+SETTLE_POLL_S = 0.01
+OUTCOMES = web.AppKey("outcomes", OutcomeWaiter)
 
 
-async def wait_for_payment(pool: asyncpg.Pool, payment_id: str, timeout: float) -> asyncpg.Record | None:
+async def wait_for_payment(
+    pool: asyncpg.Pool, payment_id: str, timeout: float, poll_s: float = POLL_S
+) -> asyncpg.Record | None:
     """The payment's view row once terminal, or whatever the view holds when the time is up."""
     deadline = time.monotonic() + timeout
     while True:
         row = await views.get_payment(pool, payment_id)
         if (row is not None and row["status"] in views.TERMINAL) or time.monotonic() >= deadline:
             return row
-        await asyncio.sleep(POLL_S)
+        await asyncio.sleep(poll_s)
 
 
 async def payment_body(pool: asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any]:
@@ -139,8 +154,13 @@ async def _create(request: web.Request, body: dict[str, Any], payment_id: str) -
         body["description"],
         now + int(config.provider.deadline_s * 1000) if method == "external" else None,
     )
+    # Wait for the terminal event on the log, then read the view: polling PostgreSQL the
+    # whole time costs a query per waiter every POLL_S, which grows with the latency.
+    deadline = time.monotonic() + config.payment_api.outcome_timeout_s
+    future = request.app[OUTCOMES].register(payment_id)
     await request.app[PUBLISHER].publish(PAYMENT_CREATED.name, payment_id, to_record(created))
-    row = await wait_for_payment(pool, payment_id, config.payment_api.outcome_timeout_s)
+    await request.app[OUTCOMES].wait(payment_id, future, config.payment_api.outcome_timeout_s)
+    row = await wait_for_payment(pool, payment_id, max(0.0, deadline - time.monotonic()), SETTLE_POLL_S)
     if row is not None:
         return 201, await payment_body(pool, row)
     return 201, {
@@ -206,25 +226,35 @@ async def refund_payment(request: web.Request) -> web.Response:
     if row["status"] not in domain.REFUNDABLE:
         raise ApiError(409, "not_refundable", f"only a completed payment can be refunded; it is {row['status']}")
     refund_id = derive_id("refund", payment_id, key) if key else str(uuid.uuid4())
+    requested_at = now_ms()
     async with pool.acquire() as conn, conn.transaction():
         existing = await conn.fetchrow("SELECT * FROM payment_refunds WHERE id = $1", refund_id)
         if existing is not None:  # a retry with the same Idempotency-Key
             return _refund_accepted(payment_id, refund_id, existing["amount"], row["currency"])
         outcome, amount = await views.reserve_refund(
-            conn, payment_id, refund_id, body["amount"], row["currency"], row["amount"], body["reason"]
+            conn,
+            payment_id,
+            refund_id,
+            body["amount"],
+            row["currency"],
+            row["amount"],
+            body["reason"],
+            ts(requested_at),
         )
         if outcome == "already_refunded":
             raise ApiError(409, "already_refunded", "the whole amount is already refunded or being refunded")
         if outcome == "exceeds":
             raise ApiError(422, "amount_exceeds_refundable", f"only {amount} {row['currency']} is left", "amount")
         requested = domain.RefundRequested(
-            EventMeta(derive_id("RefundRequested", refund_id), now_ms(), payment_id, None),
+            EventMeta(derive_id("RefundRequested", refund_id), requested_at, payment_id, None),
             payment_id,
             refund_id,
             Money(amount, row["currency"]),
             body["reason"],
         )
-        # Published inside the transaction: if Kafka refuses, the reservation rolls back.
+        # Published inside the transaction: if Kafka refuses, the reservation rolls back. If
+        # Kafka accepts and the commit fails, the projector writes the reservation from the
+        # event (refund_reservations), so the log stays the truth.
         await request.app[PUBLISHER].publish(PAYMENT_REFUND.name, payment_id, to_record(requested))
     return _refund_accepted(payment_id, refund_id, amount, row["currency"])
 
@@ -291,20 +321,6 @@ async def provider_webhook(request: web.Request) -> web.Response:
     return web.json_response({"received": True})
 
 
-async def ready(request: web.Request) -> web.Response:
-    problems = {}
-    try:
-        await request.app[POOL].fetchval("SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - readiness reports any failure
-        problems["postgres"] = str(exc)
-    try:
-        await request.app[PUBLISHER].producer.client.fetch_all_metadata()
-    except Exception as exc:  # noqa: BLE001
-        problems["kafka"] = str(exc)
-    status = 503 if problems else 200
-    return web.json_response({"status": "unready" if problems else "ready", "problems": problems}, status=status)
-
-
 async def resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     app[POOL] = await create_pool(config.postgres, max_size=20)
@@ -312,37 +328,37 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         config.kafka.bootstrap_servers, make_codec(config.kafka.schema_registry_url or None)
     )
     await app[PUBLISHER].start()
+    app[OUTCOMES] = OutcomeWaiter(
+        config.kafka.bootstrap_servers,
+        [PAYMENT_SUCCESS.name, PAYMENT_FAILED.name],
+        app[PUBLISHER].codec,
+        lambda event: [event["payment_id"]],
+    )
+    await app[OUTCOMES].start()
     yield
+    await app[OUTCOMES].stop()
     await app[PUBLISHER].stop()
     await app[POOL].close()
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
-    app[CONFIG] = config
-    app.cleanup_ctx.append(resources)
-    app.add_routes(
+    return service_app(
+        "payment-api",
+        config,
         [
-            web.get("/health", health),
-            web.get("/ready", ready),
             web.post("/api/v1/payments", create_payment),
             web.get("/api/v1/payments/{payment_id}", get_payment),
             web.post("/api/v1/payments/{payment_id}/refund", refund_payment),
             web.post("/api/v1/webhooks/{provider}", provider_webhook),
-        ]
+        ],
+        resources,
     )
-    return app
 
 
 def main() -> None:
     config = load_config()
     setup_logging(config, "payment-api")
-    web.run_app(
-        create_app(config),
-        host=config.payment_api.host,
-        port=config.payment_api.port,
-        print=lambda _: log.info("payment API on http://%s:%s", config.payment_api.host, config.payment_api.port),
-    )
+    serve(create_app(config), "payment-api", config.payment_api.host, config.payment_api.port)
 
 
 if __name__ == "__main__":

@@ -12,21 +12,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from typing import Any
 
 import asyncpg
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config, load_config
+from connectors.logs import setup_logging
+from connectors.metrics import PROJECTION_LAG_MESSAGES, PROJECTION_LAG_SECONDS, metrics_handler
 from connectors.postgres import create_pool, migrate
-from connectors.projections import PAYMENT_VIEWS, WALLET_VIEWS, Projection
-from services.logs import setup_logging
+from connectors.projections import PAYMENT_VIEWS, REFUND_RESERVATIONS, WALLET_VIEWS, Projection
+from services.http import health
 from streams.topics import (
     PAYMENT_CREATED,
     PAYMENT_FAILED,
     PAYMENT_OPERATION_COMPLETED,
     PAYMENT_OPERATION_INCONSISTENT,
+    PAYMENT_REFUND,
     PAYMENT_REFUNDED,
     PAYMENT_SUCCESS,
     WALLET_BALANCE_UPDATE,
@@ -46,6 +52,7 @@ PAYMENT_TOPICS = (
 PROJECTIONS = (
     Projection("wallet_views", (WALLET_MOVEMENT_UPDATES.name, WALLET_BALANCE_UPDATE.name), WALLET_VIEWS),
     Projection("payment_views", tuple(t.name for t in PAYMENT_TOPICS), PAYMENT_VIEWS),
+    Projection("refund_reservations", (PAYMENT_REFUND.name,), REFUND_RESERVATIONS),
 )
 
 
@@ -57,14 +64,27 @@ class SeekToStoredPositions(ConsumerRebalanceListener):
         pass
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        async with self.pool.acquire() as conn:
-            positions = await self.projection.positions(conn)
-        for tp in assigned:
-            last = positions.get((tp.topic, tp.partition))
-            if last is None:
-                await self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, last + 1)
+        await seek_to_stored(self.consumer, self.pool, self.projection, list(assigned))
+
+
+async def seek_to_stored(
+    consumer: AIOKafkaConsumer, pool: asyncpg.Pool, projection: Projection, tps: list[Any]
+) -> None:
+    async with pool.acquire() as conn:
+        positions = await projection.positions(conn)
+    beginnings = await consumer.beginning_offsets(tps) if tps else {}
+    for tp in tps:
+        last = positions.get((tp.topic, tp.partition))
+        consumer.seek(tp, beginnings[tp] if last is None else last + 1)
+
+
+def observe_lag(consumer: AIOKafkaConsumer, projection: Projection, tp: Any, last: Any) -> None:
+    highwater = consumer.highwater(tp)
+    if highwater is not None:
+        PROJECTION_LAG_MESSAGES.labels(projection.name, tp.topic, str(tp.partition)).set(
+            max(0, highwater - 1 - last.offset)
+        )
+    PROJECTION_LAG_SECONDS.labels(projection.name).set(max(0.0, time.time() - last.timestamp / 1000))
 
 
 async def run_projection(config: Config, projection: Projection, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
@@ -84,19 +104,57 @@ async def run_projection(config: Config, projection: Projection, pool: asyncpg.P
             batches = await consumer.getmany(timeout_ms=200, max_records=1000)
             if not batches:
                 continue
-            async with pool.acquire() as conn:
-                for tp, messages in batches.items():
-                    decoded: list[tuple[int, dict[str, Any] | None]] = []
-                    for message in messages:
-                        try:
-                            decoded.append((message.offset, codec.decode(message.value)))
-                        except EventDecodeError as exc:
-                            log.error("skipping undecodable %s@%d/%d: %s", tp.topic, tp.partition, message.offset, exc)
-                            decoded.append((message.offset, None))
-                    await projection.apply_batch(conn, tp.topic, tp.partition, decoded)
-            await consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in batches.items()})
+            try:
+                async with pool.acquire() as conn:
+                    for tp, messages in batches.items():
+                        await projection.apply_batch(conn, tp.topic, tp.partition, decode_all(codec, tp, messages))
+                        observe_lag(consumer, projection, tp, messages[-1])
+                await consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in batches.items()})
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+                # The views only move with their stored offsets, so after an outage we go
+                # back to those and read again; nothing is lost or applied twice.
+                log.error("projection %s: %r; retrying from the stored offsets in 1 s", projection.name, exc)
+                await asyncio.sleep(1)
+                await retry_seek(consumer, pool, projection)
     finally:
         await consumer.stop()
+
+
+def decode_all(codec: Any, tp: Any, messages: list[Any]) -> list[tuple[int, dict[str, Any] | None]]:
+    decoded: list[tuple[int, dict[str, Any] | None]] = []
+    for message in messages:
+        try:
+            decoded.append((message.offset, codec.decode(message.value)))
+        except EventDecodeError as exc:
+            log.error("skipping undecodable %s@%d/%d: %s", tp.topic, tp.partition, message.offset, exc)
+            decoded.append((message.offset, None))
+    return decoded
+
+
+async def retry_seek(consumer: AIOKafkaConsumer, pool: asyncpg.Pool, projection: Projection) -> None:
+    while True:
+        try:
+            await seek_to_stored(consumer, pool, projection, list(consumer.assignment()))
+            return
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+            log.error("projection %s: still failing (%r); retrying in 1 s", projection.name, exc)
+            await asyncio.sleep(1)
+
+
+async def serve_metrics(config: Config, pool: asyncpg.Pool) -> web.AppRunner:
+    async def ready(_: web.Request) -> web.Response:
+        try:
+            await pool.fetchval("SELECT 1")
+        except Exception as exc:  # noqa: BLE001 - readiness reports any failure
+            return web.json_response({"status": "unready", "problems": {"postgres": repr(exc)}}, status=503)
+        return web.json_response({"status": "ready"})
+
+    app = web.Application()
+    app.add_routes([web.get("/metrics", metrics_handler), web.get("/health", health), web.get("/ready", ready)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", config.projector.metrics_port).start()
+    return runner
 
 
 async def main() -> None:
@@ -108,9 +166,11 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    runner = await serve_metrics(config, pool)
     try:
         await asyncio.gather(*(run_projection(config, p, pool, stop) for p in PROJECTIONS))
     finally:
+        await runner.cleanup()
         await pool.close()
 
 

@@ -12,6 +12,9 @@ The card token chooses what happens:
     tok_duplicate_webhooks  the same succeeded event delivered three times
     tok_out_of_order        "succeeded" delivered before the older "pending"
 
+With SIMULATOR_WEBHOOKS=twice_out_of_order (the fault suite) every webhook of every
+charge and refund is delivered twice, each time the final status before the older "pending".
+
     python -m services.provider_simulator
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -29,9 +33,9 @@ import aiohttp
 from aiohttp import web
 
 from connectors.config import Config, load_config
+from connectors.logs import setup_logging
 from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from services.http import ApiError, error_middleware, health
-from services.logs import setup_logging
 
 log = logging.getLogger("provider_simulator")
 
@@ -48,6 +52,7 @@ class Simulator:
         self.by_key: dict[str, tuple[str, str]] = {}  # idempotency key -> (request hash, object id)
         self.tasks: set[asyncio.Task[None]] = set()
         self.session: aiohttp.ClientSession | None = None
+        self.twice_out_of_order = os.environ.get("SIMULATOR_WEBHOOKS") == "twice_out_of_order"
 
     @property
     def webhook_url(self) -> str:
@@ -55,6 +60,8 @@ class Simulator:
         return f"http://{api.host}:{api.port}/api/v1/webhooks/{self.config.provider.name}"
 
     def later(self, delay: float, obj: dict[str, Any], deliveries: list[str]) -> None:
+        if self.twice_out_of_order and deliveries:
+            deliveries = ["final", "pending", "final", "pending"]
         task = asyncio.create_task(self._settle(delay, obj, deliveries))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

@@ -14,27 +14,33 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 
 from connectors import wallet_views as views
 from connectors.avro import make_codec
 from connectors.config import Config, load_config
 from connectors.kafka_io import EventPublisher, OutcomeWaiter
-from connectors.metrics import metrics_handler
+from connectors.logs import setup_logging
 from connectors.postgres import create_pool
 from domain.ids import derive_id, is_uuid
 from domain.wallet import OPPOSITE, revert_movement_id
-from services.http import ApiError, Field, health, idempotency_key, path_uuid, read_body, service_middlewares
-from services.logs import setup_logging
+from services.http import (
+    CONFIG,
+    POOL,
+    PUBLISHER,
+    ApiError,
+    Field,
+    idempotency_key,
+    path_uuid,
+    read_body,
+    serve,
+    service_app,
+)
 from streams.envelope import command_record, new_meta
 from streams.topics import WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
 
 log = logging.getLogger("wallet_api")
 
-CONFIG = web.AppKey("config", Config)
-POOL = web.AppKey("pool", asyncpg.Pool)
-PUBLISHER = web.AppKey("publisher", EventPublisher)
 OUTCOMES = web.AppKey("outcomes", OutcomeWaiter)
 
 # Rejection codes of the wallet domain, as HTTP statuses.
@@ -219,20 +225,6 @@ async def list_movements(request: web.Request) -> web.Response:
     return web.json_response({"data": [views.movement_json(r) for r in rows], "has_more": has_more})
 
 
-async def ready(request: web.Request) -> web.Response:
-    problems = {}
-    try:
-        await request.app[POOL].fetchval("SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - readiness reports any failure
-        problems["postgres"] = str(exc)
-    try:
-        await request.app[PUBLISHER].producer.client.fetch_all_metadata()
-    except Exception as exc:  # noqa: BLE001
-        problems["kafka"] = str(exc)
-    status = 503 if problems else 200
-    return web.json_response({"status": "unready" if problems else "ready", "problems": problems}, status=status)
-
-
 async def resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     codec = make_codec(config.kafka.schema_registry_url or None)
@@ -248,34 +240,25 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=service_middlewares("wallet-api"), client_max_size=64 * 1024)
-    app[CONFIG] = config
-    app.cleanup_ctx.append(resources)
-    app.add_routes(
+    return service_app(
+        "wallet-api",
+        config,
         [
-            web.get("/health", health),
-            web.get("/ready", ready),
-            web.get("/metrics", metrics_handler),
             web.post("/api/v1/wallets", create_wallet),
             web.get("/api/v1/wallet/{wallet_id}", get_wallet),
             web.post("/api/v1/wallet/{wallet_id}/movement", create_movement),
             web.get("/api/v1/wallet/{wallet_id}/movements", list_movements),
             web.get("/api/v1/movement/{movement_id}", get_movement),
             web.post("/api/v1/movement/{movement_id}/revert", revert_movement),
-        ]
+        ],
+        resources,
     )
-    return app
 
 
 def main() -> None:
     config = load_config()
     setup_logging(config, "wallet-api")
-    web.run_app(
-        create_app(config),
-        host=config.wallet_api.host,
-        port=config.wallet_api.port,
-        print=lambda _: log.info("wallet API on http://%s:%s", config.wallet_api.host, config.wallet_api.port),
-    )
+    serve(create_app(config), "wallet-api", config.wallet_api.host, config.wallet_api.port)
 
 
 if __name__ == "__main__":

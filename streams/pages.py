@@ -30,6 +30,8 @@ class ProgressWatch:
     def sample(self, consumer: Any, now: float) -> None:
         stalled = {}
         for tp in consumer.assignment():
+            if tp.topic.endswith("-changelog"):
+                continue  # read only while recovering; afterwards its end moves with our own writes
             try:
                 highwater = consumer.highwater(tp)
             except Exception:  # noqa: BLE001 - no fetch yet for this partition: nothing to judge

@@ -17,14 +17,15 @@ import faust
 
 from connectors.avro import make_codec
 from connectors.config import load_config
+from connectors.metrics import PAYMENTS_TERMINAL, SAGA_DURATION
 from connectors.provider_client import ProviderClient, ProviderRejected, ProviderUnavailable
 from domain import payment as domain
 from domain.events import EventMeta
 from domain.ids import derive_id
-from streams.app import make_app
+from streams.app import add_state_page, consume, make_app, make_sender, raw_topic
 from streams.envelope import command_record, from_record, money, now_ms, to_record
 from streams.pages import add_worker_pages
-from streams.processing import Processor, SourceMessage
+from streams.processing import Processor
 from streams.topics import (
     EXTERNAL_PROVIDER_EVENTS,
     PAYMENT_CREATED,
@@ -62,15 +63,10 @@ class UnprocessableEvent(ValueError):
 
 
 def source(spec: TopicSpec) -> faust.TopicT:
-    return app.topic(spec.name, key_serializer="raw", value_serializer="raw", partitions=config.kafka.partitions)
+    return raw_topic(app, spec.name, config.kafka.partitions)
 
 
-async def send(topic: str, key: bytes | None, record: dict[str, Any]) -> None:
-    # force=True: publish now; the commit flushes the producer before moving the offset.
-    await app.topic(topic, key_serializer="raw", value_serializer="raw").send(
-        key=key, value=codec.encode(record), force=True
-    )
-
+send = make_sender(app, codec)
 
 processor = Processor(
     "payment-worker", codec.decode, send, config.processing.max_attempts, config.processing.retry_backoff_s
@@ -82,10 +78,27 @@ def load(payment_id: str) -> domain.Payment | None:
     return domain.from_dict(raw) if raw else None
 
 
+TERMINAL_STATUS = {"PaymentSucceeded": "completed", "PaymentFailed": "failed"}
+
+
 async def publish(events: tuple[Any, ...]) -> None:
     for event in events:
         record = to_record(event)
         await send(OUTPUT_TOPIC[record["envelope"]["event_type"]], event.payment_id.encode(), record)
+
+
+def observe_terminal(payment: domain.Payment, events: tuple[Any, ...]) -> None:
+    for event in events:
+        status = TERMINAL_STATUS.get(type(event).__name__)
+        if status is not None:
+            log.info(
+                "payment %s %s%s",
+                payment.payment_id,
+                status,
+                f" ({getattr(event, 'reason_code', '')})" if status == "failed" else "",
+            )
+            PAYMENTS_TERMINAL.labels(status).inc()
+            SAGA_DURATION.labels(status).observe(max(0, event.meta.occurred_at - payment.created_at) / 1000)
 
 
 async def apply(decision: domain.Decision) -> None:
@@ -93,6 +106,8 @@ async def apply(decision: domain.Decision) -> None:
     if decision.payment is not None:
         payments[decision.payment.payment_id] = domain.to_dict(decision.payment)
     await publish(decision.events)
+    if decision.payment is not None:
+        observe_terminal(decision.payment, decision.events)
     for effect in decision.effects:
         await perform(effect)
 
@@ -230,43 +245,35 @@ async def handle_refund(event: dict[str, Any]) -> None:
     await apply(decision)
 
 
-async def run(stream: faust.StreamT, handler: Any) -> None:
-    async for event in stream.events():
-        message = event.message
-        await processor.process(
-            SourceMessage(message.topic, message.partition, message.offset, message.key, message.value), handler
-        )
-
-
 # concurrency=1 everywhere: one writer per payment partition, and faust #606 with more.
 @app.agent(source(PAYMENT_CREATED), concurrency=1)
 async def process_payment_method(stream: faust.StreamT) -> None:
-    await run(stream, handle_created)
+    await consume(stream, processor, handle_created)
 
 
 @app.agent(source(WALLET_MOVEMENT_UPDATES), concurrency=1)
 async def process_wallet_debit(stream: faust.StreamT) -> None:
-    await run(stream, handle_wallet_update)
+    await consume(stream, processor, handle_wallet_update)
 
 
 @app.agent(source(EXTERNAL_PROVIDER_EVENTS), concurrency=1)
 async def process_external_provider_updates(stream: faust.StreamT) -> None:
-    await run(stream, handle_provider_update)
+    await consume(stream, processor, handle_provider_update)
 
 
 @app.agent(source(PAYMENT_OPERATION_COMPLETED), concurrency=1)
 async def process_payment_operation_result(stream: faust.StreamT) -> None:
-    await run(stream, handle_operation)
+    await consume(stream, processor, handle_operation)
 
 
 @app.agent(source(PAYMENT_OPERATION_INCONSISTENT), concurrency=1)
 async def process_payment_inconsistent_operation(stream: faust.StreamT) -> None:
-    await run(stream, handle_inconsistent)
+    await consume(stream, processor, handle_inconsistent)
 
 
 @app.agent(source(PAYMENT_REFUND), concurrency=1)
 async def process_refund(stream: faust.StreamT) -> None:
-    await run(stream, handle_refund)
+    await consume(stream, processor, handle_refund)
 
 
 # Deadline operations already sent by this process; a restart sends them again, harmlessly
@@ -293,17 +300,7 @@ async def enforce_deadlines() -> None:
 add_worker_pages(app)
 
 
-@app.page("/payments/{payment_id}/")
-@app.table_route(table=payments, match_info="payment_id")
-async def payment_state(web: Any, request: Any, payment_id: str) -> Any:
-    """The payment's live table state, answered by the worker that owns its partition."""
-    state = payments.get(payment_id)
-    if state is None:
-        return web.json(
-            {"error": {"code": "not_found", "message": f"payment {payment_id} not in table", "field": "payment_id"}},
-            status=404,
-        )
-    return web.json(state)
+add_state_page(app, "/payments", source(PAYMENT_CREATED), payments, "payment_id")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from typing import Any
 
 from connectors.avro import EventDecodeError
 from connectors.metrics import DEAD_LETTERS, EVENT_LATENCY, EVENTS_PROCESSED
-from connectors.tracing import continue_or_start, current_traceparent, from_headers
+from connectors.otel import span
+from connectors.tracing import current_traceparent, fields_of, from_headers, log_fields
 from domain.ids import derive_id
 from streams.envelope import command_record, new_meta
 from streams.topics import PAYMENT_DLQ
@@ -48,13 +49,20 @@ class Processor:
 
     async def process(self, message: SourceMessage, handler: Handler) -> bool:
         """True when handled, False when dead-lettered."""
-        token = current_traceparent.set(continue_or_start(from_headers(message.headers)))
-        started = time.perf_counter()
-        try:
-            return await self._process(message, handler)
-        finally:
-            EVENT_LATENCY.labels(self.consumer).observe(time.perf_counter() - started)
-            current_traceparent.reset(token)
+        with span(
+            f"{self.consumer} {message.topic}",
+            from_headers(message.headers),
+            **{"messaging.destination.name": message.topic},
+        ) as traceparent:
+            token = current_traceparent.set(traceparent)
+            fields_token = log_fields.set({})
+            started = time.perf_counter()
+            try:
+                return await self._process(message, handler)
+            finally:
+                EVENT_LATENCY.labels(self.consumer).observe(time.perf_counter() - started)
+                log_fields.reset(fields_token)
+                current_traceparent.reset(token)
 
     async def _process(self, message: SourceMessage, handler: Handler) -> bool:
         try:
@@ -64,6 +72,7 @@ class Processor:
             EVENTS_PROCESSED.labels(self.consumer, "undecodable", "dead_lettered").inc()
             return False
         event_type = event["envelope"]["event_type"]
+        log_fields.set(fields_of(event))
         for attempt in range(1, self.max_attempts + 1):
             try:
                 await handler(event)

@@ -17,12 +17,11 @@ import faust
 
 from connectors.avro import make_codec
 from connectors.config import load_config
-from connectors.tracing import outgoing_headers
 from domain import wallet as domain
-from streams.app import make_app
+from streams.app import add_state_page, consume, make_app, make_sender, raw_topic
 from streams.envelope import money, now_ms, to_record
 from streams.pages import add_worker_pages
-from streams.processing import Processor, SourceMessage
+from streams.processing import Processor
 from streams.topics import WALLET_BALANCE_UPDATE, WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
 
 log = logging.getLogger(__name__)
@@ -34,24 +33,13 @@ app = make_app("wallet-worker", config, config.wallet_worker.web_port, config.wa
 wallets = app.Table("wallets", default=None, partitions=config.kafka.partitions)
 movements = app.Table("movements", default=None, partitions=config.kafka.partitions)
 
-commands_topic = app.topic(
-    WALLET_MOVEMENT_REQUIRED.name, key_serializer="raw", value_serializer="raw", partitions=config.kafka.partitions
-)
+commands_topic = raw_topic(app, WALLET_MOVEMENT_REQUIRED.name, config.kafka.partitions)
 OUTPUT_TOPIC = {
     "MovementUpdated": WALLET_MOVEMENT_UPDATES.name,
     "WalletOpened": WALLET_MOVEMENT_UPDATES.name,
     "BalanceUpdated": WALLET_BALANCE_UPDATE.name,
 }
-
-
-async def send(topic: str, key: bytes | None, record: dict[str, Any]) -> None:
-    # force=True: publish now, not at the next commit; the commit flushes the producer
-    # before it moves the offset, so this stays at least once.
-    await app.topic(topic, key_serializer="raw", value_serializer="raw").send(
-        key=key, value=codec.encode(record), headers=outgoing_headers(), force=True
-    )
-
-
+send = make_sender(app, codec)
 processor = Processor(
     "wallet-worker", codec.decode, send, config.processing.max_attempts, config.processing.retry_backoff_s
 )
@@ -102,6 +90,9 @@ async def handle_command(event: dict[str, Any]) -> None:
         movements[record.movement_id] = dataclasses.asdict(record)
     if decision.wallet is not None:
         wallets[decision.wallet.wallet_id] = dataclasses.asdict(decision.wallet)
+    for outcome in decision.events:
+        if isinstance(outcome, domain.MovementUpdated) and outcome.status == "rejected":
+            log.info("movement %s rejected: %s", outcome.movement_id, outcome.reason_code)
     key = event["wallet_id"].encode()
     for outcome in decision.events:
         published = to_record(outcome)
@@ -110,30 +101,11 @@ async def handle_command(event: dict[str, Any]) -> None:
 
 @app.agent(commands_topic, concurrency=1)  # one writer per wallet partition; see faust #606
 async def process_movement(stream: faust.StreamT) -> None:
-    async for event in stream.events():
-        message = event.message
-        await processor.process(
-            SourceMessage(
-                message.topic, message.partition, message.offset, message.key, message.value, message.headers
-            ),
-            handle_command,
-        )
+    await consume(stream, processor, handle_command)
 
 
 add_worker_pages(app)
-
-
-@app.page("/wallets/{wallet_id}/")
-@app.table_route(table=wallets, match_info="wallet_id")
-async def wallet_state(web: Any, request: Any, wallet_id: str) -> Any:
-    """The wallet's live table state, answered by the worker that owns its partition."""
-    state = wallets.get(wallet_id)
-    if state is None:
-        return web.json(
-            {"error": {"code": "not_found", "message": f"wallet {wallet_id} not in table", "field": "wallet_id"}},
-            status=404,
-        )
-    return web.json(state)
+add_state_page(app, "/wallets", commands_topic, wallets, "wallet_id")
 
 
 if __name__ == "__main__":

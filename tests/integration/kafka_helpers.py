@@ -18,8 +18,9 @@ async def events_for_key(config: Config, topic: str, key: str) -> list[dict[str,
     """Every decoded event on the key's partition whose Kafka key is `key`, in log order."""
     partition = partition_for(key, config.kafka.partitions)
     events = []
-    async for _, _, message_key, value in read_partitions(config.kafka.bootstrap_servers,
-                                                         [TopicPartition(topic, partition)]):
+    async for _, _, message_key, value in read_partitions(
+        config.kafka.bootstrap_servers, [TopicPartition(topic, partition)]
+    ):
         if message_key == key.encode():
             events.append(codec.decode(value))
     return events

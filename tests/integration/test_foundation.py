@@ -37,8 +37,9 @@ async def produce_and_consume(config: Config, topic: str, value: bytes) -> bytes
         await producer.send_and_wait(topic, value, key=b"k")
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=config.kafka.bootstrap_servers,
-                                auto_offset_reset="earliest", group_id=None)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=config.kafka.bootstrap_servers, auto_offset_reset="earliest", group_id=None
+    )
     await consumer.start()
     try:
         message = await consumer.getone()
@@ -58,10 +59,17 @@ def test_every_declared_topic_exists_with_its_partitions_and_never_expires(confi
 
 
 async def test_an_avro_event_round_trips_through_a_real_topic_with_its_envelope(
-        config: Config, scratch_topic: str) -> None:
+    config: Config, scratch_topic: str
+) -> None:
     meta = new_meta(correlation_id=str(uuid.uuid4()), causation_id=str(uuid.uuid4()))
-    event = command_record("PaymentSucceeded", meta, payment_id=str(uuid.uuid4()), user_id=str(uuid.uuid4()),
-                           amount={"amount": 5000, "currency": "USD"}, method="wallet")
+    event = command_record(
+        "PaymentSucceeded",
+        meta,
+        payment_id=str(uuid.uuid4()),
+        user_id=str(uuid.uuid4()),
+        amount={"amount": 5000, "currency": "USD"},
+        method="wallet",
+    )
     received = codec.decode(await produce_and_consume(config, scratch_topic, codec.encode(event)))
     assert received == event
     assert received["envelope"]["occurred_at"] == meta.occurred_at
@@ -84,7 +92,10 @@ async def test_sample_wallets_are_on_their_topic_exactly_once_after_two_more_loa
         openings = [e for e in events if e["envelope"]["event_id"] == sample_event_id(wallet_id)]
         assert len(openings) == 1, wallet_id
         assert (openings[0]["user_id"], openings[0]["opening_balance"], openings[0]["currency"]) == (
-            user_id, balance, currency)
+            user_id,
+            balance,
+            currency,
+        )
 
 
 async def test_migrations_are_applied_once_and_recorded(config: Config) -> None:

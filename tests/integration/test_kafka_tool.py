@@ -18,10 +18,17 @@ TOOL = Path(__file__).resolve().parents[2] / "bin" / "kafka-tool"
 SUBCOMMANDS = ("topics", "consumer", "producer", "groups", "perf", "help")
 
 
-def kafka_tool(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,
-               timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(TOOL), *args], input=stdin, capture_output=True, text=True, timeout=timeout,
-                            env={**os.environ, **(env or {})})
+def kafka_tool(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(TOOL), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
     assert result.returncode == 0, f"kafka-tool {' '.join(args)} exited {result.returncode}: {result.stderr}"
     return result
 
@@ -60,14 +67,28 @@ def test_describe_shows_the_declared_retention(config: Config) -> None:
 
 def test_a_given_bootstrap_server_is_used_as_is(config: Config) -> None:
     # With an environment that has no config file, reading the config would fail.
-    listed = kafka_tool("topics", "--list", "--bootstrap-server", config.kafka.bootstrap_servers,
-                        env={"ENVIRONMENT": "no-such-environment"}).stdout.split()
+    listed = kafka_tool(
+        "topics",
+        "--list",
+        "--bootstrap-server",
+        config.kafka.bootstrap_servers,
+        env={"ENVIRONMENT": "no-such-environment"},
+    ).stdout.split()
     assert PAYMENT_DLQ.name in listed
 
 
 def test_a_produced_line_is_consumed_back(scratch_topic: str) -> None:
     line = f"kafka-tool round trip {uuid.uuid4()}"
     kafka_tool("producer", "--topic", scratch_topic, stdin=line + "\n")
-    consumed = kafka_tool("consumer", "--topic", scratch_topic, "--from-beginning", "--max-messages", "1",
-                          "--timeout-ms", "20000", timeout=90).stdout
+    consumed = kafka_tool(
+        "consumer",
+        "--topic",
+        scratch_topic,
+        "--from-beginning",
+        "--max-messages",
+        "1",
+        "--timeout-ms",
+        "20000",
+        timeout=90,
+    ).stdout
     assert consumed.splitlines() == [line]

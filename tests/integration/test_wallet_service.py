@@ -33,32 +33,55 @@ async def open_wallet(api: Api, balance: int, currency: str = "USD") -> str:
     status, body = await api.post("/api/v1/wallets", {"user_id": str(uuid.uuid4()), "currency": currency})
     assert status == 201, body
     if balance:
-        status, body2 = await api.post(f"/api/v1/wallet/{body['id']}/movement",
-                                       {"type": "income", "amount": balance, "currency": currency})
+        status, body2 = await api.post(
+            f"/api/v1/wallet/{body['id']}/movement", {"type": "income", "amount": balance, "currency": currency}
+        )
         assert status == 201, body2
     return str(body["id"])
 
 
-async def projected_balance(db: asyncpg.Connection, wallet_id: str, expected: int) -> int:
+async def projected_balance(db: asyncpg.Connection, wallet_id: str, expected: int, timeout: float = 30.0) -> int:
+    seen: list[int | None] = []
+
     async def check() -> int | None:
-        value = await db.fetchval("SELECT balance FROM wallets WHERE id = $1", wallet_id)
+        # Balances and movements come from two topics; wait until both views agree.
+        value = await db.fetchval(
+            "SELECT balance FROM wallets WHERE id = $1 AND balance = (SELECT COALESCE(sum(CASE type WHEN 'income' "
+            "THEN amount ELSE -amount END), 0) FROM wallet_movements WHERE wallet_id = $1 AND status = 'applied')",
+            wallet_id,
+        )
+        seen.append(value)
         return value if value == expected else None
-    await eventually(check, what=f"wallet {wallet_id} projected with balance {expected}")
+
+    try:
+        await eventually(check, timeout=timeout, what=f"wallet {wallet_id} projected with balance {expected}")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; projected balances seen: {sorted(set(seen), key=str)}") from None
     return expected
 
 
-def movement_command(wallet_id: str, kind: str, amount: int, movement_id: str | None = None,
-                     event_id: str | None = None) -> dict[str, Any]:
+def movement_command(
+    wallet_id: str, kind: str, amount: int, movement_id: str | None = None, event_id: str | None = None
+) -> dict[str, Any]:
     return command_record(
-        "MovementRequired", new_meta(event_id=event_id), movement_id=movement_id or str(uuid.uuid4()),
-        wallet_id=wallet_id, type=kind, amount={"amount": amount, "currency": "USD"}, reference=None,
-        description=None, reverts_movement_id=None, payment_id=None)
+        "MovementRequired",
+        new_meta(event_id=event_id),
+        movement_id=movement_id or str(uuid.uuid4()),
+        wallet_id=wallet_id,
+        type=kind,
+        amount={"amount": amount, "currency": "USD"},
+        reference=None,
+        description=None,
+        reverts_movement_id=None,
+        payment_id=None,
+    )
 
 
 async def test_the_seed_wallet_is_readable_with_its_opening_balance(wallet_api: Api) -> None:
     async def seeded() -> Any:
         status, body = await wallet_api.get("/api/v1/wallet/550e8400-e29b-41d4-a716-446655440003")
         return body if status == 200 else None
+
     body = await eventually(seeded, what="sample wallet 3 projected")
     assert (body["currency"], body["user_id"]) == ("EUR", "550e8400-e29b-41d4-a716-446655440012")
     assert body["balance"] >= 0 and isinstance(body["balance"], int)
@@ -66,24 +89,46 @@ async def test_the_seed_wallet_is_readable_with_its_opening_balance(wallet_api: 
 
 async def test_income_expense_and_revert_with_their_rows(wallet_api: Api, db: asyncpg.Connection) -> None:
     wallet_id = await open_wallet(wallet_api, 0)
-    status, income = await wallet_api.post(f"/api/v1/wallet/{wallet_id}/movement", {
-        "type": "income", "amount": 10_000, "currency": "USD", "reference": "Manual income",
-        "description": "Test income"})
+    status, income = await wallet_api.post(
+        f"/api/v1/wallet/{wallet_id}/movement",
+        {
+            "type": "income",
+            "amount": 10_000,
+            "currency": "USD",
+            "reference": "Manual income",
+            "description": "Test income",
+        },
+    )
     assert status == 201 and income["status"] == "applied" and income["amount"] == 10_000
-    status, expense = await wallet_api.post(f"/api/v1/wallet/{wallet_id}/movement",
-                                            {"type": "expense", "amount": 2_500, "currency": "USD"})
+    status, expense = await wallet_api.post(
+        f"/api/v1/wallet/{wallet_id}/movement", {"type": "expense", "amount": 2_500, "currency": "USD"}
+    )
     assert status == 201 and expense["balance_after"] == 7_500
-    status, revert = await wallet_api.post(f"/api/v1/movement/{expense['id']}/revert", {
-        "reason": "Correction needed", "requested_by": "admin"})
+    status, revert = await wallet_api.post(
+        f"/api/v1/movement/{expense['id']}/revert", {"reason": "Correction needed", "requested_by": "admin"}
+    )
     assert status == 201, revert
     assert (revert["type"], revert["amount"], revert["reverts_movement_id"]) == ("income", 2_500, expense["id"])
     await projected_balance(db, wallet_id, 10_000)
-    rows = await db.fetch("SELECT id::text, type, amount, reverts_movement_id::text FROM wallet_movements "
-                          "WHERE wallet_id = $1 ORDER BY seq", wallet_id)
+
+    async def three_rows() -> list[Any] | None:
+        # Balances and movements are separate topics: one can be projected before the other.
+        rows = await db.fetch(
+            "SELECT id::text, type, amount, reverts_movement_id::text FROM wallet_movements "
+            "WHERE wallet_id = $1 ORDER BY seq",
+            wallet_id,
+        )
+        return rows if len(rows) == 3 else None
+
+    rows = await eventually(three_rows, what="three movement rows")
     assert [(r["type"], r["amount"], r["reverts_movement_id"]) for r in rows] == [
-        ("income", 10_000, None), ("expense", 2_500, None), ("income", 2_500, expense["id"])]
-    status, again = await wallet_api.post(f"/api/v1/movement/{expense['id']}/revert",
-                                          {"reason": "twice", "requested_by": "admin"})
+        ("income", 10_000, None),
+        ("expense", 2_500, None),
+        ("income", 2_500, expense["id"]),
+    ]
+    status, again = await wallet_api.post(
+        f"/api/v1/movement/{expense['id']}/revert", {"reason": "twice", "requested_by": "admin"}
+    )
     assert status == 409 and again["error"]["code"] == "already_reverted"
 
 
@@ -91,8 +136,9 @@ async def test_history_is_newest_first_with_a_cursor(wallet_api: Api, db: asyncp
     wallet_id = await open_wallet(wallet_api, 0)
     ids = []
     for amount in (100, 200, 300):
-        _, body = await wallet_api.post(f"/api/v1/wallet/{wallet_id}/movement",
-                                        {"type": "income", "amount": amount, "currency": "USD"})
+        _, body = await wallet_api.post(
+            f"/api/v1/wallet/{wallet_id}/movement", {"type": "income", "amount": amount, "currency": "USD"}
+        )
         ids.append(body["id"])
     await projected_balance(db, wallet_id, 600)
     status, page = await wallet_api.get(f"/api/v1/wallet/{wallet_id}/movements?limit=2")
@@ -108,25 +154,30 @@ async def test_insufficient_funds_currency_mismatch_and_unknown_wallet(wallet_ap
     assert (status, body["error"]["code"]) == (422, "insufficient_funds")
     status, body = await wallet_api.post(path, {"type": "income", "amount": 5, "currency": "EUR"})
     assert (status, body["error"]["code"]) == (422, "currency_mismatch")
-    status, body = await wallet_api.post(f"/api/v1/wallet/{uuid.uuid4()}/movement",
-                                         {"type": "income", "amount": 5, "currency": "USD"})
+    status, body = await wallet_api.post(
+        f"/api/v1/wallet/{uuid.uuid4()}/movement", {"type": "income", "amount": 5, "currency": "USD"}
+    )
     assert (status, body["error"]["code"]) == (404, "wallet_not_found")
     status, body = await wallet_api.get(f"/api/v1/wallet/{uuid.uuid4()}")
     assert status == 404
 
 
-@pytest.mark.parametrize(("body", "status", "field"), [
-    ({"type": "income", "amount": 1.5, "currency": "USD"}, 422, "amount"),
-    ({"type": "income", "amount": "100", "currency": "USD"}, 422, "amount"),
-    ({"type": "income", "amount": 0, "currency": "USD"}, 422, "amount"),
-    ({"type": "income", "amount": -3, "currency": "USD"}, 422, "amount"),
-    ({"type": "income", "amount": 100, "currency": "DOLLARS"}, 422, "currency"),
-    ({"type": "gift", "amount": 100, "currency": "USD"}, 422, "type"),
-    ({"amount": 100, "currency": "USD"}, 400, "type"),
-    ({"type": "income", "amount": 100, "currency": "USD", "admin": True}, 400, "admin"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"type": "income", "amount": 1.5, "currency": "USD"}, 422, "amount"),
+        ({"type": "income", "amount": "100", "currency": "USD"}, 422, "amount"),
+        ({"type": "income", "amount": 0, "currency": "USD"}, 422, "amount"),
+        ({"type": "income", "amount": -3, "currency": "USD"}, 422, "amount"),
+        ({"type": "income", "amount": 100, "currency": "DOLLARS"}, 422, "currency"),
+        ({"type": "gift", "amount": 100, "currency": "USD"}, 422, "type"),
+        ({"amount": 100, "currency": "USD"}, 400, "type"),
+        ({"type": "income", "amount": 100, "currency": "USD", "admin": True}, 400, "admin"),
+    ],
+)
 async def test_bad_input_is_refused_naming_the_field_and_publishes_nothing(
-        wallet_api: Api, config: Config, body: dict[str, Any], status: int, field: str) -> None:
+    wallet_api: Api, config: Config, body: dict[str, Any], status: int, field: str
+) -> None:
     wallet_id = "550e8400-e29b-41d4-a716-446655440002"
     before = len(await events_for_key(config, WALLET_MOVEMENT_REQUIRED.name, wallet_id))
     got, error = await wallet_api.post(f"/api/v1/wallet/{wallet_id}/movement", body)
@@ -135,11 +186,13 @@ async def test_bad_input_is_refused_naming_the_field_and_publishes_nothing(
 
 
 async def test_malformed_json_and_non_uuid_ids_are_refused(wallet_api: Api) -> None:
-    status, body = await wallet_api.request("POST", "/api/v1/wallet/550e8400-e29b-41d4-a716-446655440002/movement",
-                                            data=b"{not json")
+    status, body = await wallet_api.request(
+        "POST", "/api/v1/wallet/550e8400-e29b-41d4-a716-446655440002/movement", data=b"{not json"
+    )
     assert (status, body["error"]["code"]) == (400, "malformed_json")
-    status, body = await wallet_api.post("/api/v1/wallet/not-a-uuid/movement",
-                                         {"type": "income", "amount": 1, "currency": "USD"})
+    status, body = await wallet_api.post(
+        "/api/v1/wallet/not-a-uuid/movement", {"type": "income", "amount": 1, "currency": "USD"}
+    )
     assert (status, body["error"]["field"]) == (422, "wallet_id")
 
 
@@ -150,38 +203,51 @@ async def test_an_idempotency_key_returns_the_first_result(wallet_api: Api, db: 
     first = await wallet_api.post(f"/api/v1/wallet/{wallet_id}/movement", body, headers=headers)
     second = await wallet_api.post(f"/api/v1/wallet/{wallet_id}/movement", body, headers=headers)
     assert first[0] == second[0] == 201 and first[1] == second[1]
-    conflict = await wallet_api.post(f"/api/v1/wallet/{wallet_id}/movement", {**body, "amount": 999},
-                                     headers=headers)
+    conflict = await wallet_api.post(f"/api/v1/wallet/{wallet_id}/movement", {**body, "amount": 999}, headers=headers)
     assert conflict[0] == 409
     await projected_balance(db, wallet_id, 4_000)
 
 
 async def test_fifty_concurrent_expenses_apply_exactly_sixteen(
-        wallet_api: Api, config: Config, db: asyncpg.Connection) -> None:
+    wallet_api: Api, config: Config, db: asyncpg.Connection
+) -> None:
     wallet_id = await open_wallet(wallet_api, 50_000)
-    results = await asyncio.gather(*(
-        wallet_api.post(f"/api/v1/wallet/{wallet_id}/movement", {"type": "expense", "amount": 3_000,
-                                                                 "currency": "USD"}) for _ in range(50)))
+    results = await asyncio.gather(
+        *(
+            wallet_api.post(
+                f"/api/v1/wallet/{wallet_id}/movement", {"type": "expense", "amount": 3_000, "currency": "USD"}
+            )
+            for _ in range(50)
+        )
+    )
     statuses = sorted(status for status, _ in results)
     assert statuses.count(201) == 16 and statuses.count(422) == 34
     assert all(body["error"]["code"] == "insufficient_funds" for status, body in results if status == 422)
     await projected_balance(db, wallet_id, 2_000)
-    outcomes = [e for e in await events_for_key(config, WALLET_MOVEMENT_UPDATES.name, wallet_id)
-                if e["envelope"]["event_type"] == "MovementUpdated"]
+    outcomes = [
+        e
+        for e in await events_for_key(config, WALLET_MOVEMENT_UPDATES.name, wallet_id)
+        if e["envelope"]["event_type"] == "MovementUpdated"
+    ]
     assert min(e["balance_after"] for e in outcomes) >= 0
     assert sum(e["status"] == "applied" for e in outcomes) == 1 + 16  # the opening income + 16
 
 
 async def test_a_command_delivered_twice_applies_once_and_re_emits_the_same_event(
-        wallet_api: Api, config: Config, db: asyncpg.Connection) -> None:
+    wallet_api: Api, config: Config, db: asyncpg.Connection
+) -> None:
     wallet_id = await open_wallet(wallet_api, 10_000)
     command = movement_command(wallet_id, "expense", 4_000)
     await publish(config, WALLET_MOVEMENT_REQUIRED.name, wallet_id, command, command)
 
     async def both_outcomes() -> list[dict[str, Any]] | None:
-        events = [e for e in await events_for_key(config, WALLET_MOVEMENT_UPDATES.name, wallet_id)
-                  if e.get("movement_id") == command["movement_id"]]
+        events = [
+            e
+            for e in await events_for_key(config, WALLET_MOVEMENT_UPDATES.name, wallet_id)
+            if e.get("movement_id") == command["movement_id"]
+        ]
         return events if len(events) == 2 else None
+
     first, second = await eventually(both_outcomes, what="two outcome events")
     assert first == second  # same event id, same content
     await projected_balance(db, wallet_id, 6_000)
@@ -189,7 +255,8 @@ async def test_a_command_delivered_twice_applies_once_and_re_emits_the_same_even
 
 
 async def test_a_poison_message_is_dead_lettered_and_the_partition_moves_on(
-        wallet_api: Api, config: Config, db: asyncpg.Connection) -> None:
+    wallet_api: Api, config: Config, db: asyncpg.Connection
+) -> None:
     wallet_id = await open_wallet(wallet_api, 1_000)
     poison = b"\xc3\x01" + uuid.uuid4().bytes[:8] + b"no such schema"
     producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers)
@@ -207,19 +274,25 @@ async def test_a_poison_message_is_dead_lettered_and_the_partition_moves_on(
             if letter["value"] == poison:
                 return letter
         return None
+
     letter = await eventually(dead_letter, what="the poison message in payment.dlq")
     assert letter["source_topic"] == WALLET_MOVEMENT_REQUIRED.name and letter["key"] == wallet_id.encode()
     assert letter["error_type"] == "EventDecodeError" and "fingerprint" in letter["error_message"]
 
 
 async def test_a_worker_killed_mid_stream_ends_with_the_balances_of_an_uninterrupted_run(
-        wallet_api: Api, config: Config, supervisor: Supervisor, db: asyncpg.Connection) -> None:
+    wallet_api: Api, config: Config, supervisor: Supervisor, db: asyncpg.Connection
+) -> None:
     wallets = [await open_wallet(wallet_api, 20_000) for _ in range(3)]
-    commands = [movement_command(wallets[i % 3], "expense" if i % 4 else "income", 700 + (i % 5) * 300)
-                for i in range(600)]
-    producing = asyncio.gather(*(
-        publish(config, WALLET_MOVEMENT_REQUIRED.name, w, *[c for c in commands if c["wallet_id"] == w])
-        for w in wallets))
+    commands = [
+        movement_command(wallets[i % 3], "expense" if i % 4 else "income", 700 + (i % 5) * 300) for i in range(600)
+    ]
+    producing = asyncio.gather(
+        *(
+            publish(config, WALLET_MOVEMENT_REQUIRED.name, w, *[c for c in commands if c["wallet_id"] == w])
+            for w in wallets
+        )
+    )
     await asyncio.sleep(0.5)
     supervisor.stop("wallet-worker", signal.SIGKILL)
     await producing
@@ -230,7 +303,8 @@ async def test_a_worker_killed_mid_stream_ends_with_the_balances_of_an_uninterru
     for wallet_id in wallets:
         await projected_balance(db, wallet_id, expected[wallet_id])
     count = await db.fetchval(
-        "SELECT count(*) FROM wallet_movements WHERE wallet_id = ANY($1::uuid[]) AND status = 'applied'", wallets)
+        "SELECT count(*) FROM wallet_movements WHERE wallet_id = ANY($1::uuid[]) AND status = 'applied'", wallets
+    )
     assert count == len(wallets) + applied  # each opening income + the stream's applied movements
 
 
@@ -239,8 +313,9 @@ def replay_uninterrupted(wallets: list[str], commands: list[dict[str, Any]]) -> 
     state = {w: domain.Wallet(w, "u", "USD", 20_000, 1) for w in wallets}
     records: dict[str, domain.MovementRecord] = {}
     for c in commands:
-        command = domain.RequireMovement("e", c["movement_id"], c["wallet_id"], c["type"],
-                                         Money(c["amount"]["amount"], "USD"), "corr")
+        command = domain.RequireMovement(
+            "e", c["movement_id"], c["wallet_id"], c["type"], Money(c["amount"]["amount"], "USD"), "corr"
+        )
         decision = domain.decide_movement(state[c["wallet_id"]], records.get, command, 0)
         records.update((r.movement_id, r) for r in decision.records)
         if decision.wallet:
@@ -249,20 +324,25 @@ def replay_uninterrupted(wallets: list[str], commands: list[dict[str, Any]]) -> 
 
 
 async def test_dropping_the_views_and_replaying_the_log_rebuilds_them_identically(
-        wallet_api: Api, config: Config, supervisor: Supervisor, db: asyncpg.Connection) -> None:
+    wallet_api: Api, config: Config, supervisor: Supervisor, db: asyncpg.Connection
+) -> None:
     wallet_id = await open_wallet(wallet_api, 3_000)
     await projected_balance(db, wallet_id, 3_000)
-    snapshot_sql = ("SELECT (SELECT json_agg(w ORDER BY id) FROM wallets w)::text, "
-                    "(SELECT json_agg(m ORDER BY id) FROM (SELECT id, wallet_id, type, amount, currency, status, "
-                    "reason_code, balance_after, wallet_version, reverts_movement_id, created_at, event_id "
-                    "FROM wallet_movements) m)::text")
+    snapshot_sql = (
+        "SELECT (SELECT json_agg(w ORDER BY id) FROM wallets w)::text, "
+        "(SELECT json_agg(m ORDER BY id) FROM (SELECT id, wallet_id, type, amount, currency, status, "
+        "reason_code, balance_after, wallet_version, reverts_movement_id, created_at, event_id "
+        "FROM wallet_movements) m)::text"
+    )
     before = await db.fetchrow(snapshot_sql)
     supervisor.stop("projector")
-    await db.execute("TRUNCATE wallets, wallet_movements; "
-                     "DELETE FROM projection_offsets WHERE projection = 'wallet_views'")
+    await db.execute(
+        "TRUNCATE wallets, wallet_movements; DELETE FROM projection_offsets WHERE projection = 'wallet_views'"
+    )
     ensure_running(config, supervisor, "projector")
 
     async def rebuilt() -> Any:
         after = await db.fetchrow(snapshot_sql)
         return after if tuple(after) == tuple(before) else None
+
     await eventually(rebuilt, timeout=60, what="views rebuilt from the log equal to the originals")

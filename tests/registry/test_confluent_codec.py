@@ -68,8 +68,9 @@ def test_wire_format_is_magic_byte_and_registry_id(codec: ConfluentCodec, event_
 
 
 @pytest.mark.parametrize("event_type", EVENT_TYPES)
-def test_schema_is_registered_under_its_record_name(codec: ConfluentCodec, registry: SchemaRegistryClient,
-                                                    event_type: str) -> None:
+def test_schema_is_registered_under_its_record_name(
+    codec: ConfluentCodec, registry: SchemaRegistryClient, event_type: str
+) -> None:
     data = codec.encode(make_event(event_type))
     subject = CATALOG.schema(event_type)["name"]  # the full name, namespace included
     assert subject.endswith(f".{event_type}")
@@ -116,8 +117,9 @@ async def test_an_event_travels_through_kafka(codec: ConfluentCodec) -> None:
     ensure_topics(config.kafka, (TopicSpec(topic, key="payment_id"),))
     admin = admin_client(config.kafka)
     # Assigned partitions, not a subscription: no consumer group is left behind.
-    consumer = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": topic,
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": topic, "enable.auto.commit": False}
+    )
     try:
         event = make_event("PaymentCreated")
         publisher = EventPublisher(config.kafka.bootstrap_servers, codec)

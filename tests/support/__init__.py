@@ -12,8 +12,9 @@ import aiohttp
 T = TypeVar("T")
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 20.0, interval: float = 0.1,
-                     what: str = "condition") -> T:
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], timeout: float = 20.0, interval: float = 0.1, what: str = "condition"
+) -> T:
     """Poll until check() returns something truthy; fail with `what` after timeout."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -31,10 +32,12 @@ class Api:
     def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
         self.session, self.base_url = session, base_url
 
-    async def request(self, method: str, path: str, json: Any = None, data: Any = None,
-                      headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        async with self.session.request(method, self.base_url + path, json=json, data=data,
-                                        headers=headers) as response:
+    async def request(
+        self, method: str, path: str, json: Any = None, data: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        async with self.session.request(
+            method, self.base_url + path, json=json, data=data, headers=headers
+        ) as response:
             body = await response.json(content_type=None)
             return response.status, body
 

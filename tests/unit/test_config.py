@@ -29,8 +29,11 @@ def test_environment_variables_override_any_key_with_its_type() -> None:
 
 @pytest.mark.parametrize(
     ("env", "named"),
-    [({"POSTGRES_PORT": "abc"}, "postgres.port"), ({"LOG_JSON": "maybe"}, "log.json"),
-     ({"PROCESSING_MAX_ATTEMPTS": "2.5"}, "processing.max_attempts")],
+    [
+        ({"POSTGRES_PORT": "abc"}, "postgres.port"),
+        ({"LOG_JSON": "maybe"}, "log.json"),
+        ({"PROCESSING_MAX_ATTEMPTS": "2.5"}, "processing.max_attempts"),
+    ],
 )
 def test_a_bad_value_names_the_key_and_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError) as error:

@@ -65,7 +65,7 @@ def published(service: Compose) -> dict[int, int]:
 
 
 def listeners(value: str) -> dict[str, tuple[str, int]]:
-    """"NAME://host:port,..." -> {NAME: (host, port)}."""
+    """ "NAME://host:port,..." -> {NAME: (host, port)}."""
     result = {}
     for item in value.split(","):
         name, address = item.split("://")
@@ -169,8 +169,9 @@ CHECKS = [check_kafka, check_broker_settings, check_topics, check_postgres, chec
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
-def test_compose_agrees_with_configuration(check: Callable[..., None], compose: Compose, dev: Config,
-                                           local: Config) -> None:
+def test_compose_agrees_with_configuration(
+    check: Callable[..., None], compose: Compose, dev: Config, local: Config
+) -> None:
     check(compose, dev, local)
 
 
@@ -212,13 +213,16 @@ def _rename_service(old: str, new: str) -> Callable[[Compose], None]:
 K = "services/kafka/environment/"
 BROKEN = {
     "kafka renamed": (_rename_service("kafka", "broker"), check_kafka),
-    "internal port": (_set(K + "KAFKA_ADVERTISED_LISTENERS", "INTERNAL://kafka:9094,HOST://127.0.0.1:9092"),
-                      check_kafka),
+    "internal port": (
+        _set(K + "KAFKA_ADVERTISED_LISTENERS", "INTERNAL://kafka:9094,HOST://127.0.0.1:9092"),
+        check_kafka,
+    ),
     "bound port": (_set(K + "KAFKA_LISTENERS", "INTERNAL://:9094,HOST://:19092,CONTROLLER://:9093"), check_kafka),
-    "controller port": (_set(K + "KAFKA_LISTENERS", "INTERNAL://:9092,HOST://:19092,CONTROLLER://:9099"),
-                        check_kafka),
-    "host listener": (_set(K + "KAFKA_ADVERTISED_LISTENERS", "INTERNAL://kafka:9092,HOST://localhost:9092"),
-                      check_kafka),
+    "controller port": (_set(K + "KAFKA_LISTENERS", "INTERNAL://:9092,HOST://:19092,CONTROLLER://:9099"), check_kafka),
+    "host listener": (
+        _set(K + "KAFKA_ADVERTISED_LISTENERS", "INTERNAL://kafka:9092,HOST://localhost:9092"),
+        check_kafka,
+    ),
     "published kafka port": (_set("services/kafka/ports/0", "9094:19092"), check_kafka),
     "kafka version": (_set("services/kafka/image", "apache/kafka:4.0.0"), check_kafka),
     "auto create": (_set(K + "KAFKA_AUTO_CREATE_TOPICS_ENABLE", "true"), check_broker_settings),
@@ -241,11 +245,14 @@ BROKEN = {
     "registry port": (_set("services/schema-registry/environment/QUARKUS_HTTP_PORT", "8081"), check_registry),
     "registry unpublished": (_set("services/schema-registry/ports/0", "8180:8081"), check_registry),
     "registry version": (_set("services/schema-registry/image", "apicurio/apicurio-registry:3.3.3"), check_registry),
-    "registry image": (_set("services/schema-registry/image", "confluentinc/cp-schema-registry:3.0.9"),
-                       check_registry),
+    "registry image": (_set("services/schema-registry/image", "confluentinc/cp-schema-registry:3.0.9"), check_registry),
     "postgres user": (_set("services/postgres/environment/POSTGRES_USER", "payments"), check_postgres),
-    "registry storage": (_set("services/schema-registry/environment/APICURIO_DATASOURCE_URL",
-                              "jdbc:postgresql://postgres:5432/registry"), check_registry),
+    "registry storage": (
+        _set(
+            "services/schema-registry/environment/APICURIO_DATASOURCE_URL", "jdbc:postgresql://postgres:5432/registry"
+        ),
+        check_registry,
+    ),
 }
 
 
@@ -266,10 +273,16 @@ BROKEN_CONFIG = {
     "dev partitions (broker)": ("dev", {"KAFKA_PARTITIONS": "12"}, check_broker_settings),
     "dev postgres port": ("dev", {"POSTGRES_PORT": "5432"}, check_postgres),
     "dev database": ("dev", {"POSTGRES_DATABASE": "payments_dev"}, check_postgres),
-    "dev registry path": ("dev", {"KAFKA_SCHEMA_REGISTRY_URL": "http://schema-registry:8080/apis/ccompat/v6"},
-                          check_registry),
-    "dev registry port": ("dev", {"KAFKA_SCHEMA_REGISTRY_URL": "http://schema-registry:8081/apis/ccompat/v7"},
-                          check_registry),
+    "dev registry path": (
+        "dev",
+        {"KAFKA_SCHEMA_REGISTRY_URL": "http://schema-registry:8080/apis/ccompat/v6"},
+        check_registry,
+    ),
+    "dev registry port": (
+        "dev",
+        {"KAFKA_SCHEMA_REGISTRY_URL": "http://schema-registry:8081/apis/ccompat/v7"},
+        check_registry,
+    ),
     "local kafka port": ("local", {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9094"}, check_kafka),
     "local postgres port": ("local", {"POSTGRES_PORT": "5434"}, check_postgres),
     "local database": ("local", {"POSTGRES_DATABASE": "payments_local"}, check_postgres),
@@ -277,8 +290,7 @@ BROKEN_CONFIG = {
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN_CONFIG))
-def test_each_check_fails_when_the_configuration_moves(name: str, compose: Compose, dev: Config,
-                                                       local: Config) -> None:
+def test_each_check_fails_when_the_configuration_moves(name: str, compose: Compose, dev: Config, local: Config) -> None:
     environment, overrides, check = BROKEN_CONFIG[name]
     moved = load_config(environment, env=overrides)
     with pytest.raises(AssertionError):

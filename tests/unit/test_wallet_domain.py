@@ -33,10 +33,24 @@ class Store:
         command = w.OpenWallet("cmd-open", WALLET_ID, USER_ID, currency, balance, "corr")
         return self.apply(w.open_wallet(self.wallet, self.movements.get, command, NOW))
 
-    def move(self, movement_id: str, kind: w.MovementType, amount: int, currency: str = "USD",
-             reverts: str | None = None, now: int = NOW) -> w.Decision:
-        command = w.RequireMovement(f"cmd-{movement_id}", movement_id, WALLET_ID, kind, Money(amount, currency),
-                                    "corr", reverts_movement_id=reverts)
+    def move(
+        self,
+        movement_id: str,
+        kind: w.MovementType,
+        amount: int,
+        currency: str = "USD",
+        reverts: str | None = None,
+        now: int = NOW,
+    ) -> w.Decision:
+        command = w.RequireMovement(
+            f"cmd-{movement_id}",
+            movement_id,
+            WALLET_ID,
+            kind,
+            Money(amount, currency),
+            "corr",
+            reverts_movement_id=reverts,
+        )
         return self.apply(w.decide_movement(self.wallet, self.movements.get, command, now))
 
 

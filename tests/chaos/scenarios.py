@@ -1,0 +1,396 @@
+"""The fault suite: a mixed load through the public APIs, one fault, then the invariants.
+
+Each scenario opens fresh wallets, runs wallet payments, external payments, incomes and
+refunds for a few seconds, injects its fault part way through (and a poison message on
+two command topics), waits for the system to settle, and checks `tests.chaos.invariants`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from connectors import localinfra
+from connectors.config import Config
+from domain.ids import derive_id
+from services.devctl import Process, Supervisor, processes
+from streams import topics
+from tests.chaos import invariants as inv
+
+CURRENCY = "USD"
+OPENING = 20_000
+
+
+def process_named(config: Config, name: str) -> Process:
+    return next(p for p in processes(config) if p.name == name)
+
+
+def second_wallet_worker(config: Config) -> Process:
+    port = config.wallet_worker.web_port + 1000
+    args = ("worker", "-l", "info", "--web-port", str(port))
+    return Process("wallet-worker-2", "streams.wallet_worker", args, port, "second wallet worker", "/ready/")
+
+
+async def ensure_running(supervisor: Supervisor, *procs: Process) -> None:
+    def run() -> None:
+        for p in procs:
+            supervisor.start(p)
+        for p in procs:
+            supervisor.wait_healthy(p)
+
+    await asyncio.to_thread(run)
+
+
+@dataclass
+class Load:
+    """The load generator: remembers every id it asked for, whether or not the API answered."""
+
+    config: Config
+    http: aiohttp.ClientSession
+    tokens: tuple[str, ...]
+    rng: random.Random = field(default_factory=lambda: random.Random(7))
+    wallets: list[tuple[str, str]] = field(default_factory=list)  # (wallet id, user id)
+    payment_ids: set[str] = field(default_factory=set)
+    external_ids: set[str] = field(default_factory=set)
+    sent: Counter[str] = field(default_factory=Counter)
+    answers: Counter[str] = field(default_factory=Counter)
+
+    async def call(self, port: int, path: str, body: dict[str, Any], key: str) -> tuple[int, Any]:
+        try:
+            async with self.http.post(
+                f"http://127.0.0.1:{port}{path}", json=body, headers={"Idempotency-Key": key}
+            ) as response:
+                answer = await response.json(content_type=None)
+                self.answers[f"{response.status // 100}xx"] += 1
+                return response.status, answer
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            self.answers["error"] += 1
+            return 0, None
+
+    async def open_wallets(self, count: int) -> None:
+        for _ in range(count):
+            user = str(uuid.uuid4())
+            status, body = await self.call(
+                self.config.wallet_api.port, "/api/v1/wallets", {"user_id": user, "currency": CURRENCY}, user
+            )
+            assert status == 201, f"opening a wallet answered {status}: {body}"
+            self.wallets.append((body["id"], user))
+            await self.income(body["id"], OPENING)
+        self.sent["wallets"] += count
+
+    async def income(self, wallet_id: str, amount: int) -> None:
+        body = {"type": "income", "amount": amount, "currency": CURRENCY}
+        await self.call(self.config.wallet_api.port, f"/api/v1/wallet/{wallet_id}/movement", body, str(uuid.uuid4()))
+
+    async def pay(self) -> None:
+        key = str(uuid.uuid4())
+        payment_id = derive_id("payment", key)  # what the API names it: known even if the call fails
+        self.payment_ids.add(payment_id)
+        amount = self.rng.randrange(500, 6_000, 100)
+        if self.rng.random() < 0.5:
+            wallet_id, user = self.rng.choice(self.wallets)
+            self.sent["wallet_payments"] += 1
+            body = {
+                "user_id": user,
+                "amount": amount,
+                "currency": CURRENCY,
+                "payment_method_type": "wallet",
+                "wallet_id": wallet_id,
+                "description": "chaos",
+            }
+        else:
+            self.external_ids.add(payment_id)
+            self.sent["external_payments"] += 1
+            body = {
+                "user_id": str(uuid.uuid4()),
+                "amount": amount,
+                "currency": CURRENCY,
+                "payment_method_type": "external",
+                "provider": self.config.provider.name,
+                "token": self.rng.choice(self.tokens),
+            }
+        status, answer = await self.call(self.config.payment_api.port, "/api/v1/payments", body, key)
+        if status == 201 and answer.get("status") == "completed" and self.rng.random() < 0.5:
+            await self.refund(payment_id, None if self.rng.random() < 0.5 else amount // 2)
+
+    async def refund(self, payment_id: str, amount: int | None) -> None:
+        self.sent["refunds"] += 1
+        body = {} if amount is None else {"amount": amount}
+        await self.call(self.config.payment_api.port, f"/api/v1/payments/{payment_id}/refund", body, str(uuid.uuid4()))
+
+    async def run(self, done: asyncio.Event, concurrency: int = 10) -> None:
+        async def loop() -> None:
+            while not done.is_set():
+                errors = self.answers["5xx"] + self.answers["error"]
+                if self.rng.random() < 0.2:
+                    self.sent["incomes"] += 1
+                    await self.income(self.rng.choice(self.wallets)[0], self.rng.randrange(100, 3_000, 100))
+                else:
+                    await self.pay()
+                if self.answers["5xx"] + self.answers["error"] > errors:
+                    await asyncio.sleep(0.2)  # a service is down: keep knocking, without flooding its log
+
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+
+    def summary(self) -> str:
+        sent = ", ".join(f"{v} {k}" for k, v in self.sent.items())
+        return f"{sent} (answers {dict(sorted(self.answers.items()))})"
+
+
+@dataclass
+class Ctx:
+    config: Config
+    supervisor: Supervisor
+    load: Load
+    cleanup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+Fault = Callable[[Ctx], Awaitable[list[str]]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    fault: Fault
+    slow: bool = True
+    tokens: tuple[str, ...] = ("tok_success", "tok_success", "tok_decline")
+    simulator_env: dict[str, str] | None = None
+    load_s: float = 8.0
+    settle_s: float = 60.0  # the bound within which every payment must be terminal
+
+
+@dataclass
+class Report:
+    name: str
+    load: str = ""
+    faults: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    gaps: list[str] = field(default_factory=list)
+    settled_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def line(self) -> str:
+        head = (
+            f"{'pass' if self.ok else 'FAIL'} {self.name}: load {self.load}; faults: {'; '.join(self.faults)}; "
+            f"invariants {len(self.checked)} checked ({', '.join(self.checked)}), settled in {self.settled_s:.1f}s"
+        )
+        extra = [f"    RESILIENCE GAP: {g}" for g in self.gaps] + [f"    VIOLATION: {v}" for v in self.violations]
+        return "\n".join([head, *extra])
+
+
+# ------------------------------------------------------------------ faults
+
+
+def kill(name: str, down_s: float = 3.0) -> Fault:
+    async def fault(ctx: Ctx) -> list[str]:
+        await asyncio.to_thread(ctx.supervisor.stop, name, signal.SIGKILL)
+        await asyncio.sleep(down_s)
+        await ensure_running(ctx.supervisor, process_named(ctx.config, name))
+        return [f"SIGKILL {name}, restarted after {down_s:.0f}s"]
+
+    return fault
+
+
+async def restart_broker(ctx: Ctx) -> list[str]:
+    await asyncio.to_thread(localinfra.stop_kafka, ctx.config)
+    await asyncio.sleep(5)
+    await asyncio.to_thread(localinfra.start_kafka, ctx.config)
+    return ["Kafka broker stopped, restarted after 5s"]
+
+
+async def stop_postgres(ctx: Ctx) -> list[str]:
+    await asyncio.to_thread(localinfra.stop_postgres, ctx.config)
+    await asyncio.sleep(10)
+    await asyncio.to_thread(localinfra.start_postgres, ctx.config)
+    return ["PostgreSQL stopped for 10s"]
+
+
+async def kill_during_rebalance(ctx: Ctx) -> list[str]:
+    second = second_wallet_worker(ctx.config)
+    log = ctx.supervisor.log_file(second.name)
+    logged = log.stat().st_size if log.exists() else 0
+    await asyncio.to_thread(ctx.supervisor.start, second)
+
+    async def stop_second() -> None:
+        await asyncio.to_thread(ctx.supervisor.stop, second.name)
+
+    ctx.cleanup.append(stop_second)
+    joining = await wait_for_line(log, logged, "Revoking previously assigned", timeout=60.0)
+    # The newcomer has sent its JoinGroup: the group is rebalancing until every member rejoins.
+    await asyncio.to_thread(ctx.supervisor.stop, "wallet-worker", signal.SIGKILL)
+    await asyncio.sleep(3.0)
+    await ensure_running(ctx.supervisor, process_named(ctx.config, "wallet-worker"), second)
+    when = "mid-rebalance" if joining else "(the newcomer never logged its join: timing unknown)"
+    return ["second wallet worker started", f"SIGKILL wallet-worker {when}, restarted after 3s"]
+
+
+async def wait_for_line(path: Path, offset: int, text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            if text.encode() in f.read():
+                return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def no_fault(ctx: Ctx) -> list[str]:
+    return ["provider sends every webhook twice, final before pending"]
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("wallet-worker-sigkill", kill("wallet-worker"), slow=False),
+    Scenario(
+        "webhooks-twice-out-of-order",
+        no_fault,
+        slow=False,
+        tokens=("tok_success", "tok_decline", "tok_duplicate_webhooks", "tok_out_of_order", "tok_late_success"),
+        simulator_env={"SIMULATOR_WEBHOOKS": "twice_out_of_order"},
+    ),
+    Scenario("payment-worker-sigkill", kill("payment-worker")),
+    Scenario("projector-sigkill", kill("projector")),
+    Scenario("broker-restart", restart_broker, settle_s=90.0),
+    Scenario("postgres-stop", stop_postgres, settle_s=90.0),
+    Scenario("wallet-worker-killed-in-rebalance", kill_during_rebalance, settle_s=90.0),
+)
+
+
+# ------------------------------------------------------------------ the runner
+
+
+async def dlq_end_offsets(config: Config) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers, group_id=None)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topics.PAYMENT_DLQ.name, p) for p in range(config.kafka.partitions)]
+        return {tp.partition: offset for tp, offset in (await consumer.end_offsets(parts)).items()}
+    finally:
+        await consumer.stop()
+
+
+async def inject_poison(config: Config, wallet_id: str) -> list[tuple[str, bytes, bytes]]:
+    """Undecodable bytes on a wallet and a payment command topic: both must reach the DLQ, once each."""
+    poison = [
+        (topics.WALLET_MOVEMENT_REQUIRED.name, wallet_id.encode(), f"chaos poison {uuid.uuid4()}".encode()),
+        (topics.PAYMENT_CREATED.name, str(uuid.uuid4()).encode(), f"chaos poison {uuid.uuid4()}".encode()),
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for topic, key, value in poison:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+    return poison
+
+
+async def provider_objects(config: Config, http: aiohttp.ClientSession, ids: set[str]) -> dict[str, list[Any]]:
+    found = {}
+    for pid in ids:
+        async with http.get(f"{config.provider.base_url}/v1/objects", params={"payment_id": pid}) as response:
+            found[pid] = (await response.json())["data"]
+    return found
+
+
+async def check(
+    config: Config,
+    http: aiohttp.ClientSession,
+    load: Load,
+    dlq_from: dict[int, int],
+    poison: list[tuple[str, bytes, bytes]],
+) -> tuple[list[str], list[str]]:
+    log = await inv.read_log(config, dlq_from)
+    wallet_ids = [w for w, _ in load.wallets]
+    external = {pid for pid in load.external_ids if pid in log.created}
+    results = {
+        "log: balance = applied movements, never < 0": inv.log_wallets_balanced(log),
+        "log: money conserved": inv.log_money_conserved(log, wallet_ids),
+        "log: payments terminal, agree with movements/operations": inv.log_payments_settled(log, load.payment_ids),
+        "provider: objects agree with payments": inv.provider_agrees(
+            log, await provider_objects(config, http, external)
+        ),
+        "log: DLQ holds only injected poison": inv.dead_letters_only(log, poison),
+    }
+    conn = await asyncpg.connect(config.postgres.dsn)
+    try:
+        ids = sorted(load.payment_ids)
+        results["pg: balance = applied movements, never < 0"] = await inv.pg_wallets_balanced(conn, wallet_ids)
+        results["pg: money conserved"] = await inv.pg_money_conserved(conn, wallet_ids)
+        results["pg: payments terminal, agree with movements/operations"] = await inv.pg_payments_settled(conn, ids)
+        results["pg: views = rebuild from log"] = await inv.views_match_log(conn, log)
+    finally:
+        await conn.close()
+    return list(results), [f"[{name}] {v}" for name, bad in results.items() for v in bad]
+
+
+async def dead_services(config: Config, supervisor: Supervisor) -> list[str]:
+    return [p.name for p in processes(config) if supervisor.pid(p.name) is None]
+
+
+async def run_scenario(config: Config, supervisor: Supervisor, scenario: Scenario) -> Report:
+    report = Report(scenario.name)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
+        load = Load(config, http, scenario.tokens)
+        ctx = Ctx(config, supervisor, load)
+        simulator = process_named(config, "provider-simulator")
+        if scenario.simulator_env:
+            await asyncio.to_thread(supervisor.stop, simulator.name)
+            await asyncio.to_thread(supervisor.start, simulator, scenario.simulator_env)
+            await ensure_running(supervisor, simulator)
+
+            async def normal_simulator() -> None:
+                await asyncio.to_thread(supervisor.stop, simulator.name)
+                await ensure_running(supervisor, simulator)
+
+            ctx.cleanup.append(normal_simulator)
+        try:
+            await load.open_wallets(4)
+            dlq_from = await dlq_end_offsets(config)
+            poison = await inject_poison(config, load.wallets[0][0])
+            done = asyncio.Event()
+            running = asyncio.create_task(load.run(done))
+            began = time.monotonic()
+            await asyncio.sleep(2.0)
+            report.faults = await scenario.fault(ctx)
+            # Load keeps coming for a while after the fault heals, and for load_s at least.
+            await asyncio.sleep(max(3.0, scenario.load_s - (time.monotonic() - began)))
+            done.set()
+            await running
+            stopped = time.monotonic()
+            report.load = load.summary()
+            for name in await dead_services(config, supervisor):
+                report.gaps.append(f"{name} exited during '{scenario.name}' and had to be restarted")
+                await ensure_running(supervisor, process_named(config, name))
+            report.faults.append(f"2 poison messages ({', '.join(t for t, _, _ in poison)})")
+            while True:  # settle: every check passes, or the bound is reached
+                try:
+                    report.checked, report.violations = await check(config, http, load, dlq_from, poison)
+                except (OSError, asyncpg.PostgresError) as exc:
+                    report.violations = [f"checking failed: {exc!r}"]
+                report.settled_s = time.monotonic() - stopped
+                if not report.violations or report.settled_s > scenario.settle_s:
+                    break
+                await asyncio.sleep(2.0)
+            if report.violations:
+                report.violations.insert(0, f"still violated {scenario.settle_s:.0f}s after the load stopped")
+        finally:
+            for undo in ctx.cleanup:
+                await undo()
+    return report
