@@ -18,7 +18,6 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
 
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config, load_config
@@ -110,10 +109,14 @@ async def run_projection(config: Config, projection: Projection, pool: asyncpg.P
                         await projection.apply_batch(conn, tp.topic, tp.partition, decode_all(codec, tp, messages))
                         observe_lag(consumer, projection, tp, messages[-1])
                 await consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in batches.items()})
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
-                # The views only move with their stored offsets, so after an outage we go
-                # back to those and read again; nothing is lost or applied twice.
+            except Exception as exc:  # noqa: BLE001 - a projector must outlive any outage
+                # The views only move with their stored offsets, so after a failure we go
+                # back to those and read again; nothing is lost or applied twice. A failure
+                # that repeats blocks this projection (and shows as projection lag) rather
+                # than skipping data. Connections that lived through a database restart
+                # can be broken in odd ways (asyncpg InternalClientError), so drop them all.
                 log.error("projection %s: %r; retrying from the stored offsets in 1 s", projection.name, exc)
+                pool.expire_connections()
                 await asyncio.sleep(1)
                 await retry_seek(consumer, pool, projection)
     finally:
@@ -136,7 +139,7 @@ async def retry_seek(consumer: AIOKafkaConsumer, pool: asyncpg.Pool, projection:
         try:
             await seek_to_stored(consumer, pool, projection, list(consumer.assignment()))
             return
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+        except Exception as exc:  # noqa: BLE001 - keep trying until the outage ends
             log.error("projection %s: still failing (%r); retrying in 1 s", projection.name, exc)
             await asyncio.sleep(1)
 
