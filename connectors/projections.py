@@ -145,12 +145,21 @@ async def apply_payment_refunded(conn: asyncpg.Connection, event: dict[str, Any]
 
 
 async def apply_operation_completed(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
+    # One operation can be reported by several events on two topics (a redelivered step
+    # re-emits it under a new event id, an inconsistent one is reported again), and the
+    # projector reads topics in no fixed order: keep the earliest report, so the row
+    # does not depend on the order (a rebuild from the log gives the same row).
     env = event["envelope"]
     await conn.execute(
         """INSERT INTO payment_operations (id, payment_id, kind, status, amount, currency, source, reference,
                failure_code, failure_reason, created_at, event_id)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-           ON CONFLICT (id) DO NOTHING""",
+           ON CONFLICT (id) DO UPDATE SET payment_id = EXCLUDED.payment_id, kind = EXCLUDED.kind,
+               status = EXCLUDED.status, amount = EXCLUDED.amount, currency = EXCLUDED.currency,
+               source = EXCLUDED.source, reference = EXCLUDED.reference, failure_code = EXCLUDED.failure_code,
+               failure_reason = EXCLUDED.failure_reason, created_at = EXCLUDED.created_at,
+               event_id = EXCLUDED.event_id
+           WHERE (EXCLUDED.created_at, EXCLUDED.event_id) < (payment_operations.created_at, payment_operations.event_id)""",
         event["operation_id"],
         event["payment_id"],
         event["kind"],
