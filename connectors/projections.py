@@ -159,7 +159,8 @@ async def apply_operation_completed(conn: asyncpg.Connection, event: dict[str, A
                source = EXCLUDED.source, reference = EXCLUDED.reference, failure_code = EXCLUDED.failure_code,
                failure_reason = EXCLUDED.failure_reason, created_at = EXCLUDED.created_at,
                event_id = EXCLUDED.event_id
-           WHERE (EXCLUDED.created_at, EXCLUDED.event_id) < (payment_operations.created_at, payment_operations.event_id)""",
+           WHERE (EXCLUDED.created_at, EXCLUDED.event_id)
+               < (payment_operations.created_at, payment_operations.event_id)""",
         event["operation_id"],
         event["payment_id"],
         event["kind"],
