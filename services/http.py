@@ -11,11 +11,13 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from connectors.auth import API_KEY_HEADER, Authenticator, AuthError
 from connectors.config import Config
 from connectors.kafka_io import EventPublisher
 from connectors.metrics import http_metrics_middleware, metrics_handler
 from connectors.otel import span
 from connectors.tracing import TRACEPARENT_HEADER, current_traceparent
+from domain.access import Action, Decision, Principal, decide, may
 from domain.ids import is_uuid
 from domain.money import CURRENCIES
 
@@ -137,8 +139,58 @@ async def trace_middleware(
     return response
 
 
+AUTH = web.AppKey("auth", Authenticator)
+PRINCIPAL = "principal"
+# Webhooks carry the provider's signature instead of a credential.
+UNAUTHENTICATED_PREFIXES = ("/api/v1/webhooks/",)
+
+
+def needs_credentials(path: str) -> bool:
+    return path.startswith("/api/") and not path.startswith(UNAUTHENTICATED_PREFIXES)
+
+
+@web.middleware
+async def auth_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    if needs_credentials(request.path):
+        try:
+            principal, _ = request.app[AUTH].authenticate(
+                request.headers.get("Authorization"), request.headers.get(API_KEY_HEADER)
+            )
+        except AuthError as exc:
+            log.info("refused %s %s: %s", request.method, request.path, exc)
+            raise ApiError(401, "unauthenticated", str(exc)) from None
+        request[PRINCIPAL] = principal
+    response = await handler(request)
+    if response.status == 401:
+        response.headers.setdefault("WWW-Authenticate", "Bearer")
+    return response
+
+
+def principal(request: web.Request) -> Principal:
+    found: Principal = request[PRINCIPAL]
+    return found
+
+
+def require(request: web.Request, action: Action) -> Principal:
+    """403 unless the caller's roles may attempt the action at all."""
+    caller = principal(request)
+    if not may(caller, action):
+        raise ApiError(403, "forbidden", f"your roles ({', '.join(sorted(caller.roles))}) may not {action.value}")
+    return caller
+
+
+def authorize(request: web.Request, action: Action, owner: str | None, not_found: ApiError) -> Principal:
+    """403 for a role that may not act, `not_found` for a missing or someone else's resource."""
+    caller = require(request, action)
+    if decide(caller, action, owner) is not Decision.ALLOW:
+        raise not_found
+    return caller
+
+
 def service_middlewares(service: str) -> list[Any]:
-    return [http_metrics_middleware(service), trace_middleware, error_middleware]
+    return [http_metrics_middleware(service), trace_middleware, error_middleware, auth_middleware]
 
 
 CONFIG = web.AppKey("config", Config)
@@ -174,6 +226,7 @@ def service_app(
     """An aiohttp app with the shared middlewares and the health, readiness and metrics routes."""
     app = web.Application(middlewares=service_middlewares(service), client_max_size=64 * 1024)
     app[CONFIG] = config
+    app[AUTH] = Authenticator(config.auth)
     app.cleanup_ctx.append(resources)
     app.add_routes(
         [web.get("/health", health), web.get("/ready", ready), web.get("/metrics", metrics_handler), *routes]
