@@ -55,9 +55,11 @@ async def error_middleware(
 
 @dataclass(frozen=True)
 class Field:
-    kind: str  # "uuid", "string", "amount", "currency", "enum:<a>|<b>"
+    kind: str  # "uuid", "string", "amount", "currency", "enum:<a>|<b>"; in a query also "int", "number"
     required: bool = True
     max_length: int = 500
+    minimum: float | None = None
+    maximum: float | None = None
 
 
 async def read_body(request: web.Request, fields: dict[str, Field]) -> dict[str, Any]:
@@ -105,6 +107,41 @@ def check(name: str, value: Any, spec: Field) -> Any:
         return value
     if len(value) > spec.max_length:
         raise ApiError(422, "too_long", f"{name} is longer than {spec.max_length} characters", name)
+    return value
+
+
+def read_query(request: web.Request, fields: dict[str, Field]) -> dict[str, Any]:
+    """The query parameters, exactly these, each once and checked; errors name the parameter."""
+    values: dict[str, Any] = {}
+    for name in request.query:
+        if name not in fields:
+            raise ApiError(400, "unknown_field", f"unknown query parameter {name!r}", name)
+        if len(request.query.getall(name)) > 1:
+            raise ApiError(400, "invalid_value", f"query parameter {name!r} given more than once", name)
+    for name, spec in fields.items():
+        raw = request.query.get(name)
+        if raw is None:
+            if spec.required:
+                raise ApiError(400, "missing_field", f"query parameter {name!r} is required", name)
+            values[name] = None
+        elif spec.kind in ("int", "number"):
+            values[name] = _number(name, raw, spec)
+        else:
+            values[name] = check(name, raw, spec)
+    return values
+
+
+def _number(name: str, raw: str, spec: Field) -> float:
+    try:
+        value = int(raw) if spec.kind == "int" else float(raw)
+    except ValueError:
+        raise ApiError(
+            422, "invalid_value", f"{name} must be {'an integer' if spec.kind == 'int' else 'a number'}", name
+        ) from None
+    low = spec.minimum if spec.minimum is not None else float("-inf")
+    high = spec.maximum if spec.maximum is not None else float("inf")
+    if not low <= value <= high:  # also refuses nan
+        raise ApiError(422, "invalid_value", f"{name} must be between {low:g} and {high:g}", name)
     return value
 
 
@@ -222,6 +259,7 @@ def service_app(
     config: Config,
     routes: list[web.RouteDef],
     resources: Callable[[web.Application], AsyncIterator[None]],
+    openapi: dict[str, Any] | None = None,
 ) -> web.Application:
     """An aiohttp app with the shared middlewares and the health, readiness and metrics routes."""
     app = web.Application(middlewares=service_middlewares(service), client_max_size=64 * 1024)
@@ -231,6 +269,13 @@ def service_app(
     app.add_routes(
         [web.get("/health", health), web.get("/ready", ready), web.get("/metrics", metrics_handler), *routes]
     )
+    if openapi is not None:
+        document = openapi
+
+        async def serve_openapi(_: web.Request) -> web.Response:
+            return web.json_response(document)
+
+        app.router.add_get("/openapi.json", serve_openapi)
     return app
 
 

@@ -45,10 +45,12 @@ from services.http import (
     idempotency_key,
     path_uuid,
     read_body,
+    read_query,
     require,
     serve,
     service_app,
 )
+from services.openapi import Operation, document
 from streams.envelope import actor_fields, command_record, now_ms, to_record
 from streams.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_CREATED, PAYMENT_FAILED, PAYMENT_REFUND, PAYMENT_SUCCESS
 
@@ -67,6 +69,8 @@ PAYMENT_BODY = {
 }
 REFUND_BODY = {"amount": Field("amount", required=False), "reason": Field("string", required=False)}
 MAX_WAIT_S = 30.0
+GET_QUERY = {"wait": Field("number", required=False, minimum=0, maximum=MAX_WAIT_S)}
+PAYMENT_ID = {"payment_id": Field("uuid")}
 POLL_S = 0.05
 # Once the terminal event is on the log, the view row trails it by milliseconds.
 SETTLE_POLL_S = 0.01
@@ -209,12 +213,7 @@ async def _check_wallet(request: web.Request, pool: asyncpg.Pool, body: dict[str
 
 async def get_payment(request: web.Request) -> web.Response:
     payment_id = path_uuid(request, "payment_id")
-    try:
-        wait = float(request.query.get("wait", "0"))
-    except ValueError:
-        raise ApiError(422, "invalid_value", "wait must be a number of seconds", "wait") from None
-    if not 0 <= wait <= MAX_WAIT_S:
-        raise ApiError(422, "invalid_value", f"wait must be between 0 and {MAX_WAIT_S:.0f} seconds", "wait")
+    wait = read_query(request, GET_QUERY)["wait"] or 0.0
     pool = request.app[POOL]
     row = await wait_for_payment(pool, payment_id, wait)
     not_found = ApiError(404, "payment_not_found", f"payment {payment_id} not found", "payment_id")
@@ -352,18 +351,35 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     await app[POOL].close()
 
 
+OPERATIONS = [
+    Operation("POST", "/api/v1/payments", create_payment, "create a payment", body=PAYMENT_BODY, idempotent=True),
+    Operation(
+        "GET", "/api/v1/payments/{payment_id}", get_payment, "a payment, optionally waiting", PAYMENT_ID, GET_QUERY
+    ),
+    Operation(
+        "POST",
+        "/api/v1/payments/{payment_id}/refund",
+        refund_payment,
+        "refund in full or in part (operators)",
+        PAYMENT_ID,
+        body=REFUND_BODY,
+        idempotent=True,
+    ),
+    Operation(
+        "POST",
+        "/api/v1/webhooks/{provider}",
+        provider_webhook,
+        "provider webhook, HMAC-signed",
+        {"provider": Field("string", max_length=50)},
+        public=True,
+        raw_body=True,
+    ),
+]
+
+
 def create_app(config: Config) -> web.Application:
-    return service_app(
-        "payment-api",
-        config,
-        [
-            web.post("/api/v1/payments", create_payment),
-            web.get("/api/v1/payments/{payment_id}", get_payment),
-            web.post("/api/v1/payments/{payment_id}/refund", refund_payment),
-            web.post("/api/v1/webhooks/{provider}", provider_webhook),
-        ],
-        resources,
-    )
+    routes = [op.route() for op in OPERATIONS]
+    return service_app("payment-api", config, routes, resources, document("Payment API", OPERATIONS))
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from connectors.kafka_io import EventPublisher, OutcomeWaiter
 from connectors.logs import setup_logging
 from connectors.postgres import create_pool
 from domain.access import Action
-from domain.ids import derive_id, is_uuid
+from domain.ids import derive_id
 from domain.wallet import OPPOSITE, revert_movement_id
 from services.http import (
     CONFIG,
@@ -35,10 +35,12 @@ from services.http import (
     idempotency_key,
     path_uuid,
     read_body,
+    read_query,
     require,
     serve,
     service_app,
 )
+from services.openapi import Operation, document
 from streams.envelope import command_record, new_meta
 from streams.topics import WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
 
@@ -70,6 +72,12 @@ MOVEMENT_BODY = {
 }
 REVERT_BODY = {"reason": Field("string"), "requested_by": Field("string")}
 WALLET_BODY = {"user_id": Field("uuid"), "currency": Field("currency")}
+LIST_QUERY = {
+    "limit": Field("int", required=False, minimum=1, maximum=100),
+    "starting_after": Field("uuid", required=False),
+}
+WALLET_ID = {"wallet_id": Field("uuid")}
+MOVEMENT_ID = {"movement_id": Field("uuid")}
 
 
 def outcome_keys(event: dict[str, Any]) -> list[str]:
@@ -222,17 +230,9 @@ async def get_movement(request: web.Request) -> web.Response:
 
 async def list_movements(request: web.Request) -> web.Response:
     wallet_id = path_uuid(request, "wallet_id")
-    try:
-        limit = int(request.query.get("limit", "20"))
-    except ValueError:
-        raise ApiError(422, "invalid_value", "limit must be an integer", "limit") from None
-    if not 1 <= limit <= 100:
-        raise ApiError(422, "invalid_value", "limit must be between 1 and 100", "limit")
-    cursor = request.query.get("starting_after")
-    if cursor is not None:
-        cursor = cursor.lower()
-        if not is_uuid(cursor):
-            raise ApiError(422, "invalid_id", "starting_after must be a movement id", "starting_after")
+    query = read_query(request, LIST_QUERY)
+    limit = 20 if query["limit"] is None else int(query["limit"])
+    cursor = query["starting_after"]
     await authorize_wallet(request, wallet_id, await views.get_wallet(request.app[POOL], wallet_id))
     page = await views.list_movements(request.app[POOL], wallet_id, limit, cursor)
     if page is None:
@@ -255,20 +255,37 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     await app[POOL].close()
 
 
+OPERATIONS = [
+    Operation("POST", "/api/v1/wallets", create_wallet, "open a wallet", body=WALLET_BODY, idempotent=True),
+    Operation("GET", "/api/v1/wallet/{wallet_id}", get_wallet, "a wallet and its balance", WALLET_ID),
+    Operation(
+        "POST",
+        "/api/v1/wallet/{wallet_id}/movement",
+        create_movement,
+        "income or expense (operators)",
+        WALLET_ID,
+        body=MOVEMENT_BODY,
+        idempotent=True,
+    ),
+    Operation(
+        "GET", "/api/v1/wallet/{wallet_id}/movements", list_movements, "movements, newest first", WALLET_ID, LIST_QUERY
+    ),
+    Operation("GET", "/api/v1/movement/{movement_id}", get_movement, "one movement", MOVEMENT_ID),
+    Operation(
+        "POST",
+        "/api/v1/movement/{movement_id}/revert",
+        revert_movement,
+        "revert an applied movement (operators)",
+        MOVEMENT_ID,
+        body=REVERT_BODY,
+        idempotent=True,
+    ),
+]
+
+
 def create_app(config: Config) -> web.Application:
-    return service_app(
-        "wallet-api",
-        config,
-        [
-            web.post("/api/v1/wallets", create_wallet),
-            web.get("/api/v1/wallet/{wallet_id}", get_wallet),
-            web.post("/api/v1/wallet/{wallet_id}/movement", create_movement),
-            web.get("/api/v1/wallet/{wallet_id}/movements", list_movements),
-            web.get("/api/v1/movement/{movement_id}", get_movement),
-            web.post("/api/v1/movement/{movement_id}/revert", revert_movement),
-        ],
-        resources,
-    )
+    routes = [op.route() for op in OPERATIONS]
+    return service_app("wallet-api", config, routes, resources, document("Wallet API", OPERATIONS))
 
 
 def main() -> None:

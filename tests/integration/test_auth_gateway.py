@@ -17,9 +17,13 @@ import pytest
 from connectors.auth import API_KEY_HEADER, issue_token
 from connectors.config import Config
 from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from streams.topics import EXTERNAL_PROVIDER_EVENTS
+from domain.events import EventMeta
+from domain.money import Money
+from domain.payment import PaymentCreated
+from streams.envelope import now_ms, to_record
+from streams.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_CREATED, WALLET_MOVEMENT_UPDATES
 from tests.conftest import ensure_running
-from tests.integration.kafka_helpers import events_for_key
+from tests.integration.kafka_helpers import events_for_key, publish
 from tests.integration.test_payment_service import external_payment, payment_in, wallet_balance, wallet_payment
 from tests.support import Api
 
@@ -255,3 +259,31 @@ async def test_forged_and_replayed_webhooks_through_the_gateway_change_nothing(
     await asyncio.sleep(1.0)
     after = await payment_in(payment_api, created["id"], "completed")
     assert after["operations"] == done["operations"] and after["status"] == done["status"]
+
+
+async def test_a_users_payment_that_reaches_the_topic_cannot_debit_another_users_wallet(
+    users: Users, config: Config
+) -> None:
+    """The API would have answered 404; the wallet worker refuses it on its own as well."""
+    payment_id = str(uuid.uuid4())
+    created = PaymentCreated(
+        EventMeta(str(uuid.uuid4()), now_ms(), payment_id, None, users.alice_id, ("user",)),
+        payment_id,
+        users.alice_id,
+        Money(100, "USD"),
+        "wallet",
+        users.bob_wallet,
+        None,
+        None,
+        "smuggled past the API",
+        None,
+    )
+    await publish(config, PAYMENT_CREATED.name, payment_id, to_record(created))
+    failed = await payment_in(users.admin, payment_id, "failed")
+    assert failed["reason_code"] == "actor_not_allowed", failed
+    assert users.alice_id in failed["reason"]
+    await wallet_balance(users.admin, users.bob_wallet, 10_000)
+    # The saga's events keep the actor that asked.
+    updates = await events_for_key(config, WALLET_MOVEMENT_UPDATES.name, users.bob_wallet)
+    mine = [e for e in updates if e.get("payment_id") == payment_id]
+    assert mine and all(e["envelope"]["actor_subject"] == users.alice_id for e in mine)
