@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run stop status logs test test-unit test-integration lint install reset kafka-log kafka-tool help
+.PHONY: run stop status logs test test-unit test-integration lint install reset kafka-log kafka-tool help token
 
 help:
 	@echo "make run        install, start Kafka + PostgreSQL + every service, load sample wallets"
@@ -13,6 +13,7 @@ help:
 	@echo "make test-unit  only the pure unit tests (no servers)"
 	@echo "make lint       ruff + mypy"
 	@echo "make status     what runs where;  make logs [NAME=wallet-api]"
+	@echo "make token      a bearer token: make token SUBJECT=dev-operator ROLES=operator"
 	@echo "make reset      stop and delete local Kafka data and the PostgreSQL cluster"
 
 $(STAMP): pyproject.toml
@@ -36,6 +37,10 @@ status: $(STAMP)
 
 logs: $(STAMP)
 	@$(PY) -m services.devctl logs $(NAME)
+
+# make token SUBJECT=dev-operator ROLES=operator
+token: $(STAMP)
+	@$(PY) -m connectors.auth token $(or $(SUBJECT),dev-admin) $(or $(ROLES),admin)
 
 kafka-log: $(STAMP)
 	@$(PY) -m connectors.localinfra kafka-log

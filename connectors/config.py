@@ -100,6 +100,33 @@ class ProjectorConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    """Who may call the APIs: JWT keys by kid (several active, so keys rotate) and hashed API keys."""
+
+    issuer: str
+    audience: str
+    signing_kid: str  # the key new tokens are signed with; the others still verify
+    jwt_keys: dict[str, str]  # kid -> HS256 secret (>= 32 bytes)
+    api_keys: dict[str, str]  # sha256 hex of the key -> "subject:role,role"
+    token_ttl_s: int
+
+    def __repr__(self) -> str:  # keeps the keys out of logs
+        return f"AuthConfig(issuer={self.issuer!r}, kids={sorted(self.jwt_keys)}, api_keys={len(self.api_keys)})"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str
+    port: int
+    payment_upstream: str  # base URL of the payment API
+    wallet_upstream: str
+    max_body_bytes: int
+    upstream_timeout_s: float
+    rate_per_s: float  # sustained requests per second per credential
+    burst: int  # requests a credential may send at once before the rate applies
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str
     json: bool
@@ -117,6 +144,8 @@ class Config:
     processing: ProcessingConfig
     projector: ProjectorConfig
     provider: ProviderConfig
+    auth: AuthConfig
+    gateway: GatewayConfig
     log: LogConfig = field(default_factory=lambda: LogConfig("INFO", False))
 
 
@@ -167,6 +196,12 @@ def _build_section(type_name: Any, name: str, values: dict[str, Any], env: Mappi
 def _coerce(value: Any, type_name: Any, where: str) -> Any:
     expected = type_name if isinstance(type_name, str) else type_name.__name__
     try:
+        if expected == "dict[str, str]":
+            # An environment variable carries the mapping as JSON, e.g. AUTH_JWT_KEYS='{"k2": "..."}'.
+            mapping = json.loads(value) if isinstance(value, str) else value
+            if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+                raise ValueError("not an object of strings")
+            return {str(k): v for k, v in mapping.items()}
         if expected == "bool":
             if isinstance(value, bool):
                 return value
@@ -187,4 +222,5 @@ def _coerce(value: Any, type_name: Any, where: str) -> Any:
             return ""
         return str(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected {expected}, got {value!r}") from None
+        shown = "<hidden>" if expected.startswith("dict") else repr(value)  # mappings hold secrets
+        raise ConfigError(f"{where}: expected {expected}, got {shown}") from None

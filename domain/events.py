@@ -11,3 +11,6 @@ class EventMeta:
     occurred_at: int  # epoch milliseconds
     correlation_id: str
     causation_id: str | None
+    # Who asked for the flow this event belongs to; events it causes keep the same actor.
+    actor_subject: str | None = None
+    actor_roles: tuple[str, ...] = ()

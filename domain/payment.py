@@ -144,6 +144,9 @@ class WalletMovement:
     payment_id: str
     reverts_movement_id: str | None
     description: str | None
+    # Who asked: the payer for the debit and its compensation, the refund's requester for a refund.
+    actor_subject: str | None = None
+    actor_roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,8 @@ class Refund:
     status: Literal["pending", "succeeded", "failed"]
     reason: str | None
     refunded_total_after: int = 0
+    actor_subject: str | None = None
+    actor_roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,9 @@ class Payment:
     # operation id -> (outcome, decided at): how redelivery re-emits the same events
     operations: dict[str, tuple[str, int]] = field(default_factory=dict)
     refunds: dict[str, Refund] = field(default_factory=dict)
+    # Who created the payment; the saga's events and commands keep this actor.
+    actor_subject: str | None = None
+    actor_roles: tuple[str, ...] = ()
 
     @property
     def money(self) -> Money:
@@ -220,7 +228,10 @@ def to_dict(payment: Payment) -> dict[str, Any]:
 def from_dict(raw: dict[str, Any]) -> Payment:
     values = dict(raw)
     values["operations"] = {k: (v[0], v[1]) for k, v in raw["operations"].items()}
-    values["refunds"] = {k: Refund(**v) for k, v in raw["refunds"].items()}
+    values["refunds"] = {
+        k: Refund(**{**v, "actor_roles": tuple(v.get("actor_roles", ()))}) for k, v in raw["refunds"].items()
+    }
+    values["actor_roles"] = tuple(raw.get("actor_roles", ()))
     return Payment(**values)
 
 
@@ -258,6 +269,8 @@ def decide_created(payment: Payment | None, event: PaymentCreated, now: int) -> 
         now,
         event.meta.correlation_id,
         charge_operation_id(event.payment_id, event.method),
+        actor_subject=event.meta.actor_subject,
+        actor_roles=event.meta.actor_roles,
     )
     invalid = _invalid(event)
     if invalid is not None:
@@ -290,6 +303,8 @@ def _charge_request(payment: Payment) -> Effect:
             payment.payment_id,
             None,
             payment.description,
+            payment.actor_subject,
+            payment.actor_roles,
         )
     assert payment.provider is not None and payment.provider_token is not None
     return ProviderCharge(
@@ -423,6 +438,8 @@ def decide_compensation(payment: Payment | None, event: PaymentOperationInconsis
             payment.payment_id,
             payment.charge_operation_id,
             "compensation: payment failed after the debit",
+            payment.actor_subject,
+            payment.actor_roles,
         )
         return Decision(None, (), (movement,))
     assert payment.provider is not None
@@ -447,7 +464,15 @@ def decide_refund(payment: Payment | None, event: RefundRequested) -> Decision:
     if event.amount.amount > payment.amount - payment.reserved():
         left = payment.amount - payment.reserved()
         return Decision(None, rejection=("exceeds_refundable", f"only {left} {payment.currency} can be refunded"))
-    refund = Refund(event.refund_id, refund_operation_id(event.refund_id), event.amount.amount, "pending", event.reason)
+    refund = Refund(
+        event.refund_id,
+        refund_operation_id(event.refund_id),
+        event.amount.amount,
+        "pending",
+        event.reason,
+        actor_subject=event.meta.actor_subject,
+        actor_roles=event.meta.actor_roles,
+    )
     state = replace(payment, refunds={**payment.refunds, refund.refund_id: refund})
     return Decision(state, (), (_refund_request(state, refund),))
 
@@ -466,6 +491,8 @@ def _refund_request(payment: Payment, refund: Refund) -> Effect:
             payment.payment_id,
             payment.charge_operation_id if whole else None,
             refund.reason or "refund",
+            refund.actor_subject,
+            refund.actor_roles,
         )
     assert payment.provider is not None and payment.charge_reference is not None
     return ProviderRefund(refund.operation_id, payment.payment_id, payment.provider, payment.charge_reference, money)

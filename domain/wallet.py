@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from domain.access import Principal, may_debit
 from domain.events import EventMeta
 from domain.ids import derive_id
 from domain.money import Money
@@ -77,6 +78,7 @@ class RequireMovement:
     description: str | None = None
     reverts_movement_id: str | None = None
     payment_id: str | None = None
+    actor: Principal | None = None  # None: a command from before actors were recorded
 
 
 # ---------------------------------------------------------------- events
@@ -261,6 +263,13 @@ def _rejection(wallet: Wallet | None, lookup: MovementLookup, command: RequireMo
         return "invalid_amount", "amount must be a positive number of minor units"
     if wallet is None:
         return "wallet_not_found", f"wallet {command.wallet_id} does not exist"
+    if not may_debit(command.actor, wallet.user_id, command.payment_id):
+        # Checked here too, not only at the API: a command that reached the topic some
+        # other way must not spend a wallet its actor does not own.
+        assert command.actor is not None
+        return "actor_not_allowed", (
+            f"{command.actor.subject} ({', '.join(sorted(command.actor.roles))}) may not move money in this wallet"
+        )
     if command.amount.currency != wallet.currency:
         return "currency_mismatch", f"wallet currency is {wallet.currency}, movement is in {command.amount.currency}"
     if command.reverts_movement_id:

@@ -36,6 +36,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from connectors import localinfra
+from connectors.auth import issue_token
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config, load_config
 from connectors.kafka_admin import admin_client
@@ -282,7 +283,7 @@ async def prepare_wallets(config: Config, hot: int, cold: int) -> list[Wallet]:
         say(f"opening {hot} hot and {cold} cold wallets through the wallet API...")
         base = f"http://127.0.0.1:{config.wallet_api.port}/api/v1"
         limit = asyncio.Semaphore(20)
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=admin_headers(config)) as session:
 
             async def open_one(w: Wallet) -> None:
                 async with limit:
@@ -306,6 +307,11 @@ async def prepare_wallets(config: Config, hot: int, cold: int) -> list[Wallet]:
         return wallets
     finally:
         await pool.close()
+
+
+def admin_headers(config: Config) -> dict[str, str]:
+    """The load pays from many users' wallets, which only an admin may do in one credential."""
+    return {"Authorization": f"Bearer {issue_token(config.auth, 'bench-load', ['admin'], ttl_s=24 * 3600)}"}
 
 
 class OurStack:
@@ -350,7 +356,9 @@ class OurStack:
         mine: list[tuple[str, int]] = []
         tasks: set[asyncio.Task[None]] = set()
         connector = aiohttp.TCPConnector(limit=4000)
-        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=60), headers=admin_headers(self.config)
+        ) as session:
 
             async def post(key: tuple[str, int], wallet: Wallet, scheduled: float) -> None:
                 body = {

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connectors import localinfra
+from connectors.auth import issue_token
 from connectors.config import Config, load_config
 from connectors.kafka_admin import ensure_topics
 from connectors.postgres import migrate
@@ -77,6 +78,7 @@ def processes(config: Config) -> list[Process]:
             config.provider.port,
             "external payment provider (simulated), signed webhooks",
         ),
+        Process("gateway", "services.gateway", (), config.gateway.port, "API gateway: auth, rate limits, request ids"),
     ]
 
 
@@ -179,6 +181,25 @@ def up(config: Config) -> None:
         supervisor.wait_healthy(process)
     say(f"everything up in {time.monotonic() - started:.1f}s")
     status(config)
+    print_credentials(config)
+
+
+# Sample users own the sample wallets; the operator and admin are development identities.
+DEV_IDENTITIES = (
+    ("550e8400-e29b-41d4-a716-446655440010", "user"),
+    ("550e8400-e29b-41d4-a716-446655440011", "user"),
+    ("550e8400-e29b-41d4-a716-446655440012", "user"),
+    ("dev-operator", "operator"),
+    ("dev-admin", "admin"),
+)
+
+
+def print_credentials(config: Config) -> None:
+    """Bearer tokens for trying the APIs, signed with this environment's current key."""
+    print(f"development credentials (valid {config.auth.token_ttl_s // 60} min; `make token` for more):")
+    for subject, role in DEV_IDENTITIES:
+        print(f"  {role:<9}{subject}\n    {issue_token(config.auth, subject, [role])}")
+    print(f'use: curl -H "Authorization: Bearer <token>" http://127.0.0.1:{config.gateway.port}/api/v1/...')
 
 
 def stop_services(config: Config) -> None:

@@ -11,11 +11,13 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from connectors.auth import API_KEY_HEADER, Authenticator, AuthError
 from connectors.config import Config
 from connectors.kafka_io import EventPublisher
 from connectors.metrics import http_metrics_middleware, metrics_handler
 from connectors.otel import span
 from connectors.tracing import TRACEPARENT_HEADER, current_traceparent
+from domain.access import Action, Decision, Principal, decide, may
 from domain.ids import is_uuid
 from domain.money import CURRENCIES
 
@@ -53,9 +55,11 @@ async def error_middleware(
 
 @dataclass(frozen=True)
 class Field:
-    kind: str  # "uuid", "string", "amount", "currency", "enum:<a>|<b>"
+    kind: str  # "uuid", "string", "amount", "currency", "enum:<a>|<b>"; in a query also "int", "number"
     required: bool = True
     max_length: int = 500
+    minimum: float | None = None
+    maximum: float | None = None
 
 
 async def read_body(request: web.Request, fields: dict[str, Field]) -> dict[str, Any]:
@@ -106,6 +110,41 @@ def check(name: str, value: Any, spec: Field) -> Any:
     return value
 
 
+def read_query(request: web.Request, fields: dict[str, Field]) -> dict[str, Any]:
+    """The query parameters, exactly these, each once and checked; errors name the parameter."""
+    values: dict[str, Any] = {}
+    for name in request.query:
+        if name not in fields:
+            raise ApiError(400, "unknown_field", f"unknown query parameter {name!r}", name)
+        if len(request.query.getall(name)) > 1:
+            raise ApiError(400, "invalid_value", f"query parameter {name!r} given more than once", name)
+    for name, spec in fields.items():
+        raw = request.query.get(name)
+        if raw is None:
+            if spec.required:
+                raise ApiError(400, "missing_field", f"query parameter {name!r} is required", name)
+            values[name] = None
+        elif spec.kind in ("int", "number"):
+            values[name] = _number(name, raw, spec)
+        else:
+            values[name] = check(name, raw, spec)
+    return values
+
+
+def _number(name: str, raw: str, spec: Field) -> float:
+    try:
+        value = int(raw) if spec.kind == "int" else float(raw)
+    except ValueError:
+        raise ApiError(
+            422, "invalid_value", f"{name} must be {'an integer' if spec.kind == 'int' else 'a number'}", name
+        ) from None
+    low = spec.minimum if spec.minimum is not None else float("-inf")
+    high = spec.maximum if spec.maximum is not None else float("inf")
+    if not low <= value <= high:  # also refuses nan
+        raise ApiError(422, "invalid_value", f"{name} must be between {low:g} and {high:g}", name)
+    return value
+
+
 def path_uuid(request: web.Request, name: str) -> str:
     value = request.match_info[name]
     if not is_uuid(value):
@@ -137,8 +176,58 @@ async def trace_middleware(
     return response
 
 
+AUTH = web.AppKey("auth", Authenticator)
+PRINCIPAL = "principal"
+# Webhooks carry the provider's signature instead of a credential.
+UNAUTHENTICATED_PREFIXES = ("/api/v1/webhooks/",)
+
+
+def needs_credentials(path: str) -> bool:
+    return path.startswith("/api/") and not path.startswith(UNAUTHENTICATED_PREFIXES)
+
+
+@web.middleware
+async def auth_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    if needs_credentials(request.path):
+        try:
+            principal, _ = request.app[AUTH].authenticate(
+                request.headers.get("Authorization"), request.headers.get(API_KEY_HEADER)
+            )
+        except AuthError as exc:
+            log.info("refused %s %s: %s", request.method, request.path, exc)
+            raise ApiError(401, "unauthenticated", str(exc)) from None
+        request[PRINCIPAL] = principal
+    response = await handler(request)
+    if response.status == 401:
+        response.headers.setdefault("WWW-Authenticate", "Bearer")
+    return response
+
+
+def principal(request: web.Request) -> Principal:
+    found: Principal = request[PRINCIPAL]
+    return found
+
+
+def require(request: web.Request, action: Action) -> Principal:
+    """403 unless the caller's roles may attempt the action at all."""
+    caller = principal(request)
+    if not may(caller, action):
+        raise ApiError(403, "forbidden", f"your roles ({', '.join(sorted(caller.roles))}) may not {action.value}")
+    return caller
+
+
+def authorize(request: web.Request, action: Action, owner: str | None, not_found: ApiError) -> Principal:
+    """403 for a role that may not act, `not_found` for a missing or someone else's resource."""
+    caller = require(request, action)
+    if decide(caller, action, owner) is not Decision.ALLOW:
+        raise not_found
+    return caller
+
+
 def service_middlewares(service: str) -> list[Any]:
-    return [http_metrics_middleware(service), trace_middleware, error_middleware]
+    return [http_metrics_middleware(service), trace_middleware, error_middleware, auth_middleware]
 
 
 CONFIG = web.AppKey("config", Config)
@@ -170,14 +259,23 @@ def service_app(
     config: Config,
     routes: list[web.RouteDef],
     resources: Callable[[web.Application], AsyncIterator[None]],
+    openapi: dict[str, Any] | None = None,
 ) -> web.Application:
     """An aiohttp app with the shared middlewares and the health, readiness and metrics routes."""
     app = web.Application(middlewares=service_middlewares(service), client_max_size=64 * 1024)
     app[CONFIG] = config
+    app[AUTH] = Authenticator(config.auth)
     app.cleanup_ctx.append(resources)
     app.add_routes(
         [web.get("/health", health), web.get("/ready", ready), web.get("/metrics", metrics_handler), *routes]
     )
+    if openapi is not None:
+        document = openapi
+
+        async def serve_openapi(_: web.Request) -> web.Response:
+            return web.json_response(document)
+
+        app.router.add_get("/openapi.json", serve_openapi)
     return app
 
 

@@ -30,6 +30,7 @@ from connectors.postgres import create_pool
 from connectors.projections import ts
 from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from domain import payment as domain
+from domain.access import Action, Principal
 from domain.events import EventMeta
 from domain.ids import derive_id, is_uuid
 from domain.money import Money
@@ -39,14 +40,18 @@ from services.http import (
     PUBLISHER,
     ApiError,
     Field,
+    authorize,
     check,
     idempotency_key,
     path_uuid,
     read_body,
+    read_query,
+    require,
     serve,
     service_app,
 )
-from streams.envelope import command_record, now_ms, to_record
+from services.openapi import Operation, document
+from streams.envelope import actor_fields, command_record, now_ms, to_record
 from streams.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_CREATED, PAYMENT_FAILED, PAYMENT_REFUND, PAYMENT_SUCCESS
 
 log = logging.getLogger("payment_api")
@@ -64,6 +69,8 @@ PAYMENT_BODY = {
 }
 REFUND_BODY = {"amount": Field("amount", required=False), "reason": Field("string", required=False)}
 MAX_WAIT_S = 30.0
+GET_QUERY = {"wait": Field("number", required=False, minimum=0, maximum=MAX_WAIT_S)}
+PAYMENT_ID = {"payment_id": Field("uuid")}
 POLL_S = 0.05
 # Once the terminal event is on the log, the view row trails it by milliseconds.
 SETTLE_POLL_S = 0.01
@@ -87,11 +94,14 @@ async def payment_body(pool: asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any
 
 
 async def create_payment(request: web.Request) -> web.Response:
+    caller = require(request, Action.CREATE_PAYMENT)
     key = idempotency_key(request)
     body = await read_body(request, PAYMENT_BODY)
+    if not caller.privileged and body["user_id"] != caller.subject:
+        raise ApiError(403, "forbidden", "a user pays only as themselves", "user_id")
     pool = request.app[POOL]
     if key is None:
-        status, response = await _create(request, body, str(uuid.uuid4()))
+        status, response = await _create(request, caller, body, str(uuid.uuid4()))
         return web.json_response(response, status=status)
     request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     first = await views.claim_key(pool, "create_payment", key, request_hash)
@@ -100,7 +110,7 @@ async def create_payment(request: web.Request) -> web.Response:
     try:
         # The key names the payment: a retry after a crash publishes the same payment again,
         # which the worker applies once.
-        status, response = await _create(request, body, derive_id("payment", key))
+        status, response = await _create(request, caller, body, derive_id("payment", key))
     except BaseException:
         await views.release_key(pool, "create_payment", key)
         raise
@@ -127,12 +137,14 @@ async def _replay(request: web.Request, key: str, request_hash: str, first: asyn
     return web.json_response(json.loads(first["response"]), status=first["status_code"])
 
 
-async def _create(request: web.Request, body: dict[str, Any], payment_id: str) -> tuple[int, dict[str, Any]]:
+async def _create(
+    request: web.Request, caller: Principal, body: dict[str, Any], payment_id: str
+) -> tuple[int, dict[str, Any]]:
     config = request.app[CONFIG]
     pool = request.app[POOL]
     method = body["payment_method_type"]
     if method == "wallet":
-        await _check_wallet(pool, body)
+        await _check_wallet(request, pool, body)
     else:
         for name in ("provider", "token"):
             if body[name] is None:
@@ -143,7 +155,7 @@ async def _create(request: web.Request, body: dict[str, Any], payment_id: str) -
             raise ApiError(400, "unknown_field", "wallet_id is only for a wallet payment", "wallet_id")
     now = now_ms()
     created = domain.PaymentCreated(
-        EventMeta(derive_id("PaymentCreated", payment_id), now, payment_id, None),
+        EventMeta(derive_id("PaymentCreated", payment_id), now, payment_id, None, *actor_fields(caller)),
         payment_id,
         body["user_id"],
         Money(body["amount"], body["currency"]),
@@ -177,7 +189,7 @@ async def _create(request: web.Request, body: dict[str, Any], payment_id: str) -
     }
 
 
-async def _check_wallet(pool: asyncpg.Pool, body: dict[str, Any]) -> None:
+async def _check_wallet(request: web.Request, pool: asyncpg.Pool, body: dict[str, Any]) -> None:
     """Refuse what the wallet would reject anyway, with a clearer error; the worker still decides."""
     if body["wallet_id"] is None:
         raise ApiError(400, "missing_field", "field 'wallet_id' is required for a wallet payment", "wallet_id")
@@ -185,8 +197,9 @@ async def _check_wallet(pool: asyncpg.Pool, body: dict[str, Any]) -> None:
         if body[name] is not None:
             raise ApiError(400, "unknown_field", f"{name} is only for an external payment", name)
     wallet = await wallet_views.get_wallet(pool, body["wallet_id"])
-    if wallet is None:
-        raise ApiError(404, "wallet_not_found", f"wallet {body['wallet_id']} does not exist", "wallet_id")
+    not_found = ApiError(404, "wallet_not_found", f"wallet {body['wallet_id']} does not exist", "wallet_id")
+    authorize(request, Action.CREATE_PAYMENT, None if wallet is None else str(wallet["user_id"]), not_found)
+    assert wallet is not None
     if wallet["currency"] != body["currency"]:
         raise ApiError(
             422,
@@ -200,20 +213,17 @@ async def _check_wallet(pool: asyncpg.Pool, body: dict[str, Any]) -> None:
 
 async def get_payment(request: web.Request) -> web.Response:
     payment_id = path_uuid(request, "payment_id")
-    try:
-        wait = float(request.query.get("wait", "0"))
-    except ValueError:
-        raise ApiError(422, "invalid_value", "wait must be a number of seconds", "wait") from None
-    if not 0 <= wait <= MAX_WAIT_S:
-        raise ApiError(422, "invalid_value", f"wait must be between 0 and {MAX_WAIT_S:.0f} seconds", "wait")
+    wait = read_query(request, GET_QUERY)["wait"] or 0.0
     pool = request.app[POOL]
     row = await wait_for_payment(pool, payment_id, wait)
-    if row is None:
-        raise ApiError(404, "payment_not_found", f"payment {payment_id} not found", "payment_id")
+    not_found = ApiError(404, "payment_not_found", f"payment {payment_id} not found", "payment_id")
+    authorize(request, Action.READ_PAYMENT, None if row is None else str(row["user_id"]), not_found)
+    assert row is not None
     return web.json_response(await payment_body(pool, row))
 
 
 async def refund_payment(request: web.Request) -> web.Response:
+    caller = require(request, Action.REFUND_PAYMENT)
     payment_id = path_uuid(request, "payment_id")
     key = idempotency_key(request)
     body = await read_body(request, REFUND_BODY)
@@ -246,7 +256,7 @@ async def refund_payment(request: web.Request) -> web.Response:
         if outcome == "exceeds":
             raise ApiError(422, "amount_exceeds_refundable", f"only {amount} {row['currency']} is left", "amount")
         requested = domain.RefundRequested(
-            EventMeta(derive_id("RefundRequested", refund_id), requested_at, payment_id, None),
+            EventMeta(derive_id("RefundRequested", refund_id), requested_at, payment_id, None, *actor_fields(caller)),
             payment_id,
             refund_id,
             Money(amount, row["currency"]),
@@ -341,18 +351,35 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     await app[POOL].close()
 
 
+OPERATIONS = [
+    Operation("POST", "/api/v1/payments", create_payment, "create a payment", body=PAYMENT_BODY, idempotent=True),
+    Operation(
+        "GET", "/api/v1/payments/{payment_id}", get_payment, "a payment, optionally waiting", PAYMENT_ID, GET_QUERY
+    ),
+    Operation(
+        "POST",
+        "/api/v1/payments/{payment_id}/refund",
+        refund_payment,
+        "refund in full or in part (operators)",
+        PAYMENT_ID,
+        body=REFUND_BODY,
+        idempotent=True,
+    ),
+    Operation(
+        "POST",
+        "/api/v1/webhooks/{provider}",
+        provider_webhook,
+        "provider webhook, HMAC-signed",
+        {"provider": Field("string", max_length=50)},
+        public=True,
+        raw_body=True,
+    ),
+]
+
+
 def create_app(config: Config) -> web.Application:
-    return service_app(
-        "payment-api",
-        config,
-        [
-            web.post("/api/v1/payments", create_payment),
-            web.get("/api/v1/payments/{payment_id}", get_payment),
-            web.post("/api/v1/payments/{payment_id}/refund", refund_payment),
-            web.post("/api/v1/webhooks/{provider}", provider_webhook),
-        ],
-        resources,
-    )
+    routes = [op.route() for op in OPERATIONS]
+    return service_app("payment-api", config, routes, resources, document("Payment API", OPERATIONS))
 
 
 def main() -> None:

@@ -22,7 +22,8 @@ from connectors.config import Config, load_config
 from connectors.kafka_io import EventPublisher, OutcomeWaiter
 from connectors.logs import setup_logging
 from connectors.postgres import create_pool
-from domain.ids import derive_id, is_uuid
+from domain.access import Action
+from domain.ids import derive_id
 from domain.wallet import OPPOSITE, revert_movement_id
 from services.http import (
     CONFIG,
@@ -30,12 +31,16 @@ from services.http import (
     PUBLISHER,
     ApiError,
     Field,
+    authorize,
     idempotency_key,
     path_uuid,
     read_body,
+    read_query,
+    require,
     serve,
     service_app,
 )
+from services.openapi import Operation, document
 from streams.envelope import command_record, new_meta
 from streams.topics import WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
 
@@ -67,6 +72,12 @@ MOVEMENT_BODY = {
 }
 REVERT_BODY = {"reason": Field("string"), "requested_by": Field("string")}
 WALLET_BODY = {"user_id": Field("uuid"), "currency": Field("currency")}
+LIST_QUERY = {
+    "limit": Field("int", required=False, minimum=1, maximum=100),
+    "starting_after": Field("uuid", required=False),
+}
+WALLET_ID = {"wallet_id": Field("uuid")}
+MOVEMENT_ID = {"movement_id": Field("uuid")}
 
 
 def outcome_keys(event: dict[str, Any]) -> list[str]:
@@ -117,11 +128,12 @@ def movement_response(request: web.Request, movement_id: str, outcome: dict[str,
 
 
 async def create_movement(request: web.Request) -> web.Response:
+    caller = require(request, Action.CREATE_MOVEMENT)
     wallet_id = path_uuid(request, "wallet_id")
     key = idempotency_key(request)
     body = await read_body(request, MOVEMENT_BODY)
     movement_id = derive_id("movement", wallet_id, key) if key else str(uuid.uuid4())
-    meta = new_meta()
+    meta = new_meta(actor=caller)
     record = command_record(
         "MovementRequired",
         meta,
@@ -139,6 +151,7 @@ async def create_movement(request: web.Request) -> web.Response:
 
 
 async def revert_movement(request: web.Request) -> web.Response:
+    caller = require(request, Action.REVERT_MOVEMENT)
     movement_id = path_uuid(request, "movement_id")
     key = idempotency_key(request) or str(uuid.uuid4())
     body = await read_body(request, REVERT_BODY)
@@ -149,7 +162,7 @@ async def revert_movement(request: web.Request) -> web.Response:
     revert_id = revert_movement_id(movement_id, key)
     record = command_record(
         "MovementRequired",
-        new_meta(),
+        new_meta(actor=caller),
         movement_id=revert_id,
         wallet_id=wallet_id,
         type=OPPOSITE[original["type"]],
@@ -164,12 +177,15 @@ async def revert_movement(request: web.Request) -> web.Response:
 
 
 async def create_wallet(request: web.Request) -> web.Response:
+    caller = require(request, Action.OPEN_WALLET)
     key = idempotency_key(request)
     body = await read_body(request, WALLET_BODY)
+    if not caller.privileged and body["user_id"] != caller.subject:
+        raise ApiError(403, "forbidden", "a user opens wallets only for themselves", "user_id")
     wallet_id = derive_id("wallet", body["user_id"], key) if key else str(uuid.uuid4())
     record = command_record(
         "WalletOpenRequested",
-        new_meta(),
+        new_meta(actor=caller),
         wallet_id=wallet_id,
         user_id=body["user_id"],
         currency=body["currency"],
@@ -190,34 +206,34 @@ async def create_wallet(request: web.Request) -> web.Response:
 async def get_wallet(request: web.Request) -> web.Response:
     wallet_id = path_uuid(request, "wallet_id")
     row = await views.get_wallet(request.app[POOL], wallet_id)
-    if row is None:
-        raise ApiError(404, "wallet_not_found", f"wallet {wallet_id} not found", "wallet_id")
+    await authorize_wallet(request, wallet_id, row)
+    assert row is not None
     return web.json_response(views.wallet_json(row))
+
+
+async def authorize_wallet(request: web.Request, wallet_id: str, row: Any) -> None:
+    """404 alike for a wallet that does not exist and one the caller may not see."""
+    owner = None if row is None else str(row["user_id"])
+    not_found = ApiError(404, "wallet_not_found", f"wallet {wallet_id} not found", "wallet_id")
+    authorize(request, Action.READ_WALLET, owner, not_found)
 
 
 async def get_movement(request: web.Request) -> web.Response:
     movement_id = path_uuid(request, "movement_id")
     row = await views.get_movement(request.app[POOL], movement_id)
-    if row is None:
-        raise ApiError(404, "movement_not_found", f"movement {movement_id} not found (yet)", "movement_id")
+    wallet = None if row is None else await views.get_wallet(request.app[POOL], str(row["wallet_id"]))
+    not_found = ApiError(404, "movement_not_found", f"movement {movement_id} not found (yet)", "movement_id")
+    authorize(request, Action.READ_WALLET, None if wallet is None else str(wallet["user_id"]), not_found)
+    assert row is not None
     return web.json_response(views.movement_json(row))
 
 
 async def list_movements(request: web.Request) -> web.Response:
     wallet_id = path_uuid(request, "wallet_id")
-    try:
-        limit = int(request.query.get("limit", "20"))
-    except ValueError:
-        raise ApiError(422, "invalid_value", "limit must be an integer", "limit") from None
-    if not 1 <= limit <= 100:
-        raise ApiError(422, "invalid_value", "limit must be between 1 and 100", "limit")
-    cursor = request.query.get("starting_after")
-    if cursor is not None:
-        cursor = cursor.lower()
-        if not is_uuid(cursor):
-            raise ApiError(422, "invalid_id", "starting_after must be a movement id", "starting_after")
-    if await views.get_wallet(request.app[POOL], wallet_id) is None:
-        raise ApiError(404, "wallet_not_found", f"wallet {wallet_id} not found", "wallet_id")
+    query = read_query(request, LIST_QUERY)
+    limit = 20 if query["limit"] is None else int(query["limit"])
+    cursor = query["starting_after"]
+    await authorize_wallet(request, wallet_id, await views.get_wallet(request.app[POOL], wallet_id))
     page = await views.list_movements(request.app[POOL], wallet_id, limit, cursor)
     if page is None:
         raise ApiError(422, "invalid_cursor", "starting_after is not a movement of this wallet", "starting_after")
@@ -239,20 +255,37 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     await app[POOL].close()
 
 
+OPERATIONS = [
+    Operation("POST", "/api/v1/wallets", create_wallet, "open a wallet", body=WALLET_BODY, idempotent=True),
+    Operation("GET", "/api/v1/wallet/{wallet_id}", get_wallet, "a wallet and its balance", WALLET_ID),
+    Operation(
+        "POST",
+        "/api/v1/wallet/{wallet_id}/movement",
+        create_movement,
+        "income or expense (operators)",
+        WALLET_ID,
+        body=MOVEMENT_BODY,
+        idempotent=True,
+    ),
+    Operation(
+        "GET", "/api/v1/wallet/{wallet_id}/movements", list_movements, "movements, newest first", WALLET_ID, LIST_QUERY
+    ),
+    Operation("GET", "/api/v1/movement/{movement_id}", get_movement, "one movement", MOVEMENT_ID),
+    Operation(
+        "POST",
+        "/api/v1/movement/{movement_id}/revert",
+        revert_movement,
+        "revert an applied movement (operators)",
+        MOVEMENT_ID,
+        body=REVERT_BODY,
+        idempotent=True,
+    ),
+]
+
+
 def create_app(config: Config) -> web.Application:
-    return service_app(
-        "wallet-api",
-        config,
-        [
-            web.post("/api/v1/wallets", create_wallet),
-            web.get("/api/v1/wallet/{wallet_id}", get_wallet),
-            web.post("/api/v1/wallet/{wallet_id}/movement", create_movement),
-            web.get("/api/v1/wallet/{wallet_id}/movements", list_movements),
-            web.get("/api/v1/movement/{movement_id}", get_movement),
-            web.post("/api/v1/movement/{movement_id}/revert", revert_movement),
-        ],
-        resources,
-    )
+    routes = [op.route() for op in OPERATIONS]
+    return service_app("wallet-api", config, routes, resources, document("Wallet API", OPERATIONS))
 
 
 def main() -> None:

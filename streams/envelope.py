@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import Any, TypeVar
 
+from domain.access import Principal
 from domain.events import EventMeta
 from domain.money import Money
 
@@ -27,14 +28,40 @@ def envelope(event_type: str, meta: EventMeta) -> dict[str, Any]:
         "occurred_at": meta.occurred_at,
         "correlation_id": meta.correlation_id,
         "causation_id": meta.causation_id,
+        "actor_subject": meta.actor_subject,
+        "actor_roles": list(meta.actor_roles),
     }
 
 
 def new_meta(
-    correlation_id: str | None = None, causation_id: str | None = None, event_id: str | None = None
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+    event_id: str | None = None,
+    actor: Principal | None = None,
 ) -> EventMeta:
     event_id = event_id or str(uuid.uuid4())
-    return EventMeta(event_id, now_ms(), correlation_id or event_id, causation_id)
+    return EventMeta(event_id, now_ms(), correlation_id or event_id, causation_id, *actor_fields(actor))
+
+
+def actor_fields(actor: Principal | None) -> tuple[str | None, tuple[str, ...]]:
+    return (None, ()) if actor is None else (actor.subject, tuple(sorted(actor.roles)))
+
+
+def actor_of(envelope: dict[str, Any]) -> Principal | None:
+    """The principal that asked, from an envelope; None for events written before actors existed."""
+    subject = envelope.get("actor_subject")
+    return None if subject is None else Principal(subject, frozenset(envelope.get("actor_roles") or ()))
+
+
+def meta_of(envelope: dict[str, Any]) -> EventMeta:
+    return EventMeta(
+        envelope["event_id"],
+        envelope["occurred_at"],
+        envelope["correlation_id"],
+        envelope["causation_id"],
+        envelope.get("actor_subject"),
+        tuple(envelope.get("actor_roles") or ()),
+    )
 
 
 def to_record(event: Any) -> dict[str, Any]:
@@ -62,8 +89,7 @@ def _plain(value: Any) -> Any:
 
 def from_record(cls: type[T], record: dict[str, Any]) -> T:
     """The domain event dataclass `cls` from its Avro record (the inverse of to_record)."""
-    env = record["envelope"]
-    meta = EventMeta(env["event_id"], env["occurred_at"], env["correlation_id"], env["causation_id"])
+    meta = meta_of(record["envelope"])
     values = {}
     factory: Any = cls
     for field in dataclasses.fields(factory):

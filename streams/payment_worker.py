@@ -84,6 +84,12 @@ TERMINAL_STATUS = {"PaymentSucceeded": "completed", "PaymentFailed": "failed"}
 async def publish(events: tuple[Any, ...]) -> None:
     for event in events:
         record = to_record(event)
+        if record["envelope"]["actor_subject"] is None:
+            # Events of a payment's saga act for whoever created the payment.
+            payment = load(event.payment_id)
+            if payment is not None and payment.actor_subject is not None:
+                record["envelope"]["actor_subject"] = payment.actor_subject
+                record["envelope"]["actor_roles"] = list(payment.actor_roles)
         await send(OUTPUT_TOPIC[record["envelope"]["event_type"]], event.payment_id.encode(), record)
 
 
@@ -116,7 +122,14 @@ async def perform(effect: domain.Effect) -> None:
     if isinstance(effect, domain.WalletMovement):
         record = command_record(
             "MovementRequired",
-            EventMeta(derive_id("MovementRequired", effect.movement_id), now_ms(), effect.payment_id, None),
+            EventMeta(
+                derive_id("MovementRequired", effect.movement_id),
+                now_ms(),
+                effect.payment_id,
+                None,
+                effect.actor_subject,
+                effect.actor_roles,
+            ),
             movement_id=effect.movement_id,
             wallet_id=effect.wallet_id,
             type=effect.type,

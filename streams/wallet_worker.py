@@ -19,7 +19,7 @@ from connectors.avro import make_codec
 from connectors.config import load_config
 from domain import wallet as domain
 from streams.app import add_state_page, consume, make_app, make_sender, raw_topic
-from streams.envelope import money, now_ms, to_record
+from streams.envelope import actor_of, money, now_ms, to_record
 from streams.pages import add_worker_pages
 from streams.processing import Processor
 from streams.topics import WALLET_BALANCE_UPDATE, WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
@@ -80,6 +80,7 @@ async def handle_command(event: dict[str, Any]) -> None:
             event["description"],
             event["reverts_movement_id"],
             event["payment_id"],
+            actor_of(envelope),
         )
         decision = domain.decide_movement(wallet, load_movement, movement, now_ms())
     else:
@@ -96,6 +97,9 @@ async def handle_command(event: dict[str, Any]) -> None:
     key = event["wallet_id"].encode()
     for outcome in decision.events:
         published = to_record(outcome)
+        # The outcome acts for whoever gave the command.
+        published["envelope"]["actor_subject"] = envelope.get("actor_subject")
+        published["envelope"]["actor_roles"] = list(envelope.get("actor_roles") or ())
         await send(OUTPUT_TOPIC[published["envelope"]["event_type"]], key, published)
 
 

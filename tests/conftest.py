@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 
+from connectors.auth import issue_token
 from connectors.config import Config, load_config
 from connectors.localinfra import kafka_reachable
 from services.devctl import Process, Supervisor, processes
@@ -57,9 +58,14 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+def admin_token(config: Config) -> str:
+    """The tests act as an admin unless they test the roles themselves."""
+    return issue_token(config.auth, "test-admin", ["admin"])
+
+
 @pytest.fixture(scope="session")
 def wallet_api(wallet_system: Config, http: aiohttp.ClientSession) -> Api:
-    return Api(http, f"http://127.0.0.1:{wallet_system.wallet_api.port}")
+    return Api(http, f"http://127.0.0.1:{wallet_system.wallet_api.port}", admin_token(wallet_system))
 
 
 @pytest.fixture(scope="session")
@@ -71,4 +77,4 @@ def payment_system(wallet_system: Config, supervisor: Supervisor) -> Config:
 
 @pytest.fixture(scope="session")
 def payment_api(payment_system: Config, http: aiohttp.ClientSession) -> Api:
-    return Api(http, f"http://127.0.0.1:{payment_system.payment_api.port}")
+    return Api(http, f"http://127.0.0.1:{payment_system.payment_api.port}", admin_token(payment_system))

@@ -23,6 +23,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from connectors import localinfra
+from connectors.auth import issue_token
 from connectors.config import Config
 from domain.ids import derive_id
 from services.devctl import Process, Supervisor, processes
@@ -66,11 +67,18 @@ class Load:
     external_ids: set[str] = field(default_factory=set)
     sent: Counter[str] = field(default_factory=Counter)
     answers: Counter[str] = field(default_factory=Counter)
+    # The load acts as an admin: it opens wallets, funds them, pays and refunds for many users.
+    credential: str = ""
+
+    def __post_init__(self) -> None:
+        self.credential = self.credential or issue_token(self.config.auth, "chaos-load", ["admin"])
 
     async def call(self, port: int, path: str, body: dict[str, Any], key: str) -> tuple[int, Any]:
         try:
             async with self.http.post(
-                f"http://127.0.0.1:{port}{path}", json=body, headers={"Idempotency-Key": key}
+                f"http://127.0.0.1:{port}{path}",
+                json=body,
+                headers={"Idempotency-Key": key, "Authorization": f"Bearer {self.credential}"},
             ) as response:
                 answer = await response.json(content_type=None)
                 self.answers[f"{response.status // 100}xx"] += 1

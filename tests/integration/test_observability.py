@@ -18,7 +18,7 @@ from connectors.tracing import from_headers, trace_id_of
 from services.devctl import Supervisor
 from services.sample_data import SAMPLE_WALLETS
 from streams.topics import ALL_TOPICS
-from tests.conftest import process_named
+from tests.conftest import admin_token, process_named
 from tests.support import Api, eventually
 
 SAMPLE_WALLET = SAMPLE_WALLETS[0][0]
@@ -215,7 +215,10 @@ async def test_spans_are_exported_over_otlp_when_an_endpoint_is_configured(
         async with http.post(
             f"http://127.0.0.1:{api_port}/api/v1/wallets",
             json={"user_id": str(uuid.uuid4()), "currency": "USD"},
-            headers={"traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"},
+            headers={
+                "traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01",
+                "Authorization": f"Bearer {admin_token(wallet_system)}",
+            },
         ) as r:
             assert r.status == 201
             assert trace_id_of(r.headers["traceparent"]) == trace_id

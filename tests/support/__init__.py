@@ -27,17 +27,21 @@ async def eventually(
 
 
 class Api:
-    """A tiny JSON client for one service."""
+    """A tiny JSON client for one service, sending one credential (a bearer token) if given."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
-        self.session, self.base_url = session, base_url
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, token: str | None = None) -> None:
+        self.session, self.base_url, self.token = session, base_url, token
+
+    def as_(self, token: str | None) -> Api:
+        """The same service, called with another credential (None: none at all)."""
+        return Api(self.session, self.base_url, token)
 
     async def request(
         self, method: str, path: str, json: Any = None, data: Any = None, headers: dict[str, str] | None = None
     ) -> tuple[int, Any]:
-        async with self.session.request(
-            method, self.base_url + path, json=json, data=data, headers=headers
-        ) as response:
+        sent = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        sent.update(headers or {})
+        async with self.session.request(method, self.base_url + path, json=json, data=data, headers=sent) as response:
             body = await response.json(content_type=None)
             return response.status, body
 

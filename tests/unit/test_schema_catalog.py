@@ -82,6 +82,7 @@ def test_expanded_envelope_is_first(event_type: str) -> None:
     assert first["type"]["name"] == "payments.Envelope"
     assert [f["name"] for f in first["type"]["fields"]] == [
         "event_id", "event_type", "schema_version", "occurred_at", "correlation_id", "causation_id",
+        "actor_subject", "actor_roles",
     ]  # fmt: skip
 
 
