@@ -132,7 +132,14 @@ async def apply_payment_failed(conn: asyncpg.Connection, event: dict[str, Any]) 
     await _upsert_payment(conn, event, "failed", event["reason_code"], event["reason"])
 
 
+class ProjectionNotReady(RuntimeError):
+    """An event arrived before the one it follows (topics are read in no fixed order);
+    the projector retries from its stored offsets instead of losing it."""
+
+
 async def apply_payment_refunded(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
+    if not await conn.fetchval("SELECT true FROM payments WHERE id = $1", event["payment_id"]):
+        raise ProjectionNotReady(f"payment {event['payment_id']} refunded before its creation was projected")
     await conn.execute(
         """UPDATE payments SET refunded_amount = $2, status = $3, status_rank = $4, updated_at = $5
            WHERE id = $1 AND refunded_amount < $2""",

@@ -749,6 +749,12 @@ class Rebuilder:
         self.reached: dict[tuple[str, TopicPartition], int] = {}
 
     async def advance(self, projection: Projection, targets: dict[TopicPartition, int]) -> None:
+        # Topic by topic in the projection's order (causes before effects: a payment's
+        # creation before its refund), as an applier may need the row an earlier topic made.
+        for topic in projection.topics:
+            await self._advance(projection, {tp: end for tp, end in targets.items() if tp.topic == topic})
+
+    async def _advance(self, projection: Projection, targets: dict[TopicPartition, int]) -> None:
         starts = {tp: self.reached.get((projection.name, tp), 0) for tp in targets}
         total = sum(max(0, targets[tp] - starts[tp]) for tp in targets)
         if total == 0:
