@@ -12,10 +12,12 @@ import asyncpg
 from aiohttp import web
 
 from connectors.auth import API_KEY_HEADER, Authenticator, AuthError
+from connectors.avro import make_codec
 from connectors.config import Config
-from connectors.kafka_io import EventPublisher
+from connectors.kafka_io import EventPublisher, OutcomeWaiter
 from connectors.metrics import http_metrics_middleware, metrics_handler
 from connectors.otel import span
+from connectors.postgres import create_pool
 from connectors.tracing import TRACEPARENT_HEADER, current_traceparent
 from domain.access import Action, Decision, Principal, decide, may
 from domain.ids import is_uuid
@@ -233,6 +235,29 @@ def service_middlewares(service: str) -> list[Any]:
 CONFIG = web.AppKey("config", Config)
 POOL = web.AppKey("pool", asyncpg.Pool)
 PUBLISHER = web.AppKey("publisher", EventPublisher)
+OUTCOMES = web.AppKey("outcomes", OutcomeWaiter)
+
+
+def command_resources(
+    outcome_topics: list[str], keys_of: Callable[[dict[str, Any]], list[str]], pool_size: int = 10
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """What a service that publishes commands and waits for their outcomes opens and closes:
+    a PostgreSQL pool, an idempotent producer, and a waiter tailing the outcome topics."""
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        config = app[CONFIG]
+        codec = make_codec(config.kafka.schema_registry_url or None)
+        app[POOL] = await create_pool(config.postgres, max_size=pool_size)
+        app[PUBLISHER] = EventPublisher(config.kafka.bootstrap_servers, codec)
+        app[OUTCOMES] = OutcomeWaiter(config.kafka.bootstrap_servers, outcome_topics, codec, keys_of)
+        await app[PUBLISHER].start()
+        await app[OUTCOMES].start()
+        yield
+        await app[OUTCOMES].stop()
+        await app[PUBLISHER].stop()
+        await app[POOL].close()
+
+    return resources
 
 
 async def health(_: web.Request) -> web.Response:

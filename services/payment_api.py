@@ -14,7 +14,6 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -22,11 +21,8 @@ from aiohttp import web
 
 from connectors import payment_views as views
 from connectors import wallet_views
-from connectors.avro import make_codec
 from connectors.config import Config, load_config
-from connectors.kafka_io import EventPublisher, OutcomeWaiter
 from connectors.logs import setup_logging
-from connectors.postgres import create_pool
 from connectors.projections import ts
 from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from domain import payment as domain
@@ -36,12 +32,14 @@ from domain.ids import derive_id, is_uuid
 from domain.money import Money
 from services.http import (
     CONFIG,
+    OUTCOMES,
     POOL,
     PUBLISHER,
     ApiError,
     Field,
     authorize,
     check,
+    command_resources,
     idempotency_key,
     path_uuid,
     read_body,
@@ -74,7 +72,6 @@ PAYMENT_ID = {"payment_id": Field("uuid")}
 POLL_S = 0.05
 # Once the terminal event is on the log, the view row trails it by milliseconds.
 SETTLE_POLL_S = 0.01
-OUTCOMES = web.AppKey("outcomes", OutcomeWaiter)
 
 
 async def wait_for_payment(
@@ -331,24 +328,9 @@ async def provider_webhook(request: web.Request) -> web.Response:
     return web.json_response({"received": True})
 
 
-async def resources(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    app[POOL] = await create_pool(config.postgres, max_size=20)
-    app[PUBLISHER] = EventPublisher(
-        config.kafka.bootstrap_servers, make_codec(config.kafka.schema_registry_url or None)
-    )
-    await app[PUBLISHER].start()
-    app[OUTCOMES] = OutcomeWaiter(
-        config.kafka.bootstrap_servers,
-        [PAYMENT_SUCCESS.name, PAYMENT_FAILED.name],
-        app[PUBLISHER].codec,
-        lambda event: [event["payment_id"]],
-    )
-    await app[OUTCOMES].start()
-    yield
-    await app[OUTCOMES].stop()
-    await app[PUBLISHER].stop()
-    await app[POOL].close()
+resources = command_resources(
+    [PAYMENT_SUCCESS.name, PAYMENT_FAILED.name], lambda event: [event["payment_id"]], pool_size=20
+)
 
 
 OPERATIONS = [

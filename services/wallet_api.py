@@ -11,27 +11,25 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from connectors import wallet_views as views
-from connectors.avro import make_codec
 from connectors.config import Config, load_config
-from connectors.kafka_io import EventPublisher, OutcomeWaiter
 from connectors.logs import setup_logging
-from connectors.postgres import create_pool
 from domain.access import Action
 from domain.ids import derive_id
 from domain.wallet import OPPOSITE, revert_movement_id
 from services.http import (
     CONFIG,
+    OUTCOMES,
     POOL,
     PUBLISHER,
     ApiError,
     Field,
     authorize,
+    command_resources,
     idempotency_key,
     path_uuid,
     read_body,
@@ -46,7 +44,6 @@ from streams.topics import WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
 
 log = logging.getLogger("wallet_api")
 
-OUTCOMES = web.AppKey("outcomes", OutcomeWaiter)
 
 # Rejection codes of the wallet domain, as HTTP statuses.
 REJECTION_STATUS = {
@@ -241,18 +238,7 @@ async def list_movements(request: web.Request) -> web.Response:
     return web.json_response({"data": [views.movement_json(r) for r in rows], "has_more": has_more})
 
 
-async def resources(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    codec = make_codec(config.kafka.schema_registry_url or None)
-    app[POOL] = await create_pool(config.postgres)
-    app[PUBLISHER] = EventPublisher(config.kafka.bootstrap_servers, codec)
-    app[OUTCOMES] = OutcomeWaiter(config.kafka.bootstrap_servers, [WALLET_MOVEMENT_UPDATES.name], codec, outcome_keys)
-    await app[PUBLISHER].start()
-    await app[OUTCOMES].start()
-    yield
-    await app[OUTCOMES].stop()
-    await app[PUBLISHER].stop()
-    await app[POOL].close()
+resources = command_resources([WALLET_MOVEMENT_UPDATES.name], outcome_keys)
 
 
 OPERATIONS = [
