@@ -564,7 +564,7 @@ def stack_settings(config: Config) -> dict[str, Any]:
         "workers": "1 payment-worker + 1 wallet-worker process, agent concurrency 1",
         "broker_commit_interval_s": conf.broker_commit_interval,
         "broker_commit_every": conf.broker_commit_every,
-        "producer_linger_ms": conf.producer_linger_ms,
+        "producer_linger_ms": round(conf.producer_linger * 1000),
         "producer_acks": conf.producer_acks,
         "producer_max_batch_size": conf.producer_max_batch_size,
         "stream_buffer_maxsize": conf.stream_buffer_maxsize,

@@ -41,7 +41,7 @@ def make_app(name: str, config: Config, web_port: int, store: str) -> faust.App:
         # default of 60 s is a minute of stalled payments after every crash.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
-        producer_linger_ms=1,
+        producer_linger=0.001,
         # Tables are read through our own views; faust's default exposes every table.
         web_tables_enabled=False,
         topic_disable_leader=True,
