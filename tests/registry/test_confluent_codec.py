@@ -40,6 +40,8 @@ def make_event(event_type: str) -> dict[str, Any]:
         "occurred_at": 1_700_000_123_456,
         "correlation_id": str(uuid.uuid4()),
         "causation_id": None,
+        "actor_subject": "dev-admin",
+        "actor_roles": ["admin"],
     }
     return event
 
