@@ -11,6 +11,7 @@ by wallet id, so it only republishes, keyed by payment id.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Literal
 
 import faust
@@ -110,7 +111,9 @@ def observe_terminal(payment: domain.Payment, events: tuple[Any, ...]) -> None:
 async def apply(decision: domain.Decision) -> None:
     """Table first, then events, then requests: a crash in between re-emits the same ids on redelivery."""
     if decision.payment is not None:
-        payments[decision.payment.payment_id] = domain.to_dict(decision.payment)
+        raw = domain.to_dict(decision.payment)
+        payments[decision.payment.payment_id] = raw
+        deadlines.track(raw)
     await publish(decision.events)
     if decision.payment is not None:
         observe_terminal(decision.payment, decision.events)
@@ -294,14 +297,50 @@ async def process_refund(stream: faust.StreamT) -> None:
 sent_deadlines: set[str] = set()
 
 
+class DeadlineIndex:
+    """Payments of this worker waiting on the provider, by deadline, so the 1 s sweep looks
+    at those alone instead of the whole table. Rebuilt from the table after a rebalance and
+    every REBUILD_S in case one came and went between two sweeps."""
+
+    REBUILD_S = 30.0
+
+    def __init__(self) -> None:
+        self.due_at: dict[str, int] = {}
+        self.built_at = float("-inf")
+
+    def track(self, raw: dict[str, Any]) -> None:
+        if raw["status"] == "processing" and raw["deadline_at"] is not None:
+            self.due_at[raw["payment_id"]] = raw["deadline_at"]
+        else:
+            self.due_at.pop(raw["payment_id"], None)
+
+    def rebuild_if_stale(self, now: float) -> None:
+        if now - self.built_at >= self.REBUILD_S:
+            self.due_at.clear()
+            for _, raw in list(payments.items()):
+                if raw:
+                    self.track(raw)
+            self.built_at = now
+
+    def overdue(self, now_millis: int) -> list[str]:
+        return [payment_id for payment_id, due in self.due_at.items() if due <= now_millis]
+
+
+deadlines = DeadlineIndex()
+
+
 @app.timer(interval=1.0)
 async def enforce_deadlines() -> None:
     """Fail the payments of this worker's partitions that waited on the provider past their deadline."""
     if app.rebalancing:
+        deadlines.built_at = float("-inf")  # partitions move: rebuild from the table afterwards
         return
+    deadlines.rebuild_if_stale(time.monotonic())
     now = now_ms()
-    for _, raw in list(payments.items()):
+    for payment_id in deadlines.overdue(now):
+        raw = payments.get(payment_id)
         if not raw or raw["status"] != "processing" or raw["deadline_at"] is None or raw["deadline_at"] > now:
+            deadlines.due_at.pop(payment_id, None)
             continue
         op = domain.overdue(domain.from_dict(raw), now)
         if op is not None and op.operation_id not in sent_deadlines:
