@@ -72,18 +72,25 @@ PAYMENT_ID = {"payment_id": Field("uuid")}
 POLL_S = 0.05
 # Once the terminal event is on the log, the view row trails it by milliseconds.
 SETTLE_POLL_S = 0.01
+MAX_POLL_S = 0.25
 
 
 async def wait_for_payment(
     pool: asyncpg.Pool, payment_id: str, timeout: float, poll_s: float = POLL_S
 ) -> asyncpg.Record | None:
-    """The payment's view row once terminal, or whatever the view holds when the time is up."""
+    """The payment's view row once terminal, or whatever the view holds when the time is up.
+
+    The pause doubles up to MAX_POLL_S: under overload the views fall behind and a fixed
+    10 ms poll from every waiting request turns into a flood of queries that slows the
+    projector further."""
     deadline = time.monotonic() + timeout
     while True:
         row = await views.get_payment(pool, payment_id)
-        if (row is not None and row["status"] in views.TERMINAL) or time.monotonic() >= deadline:
+        remaining = deadline - time.monotonic()
+        if (row is not None and row["status"] in views.TERMINAL) or remaining <= 0:
             return row
-        await asyncio.sleep(poll_s)
+        await asyncio.sleep(min(poll_s, remaining))
+        poll_s = min(poll_s * 2, MAX_POLL_S)
 
 
 async def payment_body(pool: asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any]:
