@@ -1,5 +1,8 @@
 # Two commands: `make run` brings the whole system up, `make test` runs every test.
 PYTHON ?= python3
+# The environment the tests and the fault suite run in (config/<name>.json); another name
+# lets a second checkout run its suite beside this one on other ports.
+TEST_ENV ?= test
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
@@ -50,16 +53,16 @@ reset: $(STAMP)
 	@$(PY) -m connectors.localinfra reset
 
 test: $(STAMP)
-	@ENVIRONMENT=test $(PY) -m connectors.localinfra up
-	@ENVIRONMENT=test $(PY) -m services.devctl setup
-	@ENVIRONMENT=test $(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
-	@ENVIRONMENT=test $(PY) -m pytest tests/chaos -m "not slow" $(PYTEST_ARGS)
+	@ENVIRONMENT=$(TEST_ENV) $(PY) -m connectors.localinfra up
+	@ENVIRONMENT=$(TEST_ENV) $(PY) -m services.devctl setup
+	@ENVIRONMENT=$(TEST_ENV) $(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+	@ENVIRONMENT=$(TEST_ENV) $(PY) -m pytest tests/chaos -m "not slow" $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 test-stop: $(STAMP)
-	@ENVIRONMENT=test $(PY) -m services.devctl down
+	@ENVIRONMENT=$(TEST_ENV) $(PY) -m services.devctl down
 
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check .
@@ -81,9 +84,9 @@ trace: ; $(PY) -m services.console trace $(ID)
 # misbehaving webhooks) against the test environment; one line per scenario, fails on any violation.
 .PHONY: chaos
 chaos: $(STAMP)
-	@ENVIRONMENT=test $(PY) -m connectors.localinfra up
-	@ENVIRONMENT=test $(PY) -m services.devctl setup
-	@ENVIRONMENT=test $(PY) -m tests.chaos
+	@ENVIRONMENT=$(TEST_ENV) $(PY) -m connectors.localinfra up
+	@ENVIRONMENT=$(TEST_ENV) $(PY) -m services.devctl setup
+	@ENVIRONMENT=$(TEST_ENV) $(PY) -m tests.chaos
 
 # Load benchmark in its own environment (ENVIRONMENT=bench, config/bench.json), started if needed:
 # `make bench` (50 payments/s for 20 s) or `make bench ARGS="--mode max"`. See docs/benchmark.md.
