@@ -66,6 +66,9 @@ class ProcessingConfig:
     max_attempts: int
     retry_backoff_s: float
     commit_interval_s: float
+    # A consumer behind the end of a partition that has not advanced for this long is stalled:
+    # its readiness turns unready (workers and the projector alike).
+    stall_after_s: float
 
 
 @dataclass(frozen=True)

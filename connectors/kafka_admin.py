@@ -7,7 +7,7 @@ import time
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.config import KafkaConfig
-from streams.topics import ALL_TOPICS, TopicSpec
+from streams.topics import DECLARED_TOPICS, TopicSpec
 
 
 class TopicMismatch(RuntimeError):
@@ -18,7 +18,7 @@ def admin_client(config: KafkaConfig) -> AdminClient:
     return AdminClient({"bootstrap.servers": config.bootstrap_servers})
 
 
-def ensure_topics(config: KafkaConfig, specs: tuple[TopicSpec, ...] = ALL_TOPICS) -> list[str]:
+def ensure_topics(config: KafkaConfig, specs: tuple[TopicSpec, ...] = DECLARED_TOPICS) -> list[str]:
     """Create missing topics; return the names created. Idempotent."""
     admin = admin_client(config)
     existing = admin.list_topics(timeout=10).topics

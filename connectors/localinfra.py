@@ -115,12 +115,17 @@ def _kafka_properties(config: Config) -> str:
 
 
 def read_pid(path: Path) -> int | None:
+    """The pid in `path` if that process is alive (a zombie, exited but not yet reaped, is not)."""
     try:
         pid = int(path.read_text().strip())
         os.kill(pid, 0)
-        return pid
     except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
         return None
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return pid
+    return None if state in ("Z", "X") else pid
 
 
 def kafka_reachable(config: Config, timeout: float = 2.0) -> bool:
@@ -171,11 +176,16 @@ def start_kafka(config: Config) -> None:
     if not (home / "data" / "meta.properties").exists():
         say("formatting Kafka storage (KRaft, single node)...")
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        subprocess.run(
+        formatted = subprocess.run(
             [*java, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(properties)],
-            check=True,
             capture_output=True,
+            text=True,
         )
+        if formatted.returncode != 0:
+            raise InfraError(
+                f"formatting Kafka storage in {home / 'data'} failed; `make reset` starts it afresh.\n"
+                f"{formatted.stdout[-1500:]}{formatted.stderr[-1500:]}"
+            )
     (home / "logs").mkdir(parents=True, exist_ok=True)
     say(f"starting kafka on {config.kafka.bootstrap_servers}...")
     with open(home / "logs" / "stdout.log", "ab") as out:
@@ -207,7 +217,12 @@ def _stop_pid(pid_file: Path, name: str, grace: float = 20.0) -> None:
     while time.monotonic() < deadline and read_pid(pid_file):
         time.sleep(0.2)
     if read_pid(pid_file):
+        say(f"{name} did not stop in {grace:.0f}s; killing it")
         os.kill(pid, signal.SIGKILL)
+    # Gone for good before we return: a dying broker still writes to its data directory,
+    # and a reset that deletes it meanwhile leaves a half-made one that `format` refuses.
+    while read_pid(pid_file):
+        time.sleep(0.1)
     pid_file.unlink(missing_ok=True)
 
 

@@ -27,8 +27,21 @@ EVENT_LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
 )
 DEAD_LETTERS = Counter("dead_letters_total", "Messages written to the dead-letter topic", ["consumer", "error_type"])
+PROCESSING_PAUSES = Counter(
+    "processing_pauses_total", "Times a partition paused on an infrastructure failure", ["consumer", "topic"]
+)
+DELIVERY_GAPS = Counter(
+    "delivery_gaps_healed_total",
+    "Offsets the consumer library skipped that were read back and processed in order",
+    ["consumer", "topic"],
+)
 CONSUMER_LAG = Gauge(
     "consumer_lag_messages", "Messages behind the end of the partition", ["group", "topic", "partition"]
+)
+CONSUMER_STALLED_SECONDS = Gauge(
+    "consumer_stalled_seconds",
+    "How long a partition behind its end has not advanced (0 when caught up)",
+    ["group", "topic", "partition"],
 )
 PROJECTION_LAG_MESSAGES = Gauge(
     "projection_lag_messages",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -11,10 +13,15 @@ from faust.types.tables import TableT
 from connectors.avro import Codec, install_faust_codec, make_codec
 from connectors.config import Config
 from connectors.localinfra import state_dir
+from connectors.log_reader import PartitionReader
 from connectors.logs import log_handler
 from connectors.otel import setup_tracing
 from connectors.tracing import outgoing_headers
+from streams.delivery import DeliveryGuard
 from streams.processing import Handler, Processor, SourceMessage
+from streams.topics import TopicSpec
+
+log = logging.getLogger(__name__)
 
 Sender = Callable[[str, bytes | None, dict[str, Any]], Awaitable[None]]
 
@@ -67,13 +74,78 @@ def make_sender(app: faust.App, codec: Codec) -> Sender:
     return send
 
 
-async def consume(stream: faust.StreamT, processor: Processor, handler: Handler) -> None:
-    async for event in stream.events():
-        message = event.message
-        source = SourceMessage(
-            message.topic, message.partition, message.offset, message.key, message.value, message.headers
-        )
-        await processor.process(source, handler)
+@dataclass
+class Pipeline:
+    """How a worker's agents consume: the delivery guard (every offset, in order), then the
+    processor (retries, pauses, dead letters). A failure neither contains stops the worker
+    instead of letting faust acknowledge a message that was not handled."""
+
+    app: faust.App
+    processor: Processor
+    guard: DeliveryGuard
+    reader: PartitionReader
+    needs: dict[str, int]  # topic -> partitions this worker cannot work without
+
+    async def consume(self, stream: faust.StreamT, handler: Handler) -> None:
+        async for event in stream.events():
+            message = event.message
+            source = SourceMessage(
+                message.topic, message.partition, message.offset, message.key, message.value, message.headers
+            )
+            try:
+                for admitted in await self._admit(source):
+                    await self.processor.process(admitted, handler)
+                    self.guard.done(admitted)
+            except Exception as exc:
+                log.critical(
+                    "%s: cannot handle %s@%d/%d: %r; stopping the worker",
+                    self.app.conf.id,
+                    source.topic,
+                    source.partition,
+                    source.offset,
+                    exc,
+                )
+                await self.app.crash(exc)
+                raise
+
+    async def _admit(self, source: SourceMessage) -> list[SourceMessage]:
+        pauses = 0
+        while True:
+            try:
+                return await self.guard.admit(source)
+            except Exception as exc:  # noqa: BLE001 - reading Kafka failed: an outage, wait it out
+                pauses += 1
+                await self.processor.pause(source, f"cannot check delivery: {exc!r}", pauses)
+
+    async def broker_problem(self) -> str | None:
+        """What is wrong with the broker or this worker's topics, or None when they look healthy."""
+        try:
+            missing = await self.reader.missing_topics(self.needs)
+        except Exception as exc:  # noqa: BLE001 - unreachable is the answer
+            return f"broker unreachable: {exc!r}"
+        return f"topics missing or with other partition counts: {', '.join(missing)}" if missing else None
+
+
+def make_pipeline(app: faust.App, config: Config, codec: Codec, send: Sender, needs: list[TopicSpec]) -> Pipeline:
+    reader = PartitionReader(config.kafka.bootstrap_servers, app.conf.id)
+    guard = DeliveryGuard(app.conf.id, reader, lambda: app.consumer_generation_id)
+    processor = Processor(
+        app.conf.id, codec.decode, send, config.processing.max_attempts, config.processing.retry_backoff_s
+    )
+    pipeline = Pipeline(app, processor, guard, reader, {spec.name: config.kafka.partitions for spec in needs})
+    processor.probe = pipeline.broker_problem
+    return pipeline
+
+
+async def durable(app: faust.App) -> None:
+    """Wait until every table write so far is on its changelog.
+
+    Called before a step publishes what it decided: if the worker dies after publishing, the
+    redelivered message must find the decision in the recovered table and re-emit it, never
+    decide again against older state. faust sends changelog records through a buffer, while
+    our sends go out at once, so without this a SIGKILL can keep the outcome and lose the state.
+    """
+    await app.producer.flush()
 
 
 def add_state_page(app: faust.App, path: str, source: faust.TopicT, table: TableT, id_name: str) -> None:

@@ -1,34 +1,44 @@
 """Web pages every worker serves besides its table views: readiness and metrics.
 
-Readiness means progress: a worker whose consumer has lag on a partition but has not
-moved its read offset there for `STALL_AFTER_S` reports itself unready (faust can leave
-a consumer stuck after a rebalance; a supervisor should restart such a worker).
+Readiness tells a supervisor the truth: a worker is ready when it holds partitions, its
+tables are recovered, no partition is paused on an infrastructure failure, and every
+partition with lag keeps moving. A partition behind its end that has not advanced for
+`stall_after_s` is stalled: the worker reports itself unready (a supervisor should restart
+it) and, first, asks the consumer to fetch again from the next offset it owes, which is
+what unsticks a partition whose records the consumer library dropped.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import faust
+from aiokafka import TopicPartition
 
-from connectors.metrics import CONSUMER_LAG, exposition
+from connectors.metrics import CONSUMER_LAG, CONSUMER_STALLED_SECONDS, exposition
+from streams.delivery import DeliveryGuard
+from streams.processing import Processor
 
-STALL_AFTER_S = 30.0
-SAMPLE_EVERY_S = 5.0
+log = logging.getLogger(__name__)
+SAMPLE_EVERY_S = 2.0
 
 
 @dataclass
 class ProgressWatch:
-    """Per partition: the last read offset seen and when it last moved."""
+    """Per partition: the next offset owed and since when it has not moved while behind."""
 
     group: str
+    stall_after_s: float
     seen: dict[Any, tuple[int | None, float]] = field(default_factory=dict)
     stalled: dict[str, int] = field(default_factory=dict)
+    nudged: dict[Any, int | None] = field(default_factory=dict)
 
-    def sample(self, consumer: Any, now: float) -> None:
-        stalled = {}
+    def sample(self, consumer: Any, guard: DeliveryGuard, now: float) -> list[tuple[Any, int]]:
+        """Update lag and stalls; return the partitions to fetch again, with the offset to fetch from."""
+        stalled, nudge = {}, []
         for tp in consumer.assignment():
             if tp.topic.endswith("-changelog"):
                 continue  # read only while recovering; afterwards its end moves with our own writes
@@ -36,38 +46,55 @@ class ProgressWatch:
                 highwater = consumer.highwater(tp)
             except Exception:  # noqa: BLE001 - no fetch yet for this partition: nothing to judge
                 continue
-            read = consumer._read_offset.get(tp)  # faust keeps the last offset handed to the stream here
-            lag = max(0, (highwater or 0) - ((read + 1) if read is not None else 0))
+            owed = guard.next_offset(TopicPartition(tp.topic, tp.partition))
+            if owed is None:
+                read = consumer._read_offset.get(tp)  # faust's last offset handed to the stream
+                owed = read + 1 if read is not None else None
+            lag = max(0, (highwater or 0) - (owed or 0))
             CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(lag)
             previous, since = self.seen.get(tp, (None, now))
-            if read != previous:
+            if owed != previous or lag == 0:
                 since = now
-            self.seen[tp] = (read, since)
-            if lag > 0 and now - since > STALL_AFTER_S:
+            self.seen[tp] = (owed, since)
+            stuck_for = now - since
+            CONSUMER_STALLED_SECONDS.labels(self.group, tp.topic, str(tp.partition)).set(stuck_for if lag else 0)
+            if lag > 0 and stuck_for > self.stall_after_s / 2 and self.nudged.get(tp) != owed and owed is not None:
+                nudge.append((tp, owed))
+                self.nudged[tp] = owed
+            if lag > 0 and stuck_for > self.stall_after_s:
                 stalled[f"{tp.topic}/{tp.partition}"] = lag
         self.stalled = stalled
+        return nudge
 
 
-def add_worker_pages(app: faust.App) -> None:
-    watch = ProgressWatch(app.conf.id)
+def add_worker_pages(app: faust.App, processor: Processor, guard: DeliveryGuard, stall_after_s: float) -> None:
+    watch = ProgressWatch(app.conf.id, stall_after_s)
 
     @app.timer(SAMPLE_EVERY_S)
     async def sample_progress() -> None:
-        if app.consumer is not None and not app.rebalancing:
-            watch.sample(app.consumer, time.monotonic())
+        if app.consumer is None or app.rebalancing:
+            return
+        for tp, offset in watch.sample(app.consumer, guard, time.monotonic()):
+            if f"{tp.topic}/{tp.partition}" in processor.paused:
+                continue  # waiting out an outage on purpose
+            log.warning(
+                "%s: %s/%d behind and not moving; fetching again from %d", app.conf.id, tp.topic, tp.partition, offset
+            )
+            await app.consumer.seek(tp, offset)
 
     @app.page("/ready/")
     async def ready(web: Any, request: Any) -> Any:
-        """200 once partitions are assigned, tables recovered and every lagging partition moves."""
+        """200 once partitions are assigned, tables recovered, nothing paused and nothing stalled."""
         recovered = cast(Any, app.tables).recovery.completed.is_set()  # not on the TableManagerT protocol
         assigned = bool(app.consumer.assignment()) if app.consumer else False
         state = {
             "rebalancing": app.rebalancing,
             "tables_recovered": recovered,
             "assigned": assigned,
+            "paused_partitions": dict(processor.paused),
             "stalled_partitions": watch.stalled,
         }
-        ok = recovered and not app.rebalancing and assigned and not watch.stalled
+        ok = recovered and not app.rebalancing and assigned and not processor.paused and not watch.stalled
         return web.json({"status": "ready" if ok else "unready", **state}, status=200 if ok else 503)
 
     @app.page("/metrics")

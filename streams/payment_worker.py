@@ -23,19 +23,21 @@ from connectors.provider_client import ProviderClient, ProviderRejected, Provide
 from domain import payment as domain
 from domain.events import EventMeta
 from domain.ids import derive_id
-from streams.app import add_state_page, consume, make_app, make_sender, raw_topic
+from streams.app import add_state_page, durable, make_app, make_pipeline, make_sender, raw_topic
 from streams.envelope import command_record, from_record, money, now_ms, to_record
 from streams.pages import add_worker_pages
-from streams.processing import Processor
 from streams.topics import (
     EXTERNAL_PROVIDER_EVENTS,
     PAYMENT_CREATED,
+    PAYMENT_DLQ,
     PAYMENT_FAILED,
     PAYMENT_OPERATION_COMPLETED,
     PAYMENT_OPERATION_INCONSISTENT,
     PAYMENT_REFUND,
     PAYMENT_REFUNDED,
     PAYMENT_SUCCESS,
+    PAYMENT_WORKER,
+    PAYMENTS_CHANGELOG,
     WALLET_MOVEMENT_REQUIRED,
     WALLET_MOVEMENT_UPDATES,
     TopicSpec,
@@ -45,7 +47,7 @@ log = logging.getLogger(__name__)
 
 config = load_config()
 codec = make_codec(config.kafka.schema_registry_url or None)
-app = make_app("payment-worker", config, config.payment_worker.web_port, config.payment_worker.store)
+app = make_app(PAYMENT_WORKER, config, config.payment_worker.web_port, config.payment_worker.store)
 provider = ProviderClient(config.provider)
 
 payments = app.Table("payments", default=None, partitions=config.kafka.partitions)
@@ -69,9 +71,16 @@ def source(spec: TopicSpec) -> faust.TopicT:
 
 send = make_sender(app, codec)
 
-processor = Processor(
-    "payment-worker", codec.decode, send, config.processing.max_attempts, config.processing.retry_backoff_s
+SOURCES = (
+    PAYMENT_CREATED,
+    WALLET_MOVEMENT_UPDATES,
+    EXTERNAL_PROVIDER_EVENTS,
+    PAYMENT_OPERATION_COMPLETED,
+    PAYMENT_OPERATION_INCONSISTENT,
+    PAYMENT_REFUND,
 )
+OUTPUTS = (PAYMENT_SUCCESS, PAYMENT_FAILED, PAYMENT_REFUNDED, WALLET_MOVEMENT_REQUIRED, PAYMENT_DLQ)
+pipeline = make_pipeline(app, config, codec, send, [*SOURCES, *OUTPUTS, PAYMENTS_CHANGELOG])
 
 
 def load(payment_id: str) -> domain.Payment | None:
@@ -114,6 +123,7 @@ async def apply(decision: domain.Decision) -> None:
         raw = domain.to_dict(decision.payment)
         payments[decision.payment.payment_id] = raw
         deadlines.track(raw)
+        await durable(app)
     await publish(decision.events)
     if decision.payment is not None:
         observe_terminal(decision.payment, decision.events)
@@ -264,32 +274,32 @@ async def handle_refund(event: dict[str, Any]) -> None:
 # concurrency=1 everywhere: one writer per payment partition, and faust #606 with more.
 @app.agent(source(PAYMENT_CREATED), concurrency=1)
 async def process_payment_method(stream: faust.StreamT) -> None:
-    await consume(stream, processor, handle_created)
+    await pipeline.consume(stream, handle_created)
 
 
 @app.agent(source(WALLET_MOVEMENT_UPDATES), concurrency=1)
 async def process_wallet_debit(stream: faust.StreamT) -> None:
-    await consume(stream, processor, handle_wallet_update)
+    await pipeline.consume(stream, handle_wallet_update)
 
 
 @app.agent(source(EXTERNAL_PROVIDER_EVENTS), concurrency=1)
 async def process_external_provider_updates(stream: faust.StreamT) -> None:
-    await consume(stream, processor, handle_provider_update)
+    await pipeline.consume(stream, handle_provider_update)
 
 
 @app.agent(source(PAYMENT_OPERATION_COMPLETED), concurrency=1)
 async def process_payment_operation_result(stream: faust.StreamT) -> None:
-    await consume(stream, processor, handle_operation)
+    await pipeline.consume(stream, handle_operation)
 
 
 @app.agent(source(PAYMENT_OPERATION_INCONSISTENT), concurrency=1)
 async def process_payment_inconsistent_operation(stream: faust.StreamT) -> None:
-    await consume(stream, processor, handle_inconsistent)
+    await pipeline.consume(stream, handle_inconsistent)
 
 
 @app.agent(source(PAYMENT_REFUND), concurrency=1)
 async def process_refund(stream: faust.StreamT) -> None:
-    await consume(stream, processor, handle_refund)
+    await pipeline.consume(stream, handle_refund)
 
 
 # Deadline operations already sent by this process; a restart sends them again, harmlessly
@@ -349,7 +359,7 @@ async def enforce_deadlines() -> None:
             sent_deadlines.add(op.operation_id)
 
 
-add_worker_pages(app)
+add_worker_pages(app, pipeline.processor, pipeline.guard, config.processing.stall_after_s)
 
 
 add_state_page(app, "/payments", source(PAYMENT_CREATED), payments, "payment_id")

@@ -1,8 +1,14 @@
-"""How every agent handles one message: decode, retry a bounded number of times,
-then dead-letter, so that one bad message never blocks its partition.
+"""How every agent handles one message: decode, retry, and dead-letter only what is the
+message's fault, so that one bad message never blocks its partition and an outage never
+dead-letters good ones.
 
-faust acks and skips a message whose handler raised; we catch first, so a failure
-is either retried or lands in `payment.dlq` with its reason and original bytes.
+faust acks and skips a message whose handler raised; we catch first. A failure of the
+infrastructure (the broker, a topic missing from metadata, a table's changelog not yet
+known) pauses the partition: the message is retried with back-off for as long as the
+outage lasts, and the worker reports itself unready meanwhile. Any other failure is
+retried a bounded number of times; if it still fails while the infrastructure is
+healthy, it is the message's fault and lands in `payment.dlq` with its reason, attempt
+count and original bytes.
 """
 
 from __future__ import annotations
@@ -11,11 +17,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka.errors import KafkaError
+from faust.exceptions import PartitionsMismatch
+
 from connectors.avro import EventDecodeError
-from connectors.metrics import DEAD_LETTERS, EVENT_LATENCY, EVENTS_PROCESSED
+from connectors.metrics import DEAD_LETTERS, EVENT_LATENCY, EVENTS_PROCESSED, PROCESSING_PAUSES
 from connectors.otel import span
 from connectors.tracing import current_traceparent, fields_of, from_headers, log_fields
 from domain.ids import derive_id
@@ -25,6 +34,24 @@ from streams.topics import PAYMENT_DLQ
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
+# A probe of the infrastructure a handler depends on: a description of what is wrong, or None.
+HealthProbe = Callable[[], Awaitable[str | None]]
+
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    KafkaError,
+    PartitionsMismatch,  # a changelog topic not (yet) in the consumer's metadata
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+def is_infrastructure(exc: BaseException) -> bool:
+    return isinstance(exc, INFRASTRUCTURE_ERRORS)
+
+
+async def healthy() -> str | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -39,13 +66,18 @@ class SourceMessage:
 
 @dataclass
 class Processor:
-    """Runs a handler over decoded events with bounded retries and a dead-letter exit."""
+    """Runs a handler over decoded events: bounded retries for the message's faults, a pause
+    for the infrastructure's, and a dead-letter exit."""
 
     consumer: str
     decode: Callable[[bytes], dict[str, Any]]
     send: Callable[[str, bytes | None, dict[str, Any]], Awaitable[None]]
     max_attempts: int = 3
     backoff_s: float = 0.2
+    probe: HealthProbe = healthy
+    max_pause_backoff_s: float = 10.0
+    # (topic/partition) -> why it is paused; read by the readiness page.
+    paused: dict[str, str] = field(default_factory=dict)
 
     async def process(self, message: SourceMessage, handler: Handler) -> bool:
         """True when handled, False when dead-lettered."""
@@ -73,29 +105,77 @@ class Processor:
             return False
         event_type = event["envelope"]["event_type"]
         log_fields.set(fields_of(event))
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                await handler(event)
-                EVENTS_PROCESSED.labels(self.consumer, event_type, "handled").inc()
-                return True
-            except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
-                if attempt == self.max_attempts:
-                    await self.dead_letter(message, exc, attempts=attempt)
-                    EVENTS_PROCESSED.labels(self.consumer, event_type, "dead_lettered").inc()
-                    return False
-                log.warning(
-                    "%s: attempt %d of %s@%d/%d failed: %r; retrying",
-                    self.consumer,
-                    attempt,
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    exc,
-                )
-                await asyncio.sleep(self.backoff_s * attempt)
-        return False
+        where = f"{message.topic}/{message.partition}"
+        attempts = 0
+        pauses = 0
+        try:
+            while True:
+                try:
+                    await handler(event)
+                    EVENTS_PROCESSED.labels(self.consumer, event_type, "handled").inc()
+                    return True
+                except Exception as exc:  # noqa: BLE001 - classified below: pause, retry or dead-letter
+                    problem = await self._infrastructure_problem(exc, attempts + 1)
+                    if problem is not None:
+                        pauses += 1
+                        await self.pause(message, problem, pauses)
+                        continue
+                    attempts += 1
+                    if attempts >= self.max_attempts:
+                        await self.dead_letter(message, exc, attempts=attempts)
+                        EVENTS_PROCESSED.labels(self.consumer, event_type, "dead_lettered").inc()
+                        return False
+                    log.warning(
+                        "%s: attempt %d of %s@%d failed: %r; retrying",
+                        self.consumer,
+                        attempts,
+                        where,
+                        message.offset,
+                        exc,
+                    )
+                    await asyncio.sleep(self.backoff_s * attempts)
+        finally:
+            self.paused.pop(where, None)
+
+    async def _infrastructure_problem(self, exc: Exception, attempt: int) -> str | None:
+        """Why this failure is the infrastructure's, or None when it may be the message's.
+
+        The probe runs only before a dead letter, so a failure that repeats while the
+        broker or a topic is away is never blamed on the message."""
+        if is_infrastructure(exc):
+            return f"{type(exc).__name__}: {exc}"
+        if attempt < self.max_attempts:
+            return None
+        return await self.probe()
+
+    async def pause(self, message: SourceMessage, problem: str, pauses: int) -> None:
+        """Hold this message's partition for a back-off; readiness reports it meanwhile."""
+        where = f"{message.topic}/{message.partition}"
+        if where not in self.paused:
+            PROCESSING_PAUSES.labels(self.consumer, message.topic).inc()
+        self.paused[where] = problem
+        delay = min(self.max_pause_backoff_s, self.backoff_s * 2 ** min(pauses, 10))
+        log.error(
+            "%s: infrastructure failure at %s@%d (%s); partition paused, retrying in %.1fs",
+            self.consumer,
+            where,
+            message.offset,
+            problem,
+            delay,
+        )
+        await asyncio.sleep(delay)
 
     async def dead_letter(self, message: SourceMessage, error: Exception, attempts: int) -> None:
+        """Publish the dead letter; while the broker refuses it, the partition stays paused."""
+        pauses = 0
+        while True:
+            try:
+                return await self._dead_letter(message, error, attempts)
+            except Exception as exc:  # noqa: BLE001 - not even a dead letter may be lost
+                pauses += 1
+                await self.pause(message, f"dead letter not written: {exc!r}", pauses)
+
+    async def _dead_letter(self, message: SourceMessage, error: Exception, attempts: int) -> None:
         log.error(
             "%s: dead-lettering %s@%d/%d after %d attempt(s): %r",
             self.consumer,

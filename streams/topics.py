@@ -1,5 +1,7 @@
 """The one declaration of every Kafka topic: name, the aggregate its key is, retention.
 
+`ALL_TOPICS` is the event store; `CHANGELOG_TOPICS` are the workers' table changelogs.
+
 Event topics are the event store, so they never expire (retention.ms=-1) and are
 created explicitly with the configured partition count. Topics that a step joins
 share that count, so one wallet (or payment) always maps to the same partition
@@ -16,9 +18,17 @@ class TopicSpec:
     name: str
     key: str  # the aggregate id the records are keyed by
     retention_ms: int = -1
+    cleanup_policy: str = "delete"
 
     def config(self) -> dict[str, str]:
-        return {"retention.ms": str(self.retention_ms), "cleanup.policy": "delete"}
+        return {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy}
+
+
+def changelog(app_id: str, table: str, key: str) -> TopicSpec:
+    """A faust table's changelog: compacted (the latest value per key is the state), and created
+    by the setup with the source topics' partition count before any worker consumes; a worker
+    that started before its changelog was in the metadata failed every table write."""
+    return TopicSpec(f"{app_id}-{table}-changelog", key=key, cleanup_policy="compact")
 
 
 PAYMENT_CREATED = TopicSpec("payment.created", key="payment_id")
@@ -34,6 +44,12 @@ WALLET_BALANCE_UPDATE = TopicSpec("wallet.balance_update", key="wallet_id")
 EXTERNAL_PROVIDER_EVENTS = TopicSpec("external-provider-events", key="payment_id")
 PAYMENT_DLQ = TopicSpec("payment.dlq", key="source key")
 
+WALLET_WORKER = "wallet-worker"
+PAYMENT_WORKER = "payment-worker"
+WALLETS_CHANGELOG = changelog(WALLET_WORKER, "wallets", key="wallet_id")
+MOVEMENTS_CHANGELOG = changelog(WALLET_WORKER, "movements", key="movement_id")
+PAYMENTS_CHANGELOG = changelog(PAYMENT_WORKER, "payments", key="payment_id")
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     PAYMENT_CREATED,
     PAYMENT_OPERATION_COMPLETED,
@@ -48,3 +64,6 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     EXTERNAL_PROVIDER_EVENTS,
     PAYMENT_DLQ,
 )
+CHANGELOG_TOPICS: tuple[TopicSpec, ...] = (WALLETS_CHANGELOG, MOVEMENTS_CHANGELOG, PAYMENTS_CHANGELOG)
+# Everything the setup creates before a worker starts: the event store and the tables' changelogs.
+DECLARED_TOPICS: tuple[TopicSpec, ...] = ALL_TOPICS + CHANGELOG_TOPICS

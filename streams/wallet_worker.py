@@ -18,17 +18,24 @@ import faust
 from connectors.avro import make_codec
 from connectors.config import load_config
 from domain import wallet as domain
-from streams.app import add_state_page, consume, make_app, make_sender, raw_topic
+from streams.app import add_state_page, durable, make_app, make_pipeline, make_sender, raw_topic
 from streams.envelope import actor_of, money, now_ms, to_record
 from streams.pages import add_worker_pages
-from streams.processing import Processor
-from streams.topics import WALLET_BALANCE_UPDATE, WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
+from streams.topics import (
+    MOVEMENTS_CHANGELOG,
+    PAYMENT_DLQ,
+    WALLET_BALANCE_UPDATE,
+    WALLET_MOVEMENT_REQUIRED,
+    WALLET_MOVEMENT_UPDATES,
+    WALLET_WORKER,
+    WALLETS_CHANGELOG,
+)
 
 log = logging.getLogger(__name__)
 
 config = load_config()
 codec = make_codec(config.kafka.schema_registry_url or None)
-app = make_app("wallet-worker", config, config.wallet_worker.web_port, config.wallet_worker.store)
+app = make_app(WALLET_WORKER, config, config.wallet_worker.web_port, config.wallet_worker.store)
 
 wallets = app.Table("wallets", default=None, partitions=config.kafka.partitions)
 movements = app.Table("movements", default=None, partitions=config.kafka.partitions)
@@ -40,8 +47,19 @@ OUTPUT_TOPIC = {
     "BalanceUpdated": WALLET_BALANCE_UPDATE.name,
 }
 send = make_sender(app, codec)
-processor = Processor(
-    "wallet-worker", codec.decode, send, config.processing.max_attempts, config.processing.retry_backoff_s
+pipeline = make_pipeline(
+    app,
+    config,
+    codec,
+    send,
+    [
+        WALLET_MOVEMENT_REQUIRED,
+        WALLET_MOVEMENT_UPDATES,
+        WALLET_BALANCE_UPDATE,
+        PAYMENT_DLQ,
+        WALLETS_CHANGELOG,
+        MOVEMENTS_CHANGELOG,
+    ],
 )
 
 
@@ -91,6 +109,8 @@ async def handle_command(event: dict[str, Any]) -> None:
         movements[record.movement_id] = dataclasses.asdict(record)
     if decision.wallet is not None:
         wallets[decision.wallet.wallet_id] = dataclasses.asdict(decision.wallet)
+    if decision.records or decision.wallet is not None:
+        await durable(app)
     for outcome in decision.events:
         if isinstance(outcome, domain.MovementUpdated) and outcome.status == "rejected":
             log.info("movement %s rejected: %s", outcome.movement_id, outcome.reason_code)
@@ -105,10 +125,10 @@ async def handle_command(event: dict[str, Any]) -> None:
 
 @app.agent(commands_topic, concurrency=1)  # one writer per wallet partition; see faust #606
 async def process_movement(stream: faust.StreamT) -> None:
-    await consume(stream, processor, handle_command)
+    await pipeline.consume(stream, handle_command)
 
 
-add_worker_pages(app)
+add_worker_pages(app, pipeline.processor, pipeline.guard, config.processing.stall_after_s)
 add_state_page(app, "/wallets", commands_topic, wallets, "wallet_id")
 
 

@@ -15,7 +15,7 @@ from connectors.postgres import migrate, migration_files
 from domain.ids import derive_id
 from services.sample_data import SAMPLE_WALLETS, load_sample_wallets, sample_event_id
 from streams.envelope import command_record, new_meta
-from streams.topics import ALL_TOPICS, WALLET_MOVEMENT_REQUIRED
+from streams.topics import DECLARED_TOPICS, WALLET_MOVEMENT_REQUIRED
 from tests.integration.kafka_helpers import events_for_key
 
 codec = SingleObjectCodec()
@@ -51,11 +51,12 @@ async def produce_and_consume(config: Config, topic: str, value: bytes) -> bytes
 def test_every_declared_topic_exists_with_its_partitions_and_never_expires(config: Config) -> None:
     admin = AdminClient({"bootstrap.servers": config.kafka.bootstrap_servers})
     topics = admin.list_topics(timeout=10).topics
-    resources = [ConfigResource(ConfigResource.Type.TOPIC, spec.name) for spec in ALL_TOPICS]
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, spec.name) for spec in DECLARED_TOPICS]
     configs = {r.name: f.result() for r, f in admin.describe_configs(resources).items()}
-    for spec in ALL_TOPICS:
+    for spec in DECLARED_TOPICS:
         assert len(topics[spec.name].partitions) == config.kafka.partitions, spec.name
         assert configs[spec.name]["retention.ms"].value == "-1", spec.name
+        assert configs[spec.name]["cleanup.policy"].value == spec.cleanup_policy, spec.name
 
 
 async def test_an_avro_event_round_trips_through_a_real_topic_with_its_envelope(

@@ -20,7 +20,7 @@ import yaml
 from connectors.config import Config, load_config
 from connectors.localinfra import KAFKA_POM, _kafka_properties
 from connectors.registry import APICURIO_POM, CCOMPAT_PATH
-from streams.topics import ALL_TOPICS
+from streams.topics import ALL_TOPICS, CHANGELOG_TOPICS
 
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.kafka.yml"
 # Settings that must differ in a container (addresses, paths, quorum form); all others must match.
@@ -127,17 +127,22 @@ def check_broker_settings(compose: Compose, dev: Config, local: Config) -> None:
 def check_topics(compose: Compose, dev: Config, local: Config) -> None:
     service = compose["services"]["topics"]
     assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
-    names = service["environment"]["TOPICS"].split()
-    assert sorted(names) == sorted(spec.name for spec in ALL_TOPICS), "TOPICS must be streams/topics.ALL_TOPICS"
+    declared = {"TOPICS": ALL_TOPICS, "CHANGELOG_TOPICS": CHANGELOG_TOPICS}
     words = init_script(service)
-    assert "$TOPICS" in words, "the script must create the topics of TOPICS"
-    assert words[words.index("--bootstrap-server") + 1] == dev.kafka.bootstrap_servers
-    assert words[words.index("--partitions") + 1] == str(dev.kafka.partitions)
-    assert words[words.index("--replication-factor") + 1] == "1"
-    configs = {words[i + 1] for i, word in enumerate(words) if word == "--config"}
-    for spec in ALL_TOPICS:
-        assert configs == {f"{key}={value}" for key, value in spec.config().items()}, spec.name
-    assert "retention.ms=-1" in configs
+    loops = [words[i : words.index("done", i)] for i, word in enumerate(words) if word == "for"]
+    assert len(loops) == len(declared), "one loop per list of topics"
+    for variable, specs in declared.items():
+        names = service["environment"][variable].split()
+        assert sorted(names) == sorted(spec.name for spec in specs), f"{variable} must be streams/topics.py's"
+        loop = next((loop for loop in loops if f"${variable}" in loop), None)
+        assert loop is not None, f"the script must create the topics of {variable}"
+        assert loop[loop.index("--bootstrap-server") + 1] == dev.kafka.bootstrap_servers
+        assert loop[loop.index("--partitions") + 1] == str(dev.kafka.partitions)
+        assert loop[loop.index("--replication-factor") + 1] == "1"
+        configs = {loop[i + 1] for i, word in enumerate(loop) if word == "--config"}
+        for spec in specs:
+            assert configs == {f"{key}={value}" for key, value in spec.config().items()}, spec.name
+        assert "retention.ms=-1" in configs
 
 
 def check_postgres(compose: Compose, dev: Config, local: Config) -> None:
