@@ -356,7 +356,11 @@ class DeadlineIndex:
         if now - self.built_at >= self.REBUILD_S:
             self.due_at.clear()
             for _, raw in list(payments.items()):
-                if raw:
+                # Decoding every settled payment would stall the loop on a large table: only
+                # those that may still wait on something.
+                if raw and (
+                    raw["status"] == "processing" or any(r["status"] == "pending" for r in raw["refunds"].values())
+                ):
                     self.track(domain.from_dict(raw))
             self.built_at = now
 

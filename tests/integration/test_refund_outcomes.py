@@ -18,6 +18,7 @@ from domain.money import Money
 from streams.envelope import now_ms, to_record
 from streams.topics import PAYMENT_OPERATION_INCONSISTENT, PAYMENT_REFUND, PAYMENT_REFUND_FAILED, PAYMENT_REFUNDED
 from tests.integration.kafka_helpers import events_for_key, publish
+from tests.integration.test_console import payments
 from tests.integration.test_observability import scrape, total
 from tests.integration.test_payment_service import (
     external_payment,
@@ -100,6 +101,12 @@ async def test_a_provider_declined_refund_ends_failed_with_its_reason_and_the_pa
     objects = await provider_objects(http, config, payment["id"])
     charge = next(o for o in objects if o["object"] == "charge")
     assert charge["refunded"] == 1_500
+    code, out, err = await payments("trace", payment["id"])
+    assert code == 0, err
+    failed_line = next(line for line in out.splitlines() if "RefundFailed" in line)
+    assert "payment.refund_failed" in failed_line and f"refund_id={first}" in failed_line
+    assert "reason_code=expired_or_canceled_card" in failed_line
+    assert "reached terminal PaymentRefunded" in out
     after = await scrape(http, config.payment_worker.web_port)
     for outcome, reason in (("failed", "expired_or_canceled_card"), ("succeeded", "")):
         labels = {"outcome": outcome, "reason": reason}
