@@ -52,6 +52,17 @@ PROJECTION_LAG_SECONDS = Gauge(
     "projection_lag_seconds", "Age of the newest event applied to the views when applied", ["projection"]
 )
 PAYMENTS_TERMINAL = Counter("payments_terminal_total", "Payments that reached a terminal status", ["status"])
+REFUNDS_TERMINAL = Counter(
+    "refunds_total",
+    "Refunds that reached an outcome: succeeded, failed (reason = its reason code), or reconciled"
+    " (a success that arrived after the refund was declared failed)",
+    ["outcome", "reason"],
+)
+PROVIDER_MISMATCHES = Counter(
+    "provider_amount_mismatches_total",
+    "Provider reports whose amount or currency differs from what was asked (kind: charge or refund)",
+    ["kind"],
+)
 SAGA_DURATION = Histogram(
     "payment_saga_duration_seconds",
     "From payment creation to its terminal event",

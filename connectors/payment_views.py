@@ -12,7 +12,9 @@ import asyncpg
 TERMINAL = ("completed", "failed", "refunded", "partially_refunded")
 
 
-def payment_json(row: asyncpg.Record, operations: list[asyncpg.Record] | None = None) -> dict[str, Any]:
+def payment_json(
+    row: asyncpg.Record, operations: list[asyncpg.Record] | None = None, refunds: list[asyncpg.Record] | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": str(row["id"]),
         "user_id": str(row["user_id"]),
@@ -31,7 +33,23 @@ def payment_json(row: asyncpg.Record, operations: list[asyncpg.Record] | None = 
     }
     if operations is not None:
         body["operations"] = [operation_json(op) for op in operations]
+    if refunds is not None:
+        body["refunds"] = [refund_json(refund) for refund in refunds]
     return body
+
+
+def refund_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "amount": row["amount"],
+        "currency": row["currency"],
+        "status": row["status"],
+        "reason": row["reason"],
+        "failure_code": row["failure_code"],
+        "failure_reason": row["failure_reason"],
+        "requested_at": row["created_at"].isoformat(),
+        "decided_at": None if row["decided_at"] is None else row["decided_at"].isoformat(),
+    }
 
 
 def operation_json(row: asyncpg.Record) -> dict[str, Any]:
@@ -60,6 +78,12 @@ async def list_operations(pool: asyncpg.Pool, payment_id: str) -> list[asyncpg.R
     )
 
 
+async def list_refunds(pool: asyncpg.Pool, payment_id: str) -> list[asyncpg.Record]:
+    return list(
+        await pool.fetch("SELECT * FROM payment_refunds WHERE payment_id = $1 ORDER BY created_at, id", payment_id)
+    )
+
+
 async def reserve_refund(
     conn: asyncpg.Connection,
     payment_id: str,
@@ -72,11 +96,13 @@ async def reserve_refund(
 ) -> tuple[str, int]:
     """Inside the caller's transaction: ('ok', amount), ('already_refunded', 0) or ('exceeds', left).
 
-    A per-payment advisory lock serialises concurrent refund requests of one payment.
+    A per-payment advisory lock serialises concurrent refund requests of one payment. A
+    failed refund holds nothing: what it asked for can be refunded again.
     """
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", payment_id)
     reserved = await conn.fetchval(
-        "SELECT COALESCE(sum(amount), 0)::bigint FROM payment_refunds WHERE payment_id = $1", payment_id
+        "SELECT COALESCE(sum(amount), 0)::bigint FROM payment_refunds WHERE payment_id = $1 AND status <> 'failed'",
+        payment_id,
     )
     left = total - reserved
     if left <= 0:

@@ -199,22 +199,70 @@ PAYMENT_VIEWS: dict[str, Apply] = {
 }
 
 
-async def apply_refund_requested(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
-    """The API reserves a refund and publishes it in one transaction; when Kafka took the
-    event but the commit failed, this writes the reservation the API lost."""
+REFUND_STATUS_RANK = {"pending": 0, "failed": 1, "succeeded": 2}
+
+# Any of a refund's events may be projected first (three topics): each one inserts the row
+# or moves it forward, so the row ends the same in any order.
+UPSERT_REFUND = """
+    INSERT INTO payment_refunds (id, payment_id, amount, currency, reason, created_at, status, status_rank,
+                                 failure_code, failure_reason, decided_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+    ON CONFLICT (id) DO UPDATE SET
+        reason = COALESCE(payment_refunds.reason, EXCLUDED.reason),
+        created_at = LEAST(payment_refunds.created_at, EXCLUDED.created_at),
+        status = CASE WHEN EXCLUDED.status_rank > payment_refunds.status_rank THEN EXCLUDED.status
+                 ELSE payment_refunds.status END,
+        failure_code = COALESCE(payment_refunds.failure_code, EXCLUDED.failure_code),
+        failure_reason = COALESCE(payment_refunds.failure_reason, EXCLUDED.failure_reason),
+        decided_at = CASE WHEN EXCLUDED.status_rank > payment_refunds.status_rank THEN EXCLUDED.decided_at
+                     ELSE payment_refunds.decided_at END,
+        status_rank = GREATEST(payment_refunds.status_rank, EXCLUDED.status_rank)"""
+
+
+async def _upsert_refund(
+    conn: asyncpg.Connection,
+    event: dict[str, Any],
+    status: str,
+    reason: str | None = None,
+    failure: tuple[str, str] | None = None,
+) -> None:
+    occurred = ts(event["envelope"]["occurred_at"])
     await conn.execute(
-        """INSERT INTO payment_refunds (id, payment_id, amount, currency, reason, created_at)
-           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING""",
+        UPSERT_REFUND,
         event["refund_id"],
         event["payment_id"],
         event["amount"]["amount"],
         event["amount"]["currency"],
-        event["reason"],
-        ts(event["envelope"]["occurred_at"]),
+        reason,
+        occurred,
+        status,
+        REFUND_STATUS_RANK[status],
+        None if failure is None else failure[0],
+        None if failure is None else failure[1],
+        None if status == "pending" else occurred,
     )
 
 
-REFUND_RESERVATIONS: dict[str, Apply] = {"RefundRequested": apply_refund_requested}
+async def apply_refund_requested(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
+    """The API reserves a refund and publishes it in one transaction; when Kafka took the
+    event but the commit failed, this writes the reservation the API lost."""
+    await _upsert_refund(conn, event, "pending", reason=event["reason"])
+
+
+async def apply_refund_succeeded(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
+    await _upsert_refund(conn, event, "succeeded")
+
+
+async def apply_refund_failed(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
+    """Releases the reservation: the API counts only pending and succeeded refunds."""
+    await _upsert_refund(conn, event, "failed", failure=(event["reason_code"], event["reason"]))
+
+
+REFUND_RESERVATIONS: dict[str, Apply] = {
+    "RefundRequested": apply_refund_requested,
+    "PaymentRefunded": apply_refund_succeeded,
+    "RefundFailed": apply_refund_failed,
+}
 
 # The tables each projection (by name) writes: what `payments rebuild` recreates and compares.
 VIEW_TABLES: dict[str, tuple[str, ...]] = {

@@ -41,6 +41,10 @@ def deadline_operation_id(payment_id: str) -> str:
     return derive_id("payment-deadline", payment_id)
 
 
+def refund_deadline_operation_id(refund_id: str) -> str:
+    return derive_id("refund-deadline", refund_id)
+
+
 def provider_operation_id(provider: str, provider_reference: str) -> str:
     return derive_id("provider-operation", provider, provider_reference)
 
@@ -88,6 +92,8 @@ class PaymentOperationInconsistent:
     reference: str | None
     payment_status: str
     reason: str
+    # What we asked for when the provider reported another figure (amount holds the reported one).
+    expected_amount: Money | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,17 @@ class PaymentRefunded:
     status: str
 
 
-PaymentEvent = PaymentOperationInconsistent | PaymentSucceeded | PaymentFailed | PaymentRefunded
+@dataclass(frozen=True)
+class RefundFailed:
+    meta: EventMeta
+    payment_id: str
+    refund_id: str
+    amount: Money
+    reason_code: str
+    reason: str
+
+
+PaymentEvent = PaymentOperationInconsistent | PaymentSucceeded | PaymentFailed | PaymentRefunded | RefundFailed
 
 
 # ---------------------------------------------------------------- effects (requests to the wallet or provider)
@@ -165,6 +181,9 @@ class ProviderRefund:
     provider: str
     charge_reference: str
     amount: Money
+    # A customer refund has a deadline that decides it when the provider cannot be reached;
+    # a compensation has none, so reaching the provider must be retried.
+    deadline_at: int | None = None
 
 
 Effect = WalletMovement | ProviderCharge | ProviderRefund
@@ -183,6 +202,10 @@ class Refund:
     refunded_total_after: int = 0
     actor_subject: str | None = None
     actor_roles: tuple[str, ...] = ()
+    deadline_at: int | None = None  # provider refunds only: past it with no answer, the refund fails
+    failure_code: str | None = None
+    failure_reason: str | None = None
+    decided_at: int | None = None  # when a refund request was refused (no operation records it)
 
 
 @dataclass(frozen=True)
@@ -219,6 +242,13 @@ class Payment:
     def reserved(self) -> int:
         """Refunded plus refunds still in flight: what can no longer be refunded."""
         return self.refunded + sum(r.amount for r in self.refunds.values() if r.status == "pending")
+
+    def next_deadline(self) -> int | None:
+        """The earliest moment something of this payment waits on the provider until."""
+        due = [r.deadline_at for r in self.refunds.values() if r.status == "pending" and r.deadline_at is not None]
+        if self.status == "processing" and self.deadline_at is not None:
+            due.append(self.deadline_at)
+        return min(due, default=None)
 
 
 def to_dict(payment: Payment) -> dict[str, Any]:
@@ -327,15 +357,7 @@ def _apply(payment: Payment, op: PaymentOperationCompleted) -> tuple[str, Paymen
     """The outcome label of a new operation, and the state it leaves."""
     pid = payment.payment_id
     if op.operation_id == payment.charge_operation_id:
-        if payment.status == "processing":
-            if op.status == "succeeded":
-                return "succeeded", replace(payment, status="completed", charge_reference=op.reference)
-            code = op.failure_code or "charge_failed"
-            return "failed", replace(payment, status="failed", reason_code=code, reason=op.failure_reason or code)
-        if op.status == "succeeded":
-            # Money was taken for a payment that already failed: compensate.
-            return f"inconsistent:{payment.status}", replace(payment, charge_reference=op.reference)
-        return "ignored", payment
+        return _apply_charge(payment, op)
     if op.operation_id == deadline_operation_id(pid):
         if payment.status != "processing":
             return "ignored", payment
@@ -343,20 +365,82 @@ def _apply(payment: Payment, op: PaymentOperationCompleted) -> tuple[str, Paymen
         return "failed", replace(payment, status="failed", reason_code="provider_timeout", reason=reason)
     if op.operation_id == compensation_operation_id(pid):
         return ("compensated" if op.status == "succeeded" else "compensation_failed"), payment
-    refund = next((r for r in payment.refunds.values() if r.operation_id == op.operation_id), None)
-    if refund is not None and refund.status == "pending":
-        if op.status == "failed":
-            refunds = {**payment.refunds, refund.refund_id: replace(refund, status="failed")}
-            return "refund_failed", replace(payment, refunds=refunds)
-        total = payment.refunded + refund.amount
-        done = replace(refund, status="succeeded", refunded_total_after=total)
-        status: Status = "refunded" if total >= payment.amount else "partially_refunded"
-        return "refunded", replace(
-            payment, status=status, refunded=total, refunds={**payment.refunds, refund.refund_id: done}
-        )
+    refund = _refund_of(payment, op.operation_id)
+    if refund is not None:
+        return _apply_refund(payment, refund, op)
     if op.status == "succeeded":
         return f"inconsistent:{payment.status}", payment
     return "ignored", payment
+
+
+def _apply_charge(payment: Payment, op: PaymentOperationCompleted) -> tuple[str, Payment]:
+    if payment.status == "processing":
+        if op.status == "succeeded" and op.amount != payment.money:
+            # Not the charge we asked for: fail the payment and give back what the provider says it took.
+            reason = _mismatch_reason(op.amount, payment.money)
+            failed = replace(
+                payment, status="failed", reason_code="amount_mismatch", reason=reason, charge_reference=op.reference
+            )
+            return "charge_mismatch", failed
+        if op.status == "succeeded":
+            return "succeeded", replace(payment, status="completed", charge_reference=op.reference)
+        code = op.failure_code or "charge_failed"
+        return "failed", replace(payment, status="failed", reason_code=code, reason=op.failure_reason or code)
+    if op.status == "succeeded":
+        # Money was taken for a payment that already failed: compensate.
+        return f"inconsistent:{payment.status}", replace(payment, charge_reference=op.reference)
+    return "ignored", payment
+
+
+def _mismatch_reason(reported: Money, asked: Money) -> str:
+    return (
+        f"the provider reported {reported.amount} {reported.currency} "
+        f"where {asked.amount} {asked.currency} was asked (minor units)"
+    )
+
+
+def _refund_of(payment: Payment, operation_id: str) -> Refund | None:
+    """The refund an operation (the refund itself, or its deadline) belongs to."""
+    for refund in payment.refunds.values():
+        if operation_id in (refund.operation_id, refund_deadline_operation_id(refund.refund_id)):
+            return refund
+    return None
+
+
+def _apply_refund(payment: Payment, refund: Refund, op: PaymentOperationCompleted) -> tuple[str, Payment]:
+    asked = Money(refund.amount, payment.currency)
+    if op.status == "failed" or op.operation_id != refund.operation_id:
+        if refund.status != "pending":
+            return "ignored", payment
+        if op.source == "deadline":
+            reason = "no answer from the provider before the refund's deadline"
+            return "refund_failed", _refund_failed(payment, refund, "provider_timeout", reason)
+        code = op.failure_code or "refund_failed"
+        return "refund_failed", _refund_failed(payment, refund, code, op.failure_reason or code)
+    if op.amount != asked:
+        if refund.status != "pending":
+            return "refund_unreconciled", payment
+        return "refund_mismatch", _refund_failed(payment, refund, "amount_mismatch", _mismatch_reason(op.amount, asked))
+    if refund.status == "pending":
+        return "refunded", _refund_succeeded(payment, refund)
+    # The provider returned the money after we declared the refund failed. The money is
+    # back with the customer, so the books follow it and count the refund now, once;
+    # unless that would refund more than was paid, which is left for an operator.
+    if payment.refunded + refund.amount <= payment.amount:
+        return "refund_reconciled", _refund_succeeded(payment, refund)
+    return "refund_unreconciled", payment
+
+
+def _refund_failed(payment: Payment, refund: Refund, code: str, reason: str) -> Payment:
+    failed = replace(refund, status="failed", failure_code=code, failure_reason=reason)
+    return replace(payment, refunds={**payment.refunds, refund.refund_id: failed})
+
+
+def _refund_succeeded(payment: Payment, refund: Refund) -> Payment:
+    total = payment.refunded + refund.amount
+    done = replace(refund, status="succeeded", refunded_total_after=total)
+    status: Status = "refunded" if total >= payment.amount else "partially_refunded"
+    return replace(payment, status=status, refunded=total, refunds={**payment.refunds, refund.refund_id: done})
 
 
 def _outcome_events(payment: Payment, op: PaymentOperationCompleted, outcome: str, at: int) -> tuple[PaymentEvent, ...]:
@@ -367,43 +451,96 @@ def _outcome_events(payment: Payment, op: PaymentOperationCompleted, outcome: st
         return (PaymentSucceeded(meta, payment.payment_id, payment.user_id, payment.money, payment.method),)
     if outcome == "failed":
         return (_failed(payment, cause, at),)
+    if outcome == "charge_mismatch":
+        return (
+            _failed(payment, cause, at),
+            _inconsistent(payment, op, at, payment.reason or "", payment.money),
+        )
     if outcome.startswith("inconsistent:"):
         status = outcome.split(":", 1)[1]
-        meta = EventMeta(derive_id("PaymentOperationInconsistent", op.operation_id), at, payment.correlation_id, cause)
+        charge = op.operation_id == payment.charge_operation_id
         reason = (
             f"{op.kind} {op.status} from {op.source} arrived for a payment that is {status}"
-            if op.operation_id == payment.charge_operation_id
+            if charge
             else f"operation {op.operation_id} is not one this payment asked for"
         )
-        return (
-            PaymentOperationInconsistent(
-                meta,
-                payment.payment_id,
-                op.operation_id,
-                op.kind,
-                op.status,
-                op.amount,
-                op.source,
-                op.reference,
-                status,
-                reason,
-            ),
-        )
+        return (_inconsistent(payment, op, at, reason, payment.money if charge else None, status),)
+    refund = _refund_of(payment, op.operation_id)
+    if refund is None:
+        return ()
+    asked = Money(refund.amount, payment.currency)
     if outcome == "refunded":
-        refund = next(r for r in payment.refunds.values() if r.operation_id == op.operation_id)
-        meta = EventMeta(derive_id("PaymentRefunded", refund.refund_id), at, payment.correlation_id, cause)
-        status = "refunded" if refund.refunded_total_after >= payment.amount else "partially_refunded"
-        return (
-            PaymentRefunded(
-                meta,
-                payment.payment_id,
-                refund.refund_id,
-                Money(refund.amount, payment.currency),
-                Money(refund.refunded_total_after, payment.currency),
-                status,
-            ),
+        return (_refunded(payment, refund, cause, at),)
+    if outcome == "refund_failed":
+        return (_refund_failed_event(payment, refund, cause, at),)
+    if outcome == "refund_mismatch":
+        reason = f"refund {refund.refund_id}: {refund.failure_reason}"
+        return (_inconsistent(payment, op, at, reason, asked), _refund_failed_event(payment, refund, cause, at))
+    if outcome == "refund_reconciled":
+        reason = (
+            f"refund {refund.refund_id} succeeded after it was declared failed ({refund.failure_code}); counted now"
         )
+        return (_inconsistent(payment, op, at, reason, asked), _refunded(payment, refund, cause, at))
+    if outcome == "refund_unreconciled":
+        reason = (
+            f"refund {refund.refund_id} reported {op.amount.amount} {op.amount.currency} succeeded after it "
+            f"was declared {refund.status}; not counted (it would exceed what was paid or differs from what was "
+            "asked): reconcile by hand"
+        )
+        return (_inconsistent(payment, op, at, reason, asked),)
     return ()
+
+
+def _inconsistent(
+    payment: Payment,
+    op: PaymentOperationCompleted,
+    at: int,
+    reason: str,
+    expected: Money | None,
+    payment_status: str | None = None,
+) -> PaymentOperationInconsistent:
+    meta = EventMeta(
+        derive_id("PaymentOperationInconsistent", op.operation_id), at, payment.correlation_id, op.meta.event_id
+    )
+    return PaymentOperationInconsistent(
+        meta,
+        payment.payment_id,
+        op.operation_id,
+        op.kind,
+        op.status,
+        op.amount,
+        op.source,
+        op.reference,
+        payment_status or payment.status,
+        reason,
+        expected,
+    )
+
+
+def _refunded(payment: Payment, refund: Refund, cause: str, at: int) -> PaymentRefunded:
+    meta = EventMeta(derive_id("PaymentRefunded", refund.refund_id), at, payment.correlation_id, cause)
+    status = "refunded" if refund.refunded_total_after >= payment.amount else "partially_refunded"
+    return PaymentRefunded(
+        meta,
+        payment.payment_id,
+        refund.refund_id,
+        Money(refund.amount, payment.currency),
+        Money(refund.refunded_total_after, payment.currency),
+        status,
+    )
+
+
+def _refund_failed_event(payment: Payment, refund: Refund, cause: str, at: int) -> RefundFailed:
+    # Named after the refund: a redelivery re-emits this very event.
+    meta = EventMeta(derive_id("RefundFailed", refund.refund_id), at, payment.correlation_id, cause)
+    return RefundFailed(
+        meta,
+        payment.payment_id,
+        refund.refund_id,
+        Money(refund.amount, payment.currency),
+        refund.failure_code or "refund_failed",
+        refund.failure_reason or "the refund failed",
+    )
 
 
 def _failed(payment: Payment, cause: str, at: int) -> PaymentFailed:
@@ -446,24 +583,30 @@ def decide_compensation(payment: Payment | None, event: PaymentOperationInconsis
     reference = event.reference or payment.charge_reference
     if reference is None:
         return Decision(None, rejection=("no_reference", "the provider charge has no reference to refund"))
-    return Decision(None, (), (ProviderRefund(op_id, payment.payment_id, payment.provider, reference, payment.money),))
+    # What the provider says it took, which is not always what we asked for (amount_mismatch).
+    return Decision(None, (), (ProviderRefund(op_id, payment.payment_id, payment.provider, reference, event.amount),))
 
 
-def decide_refund(payment: Payment | None, event: RefundRequested) -> Decision:
+def decide_refund(
+    payment: Payment | None, event: RefundRequested, now: int, provider_deadline_ms: int | None = None
+) -> Decision:
+    """A refund request: ask the wallet or the provider, or refuse it with a RefundFailed.
+
+    A provider refund gets a deadline `provider_deadline_ms` from now, like a charge."""
     if payment is None:
-        return Decision(None, rejection=("unknown_payment", f"payment {event.payment_id} not found"))
+        unknown = ("unknown_payment", f"payment {event.payment_id} not found")
+        meta = EventMeta(
+            derive_id("RefundFailed", event.refund_id), event.meta.occurred_at, event.payment_id, event.meta.event_id
+        )
+        failed = RefundFailed(meta, event.payment_id, event.refund_id, event.amount, *unknown)
+        return Decision(None, (failed,), rejection=unknown)
     seen = payment.refunds.get(event.refund_id)
     if seen is not None:
-        return Decision(None, (), (_refund_request(payment, seen),) if seen.status == "pending" else ())
-    if payment.status not in REFUNDABLE:
-        return Decision(None, rejection=("not_refundable", f"payment is {payment.status}"))
-    if event.amount.currency != payment.currency:
-        return Decision(None, rejection=("currency_mismatch", f"payment currency is {payment.currency}"))
-    if event.amount.amount <= 0:
-        return Decision(None, rejection=("invalid_amount", "refund amount must be positive"))
-    if event.amount.amount > payment.amount - payment.reserved():
-        left = payment.amount - payment.reserved()
-        return Decision(None, rejection=("exceeds_refundable", f"only {left} {payment.currency} can be refunded"))
+        if seen.status == "pending":
+            return Decision(None, (), (_refund_request(payment, seen),))
+        if seen.decided_at is not None:  # refused when requested: the same refusal again
+            return Decision(None, (_refund_failed_event(payment, seen, event.meta.event_id, seen.decided_at),))
+        return Decision(None)
     refund = Refund(
         event.refund_id,
         refund_operation_id(event.refund_id),
@@ -472,9 +615,30 @@ def decide_refund(payment: Payment | None, event: RefundRequested) -> Decision:
         event.reason,
         actor_subject=event.meta.actor_subject,
         actor_roles=event.meta.actor_roles,
+        deadline_at=None
+        if payment.method != "external" or provider_deadline_ms is None
+        else now + provider_deadline_ms,
     )
+    refusal = _refund_refusal(payment, event)
+    if refusal is not None:
+        refused = replace(refund, status="failed", failure_code=refusal[0], failure_reason=refusal[1], decided_at=now)
+        state = replace(payment, refunds={**payment.refunds, refund.refund_id: refused})
+        return Decision(state, (_refund_failed_event(state, refused, event.meta.event_id, now),), rejection=refusal)
     state = replace(payment, refunds={**payment.refunds, refund.refund_id: refund})
     return Decision(state, (), (_refund_request(state, refund),))
+
+
+def _refund_refusal(payment: Payment, event: RefundRequested) -> tuple[str, str] | None:
+    if payment.status not in REFUNDABLE:
+        return "not_refundable", f"payment is {payment.status}"
+    if event.amount.currency != payment.currency:
+        return "currency_mismatch", f"payment currency is {payment.currency}"
+    if event.amount.amount <= 0:
+        return "invalid_amount", "refund amount must be positive"
+    left = payment.amount - payment.reserved()
+    if event.amount.amount > left:
+        return "exceeds_refundable", f"only {left} {payment.currency} can be refunded"
+    return None
 
 
 def _refund_request(payment: Payment, refund: Refund) -> Effect:
@@ -482,7 +646,9 @@ def _refund_request(payment: Payment, refund: Refund) -> Effect:
     if payment.method == "wallet":
         assert payment.wallet_id is not None
         # A full refund reverts the debit (the wallet links them); a partial one is a plain income.
-        whole = refund.amount == payment.amount and len(payment.refunds) == 1
+        # Refunds that failed moved nothing, so a full refund after them still reverts the debit.
+        others = [r for r in payment.refunds.values() if r.refund_id != refund.refund_id]
+        whole = refund.amount == payment.amount and all(r.status == "failed" for r in others)
         return WalletMovement(
             refund.operation_id,
             payment.wallet_id,
@@ -495,7 +661,9 @@ def _refund_request(payment: Payment, refund: Refund) -> Effect:
             refund.actor_roles,
         )
     assert payment.provider is not None and payment.charge_reference is not None
-    return ProviderRefund(refund.operation_id, payment.payment_id, payment.provider, payment.charge_reference, money)
+    return ProviderRefund(
+        refund.operation_id, payment.payment_id, payment.provider, payment.charge_reference, money, refund.deadline_at
+    )
 
 
 def overdue(payment: Payment, now: int) -> PaymentOperationCompleted | None:
@@ -505,18 +673,37 @@ def overdue(payment: Payment, now: int) -> PaymentOperationCompleted | None:
     op_id = deadline_operation_id(payment.payment_id)
     if op_id in payment.operations:
         return None
+    reason = "no answer from the provider before the deadline"
+    return _deadline_passed(payment, op_id, "charge", payment.money, now, reason)
+
+
+def overdue_operations(payment: Payment, now: int) -> tuple[PaymentOperationCompleted, ...]:
+    """Every deadline of this payment passed with no answer: its charge's and its refunds'."""
+    charge = overdue(payment, now)
+    refunds = tuple(
+        _deadline_passed(
+            payment,
+            refund_deadline_operation_id(refund.refund_id),
+            "refund",
+            Money(refund.amount, payment.currency),
+            now,
+            "no answer from the provider before the refund's deadline",
+        )
+        for refund in payment.refunds.values()
+        if refund.status == "pending"
+        and refund.deadline_at is not None
+        and now >= refund.deadline_at
+        and refund_deadline_operation_id(refund.refund_id) not in payment.operations
+    )
+    return ((charge,) if charge is not None else ()) + refunds
+
+
+def _deadline_passed(
+    payment: Payment, op_id: str, kind: Literal["charge", "refund"], amount: Money, now: int, reason: str
+) -> PaymentOperationCompleted:
     meta = EventMeta(derive_id("PaymentOperationCompleted", op_id), now, payment.correlation_id, None)
     return PaymentOperationCompleted(
-        meta,
-        payment.payment_id,
-        op_id,
-        "charge",
-        "failed",
-        payment.money,
-        "deadline",
-        None,
-        "provider_timeout",
-        "no answer from the provider before the deadline",
+        meta, payment.payment_id, op_id, kind, "failed", amount, "deadline", None, "provider_timeout", reason
     )
 
 

@@ -42,6 +42,7 @@ from streams.topics import (
     PAYMENT_OPERATION_COMPLETED,
     PAYMENT_OPERATION_INCONSISTENT,
     PAYMENT_REFUND,
+    PAYMENT_REFUND_FAILED,
     PAYMENT_REFUNDED,
     PAYMENT_SUCCESS,
     WALLET_BALANCE_UPDATE,
@@ -49,7 +50,8 @@ from streams.topics import (
     WALLET_MOVEMENT_UPDATES,
 )
 
-TERMINAL = ("PaymentSucceeded", "PaymentFailed", "PaymentRefunded")
+TERMINAL = ("PaymentSucceeded", "PaymentFailed", "PaymentRefunded", "RefundFailed")
+REFUND_OUTCOMES = ("PaymentRefunded", "RefundFailed")
 WALLET_TOPICS = (WALLET_MOVEMENT_REQUIRED.name, WALLET_MOVEMENT_UPDATES.name, WALLET_BALANCE_UPDATE.name)
 PAYMENT_TOPICS = frozenset(t.name for t in ALL_TOPICS if t.key == "payment_id")
 # Causal order of a payment's hops: breaks ties between events stamped in the same millisecond.
@@ -65,9 +67,20 @@ FLOW_ORDER = (
     PAYMENT_SUCCESS.name,
     PAYMENT_FAILED.name,
     PAYMENT_REFUNDED.name,
+    PAYMENT_REFUND_FAILED.name,
     PAYMENT_DLQ.name,
 )
-DETAIL_FIELDS = ("status", "amount", "reason_code", "reason", "movement_id", "wallet_id", "payment_id")
+DETAIL_FIELDS = (
+    "status",
+    "amount",
+    "expected_amount",
+    "reason_code",
+    "reason",
+    "refund_id",
+    "movement_id",
+    "wallet_id",
+    "payment_id",
+)
 REPLAY_HEADER = "dlq-replay"
 
 
@@ -192,8 +205,10 @@ def verdict(entries: Sequence[Entry]) -> tuple[bool, str]:
         return False, "no events found"
     last = entries[-1]
     terminals = [i for i, e in enumerate(entries) if e.event_type in TERMINAL]
-    # A refund request reopens a finished payment until its PaymentRefunded arrives.
-    reopened = terminals and any(e.event_type == "RefundRequested" for e in entries[terminals[-1] + 1 :])
+    # A refund request reopens a finished payment until that refund's outcome arrives.
+    decided = {e.get("refund_id") for e in entries if e.event_type in REFUND_OUTCOMES}
+    open_refunds = [e.get("refund_id") for e in entries if e.event_type == "RefundRequested"]
+    reopened = any(refund_id not in decided for refund_id in open_refunds)
     if terminals and not reopened:
         end = entries[terminals[-1]]
         return True, f"reached terminal {end.event_type} on {end.topic}"
@@ -220,7 +235,7 @@ def details(entry: Entry) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in DETAIL_FIELDS:
         value = event.get(name)
-        if name == "amount" and isinstance(value, dict):
+        if name in ("amount", "expected_amount") and isinstance(value, dict):
             value = f"{value['amount']} {value['currency']}"
         if value is not None:
             out[name] = value

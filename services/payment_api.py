@@ -94,7 +94,10 @@ async def wait_for_payment(
 
 
 async def payment_body(pool: asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any]:
-    return views.payment_json(row, await views.list_operations(pool, str(row["id"])))
+    payment_id = str(row["id"])
+    return views.payment_json(
+        row, await views.list_operations(pool, payment_id), await views.list_refunds(pool, payment_id)
+    )
 
 
 async def create_payment(request: web.Request) -> web.Response:

@@ -32,6 +32,7 @@ from streams.topics import (
     PAYMENT_OPERATION_COMPLETED,
     PAYMENT_OPERATION_INCONSISTENT,
     PAYMENT_REFUND,
+    PAYMENT_REFUND_FAILED,
     PAYMENT_REFUNDED,
     PAYMENT_SUCCESS,
     WALLET_BALANCE_UPDATE,
@@ -51,7 +52,12 @@ PAYMENT_TOPICS = (
 PROJECTIONS = (
     Projection("wallet_views", (WALLET_MOVEMENT_UPDATES.name, WALLET_BALANCE_UPDATE.name), WALLET_VIEWS),
     Projection("payment_views", tuple(t.name for t in PAYMENT_TOPICS), PAYMENT_VIEWS),
-    Projection("refund_reservations", (PAYMENT_REFUND.name,), REFUND_RESERVATIONS),
+    # The request first, then its outcomes (causes first, as above).
+    Projection(
+        "refund_reservations",
+        (PAYMENT_REFUND.name, PAYMENT_REFUNDED.name, PAYMENT_REFUND_FAILED.name),
+        REFUND_RESERVATIONS,
+    ),
 )
 
 

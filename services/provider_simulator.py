@@ -11,6 +11,16 @@ The card token chooses what happens:
     tok_no_answer           no webhook at all
     tok_duplicate_webhooks  the same succeeded event delivered three times
     tok_out_of_order        "succeeded" delivered before the older "pending"
+    tok_wrong_amount        succeeded, but for 100 minor units more than asked (and reported so)
+    tok_wrong_currency      succeeded, but in another currency than asked (and reported so)
+
+These charge succeed, and the token chooses what happens to the charge's first refund
+(later refunds of the same charge succeed), the way a provider's test cards do:
+
+    tok_refund_decline       the refund fails (expired_or_canceled_card); its amount is refundable again
+    tok_refund_no_answer     no webhook for the refund at all
+    tok_refund_late          the refund succeeds after late_delay_s, past its deadline
+    tok_refund_wrong_amount  the refund succeeds for 1 minor unit less than asked (and reported so)
 
 With SIMULATOR_WEBHOOKS=twice_out_of_order (the fault suite) every webhook of every
 charge and refund is delivered twice, each time the final status before the older "pending".
@@ -40,9 +50,22 @@ from services.http import ApiError, error_middleware, health
 log = logging.getLogger("provider_simulator")
 
 CONFIG = web.AppKey("config", Config)
+REFUND_TOKENS = frozenset({"tok_refund_decline", "tok_refund_no_answer", "tok_refund_late", "tok_refund_wrong_amount"})
 TOKENS = frozenset(
-    {"tok_success", "tok_decline", "tok_late_success", "tok_no_answer", "tok_duplicate_webhooks", "tok_out_of_order"}
+    {
+        "tok_success",
+        "tok_decline",
+        "tok_late_success",
+        "tok_no_answer",
+        "tok_duplicate_webhooks",
+        "tok_out_of_order",
+        "tok_wrong_amount",
+        "tok_wrong_currency",
+    }
+    | REFUND_TOKENS
 )
+# Kept by the simulator, never shown: what an object will become and how its refunds behave.
+PRIVATE = frozenset({"final_status", "token", "refunds_made"})
 
 
 class Simulator:
@@ -70,13 +93,15 @@ class Simulator:
         await asyncio.sleep(delay)
         pending = self._event(obj, "pending", int(time.time() * 1000) - 1)
         obj["status"] = obj["final_status"]
+        if obj["object"] == "refund" and obj["status"] == "failed":
+            self.objects[obj["charge"]]["refunded"] -= obj["amount"]  # nothing went back
         final = self._event(obj, obj["status"], int(time.time() * 1000))
         events = {"pending": pending, "final": final}
         for which in deliveries:
             await self._deliver(events[which])
 
     def _event(self, obj: dict[str, Any], status: str, created: int) -> dict[str, Any]:
-        data = {k: v for k, v in obj.items() if k != "final_status"}
+        data = _public(obj)
         data["status"] = status
         return {
             "id": f"evt_{uuid.uuid5(uuid.NAMESPACE_URL, obj['id'] + status).hex}",
@@ -124,7 +149,7 @@ def _idempotent(request: web.Request, sim: Simulator, body: dict[str, Any]) -> t
 
 
 def _public(obj: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in obj.items() if k != "final_status"}
+    return {k: v for k, v in obj.items() if k not in PRIVATE}
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
@@ -149,16 +174,23 @@ async def create_charge(request: web.Request) -> web.Response:
         raise ApiError(402, "invalid_token", f"unknown test token {token!r}", "token")
     if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
         raise ApiError(400, "invalid_amount", "amount must be a positive integer", "amount")
+    currency = body.get("currency")
+    if token == "tok_wrong_amount":
+        amount += 100
+    if token == "tok_wrong_currency":
+        currency = "USD" if currency == "EUR" else "EUR"
     charge: dict[str, Any] = {
         "id": f"ch_{uuid.uuid4().hex}",
         "object": "charge",
         "amount": amount,
-        "currency": body.get("currency"),
+        "currency": currency,
         "status": "pending",
         "failure_reason": "card_declined" if token == "tok_decline" else None,
         "final_status": "failed" if token == "tok_decline" else "succeeded",
         "metadata": body.get("metadata") or {},
         "refunded": 0,
+        "token": token,
+        "refunds_made": 0,
     }
     sim.objects[charge["id"]] = charge
     sim.by_key[key] = (json.dumps(body, sort_keys=True), charge["id"])
@@ -192,7 +224,12 @@ async def create_refund(request: web.Request) -> web.Response:
         or not 0 < amount <= charge["amount"] - charge["refunded"]
     ):
         raise ApiError(400, "invalid_amount", "amount exceeds what is left of the charge", "amount")
+    behaviour = charge["token"] if charge["refunds_made"] == 0 else "tok_success"
+    charge["refunds_made"] += 1
+    if behaviour == "tok_refund_wrong_amount":
+        amount -= 1
     charge["refunded"] += amount
+    declined = behaviour == "tok_refund_decline"
     refund: dict[str, Any] = {
         "id": f"re_{uuid.uuid4().hex}",
         "object": "refund",
@@ -200,13 +237,16 @@ async def create_refund(request: web.Request) -> web.Response:
         "amount": amount,
         "currency": charge["currency"],
         "status": "pending",
-        "failure_reason": None,
-        "final_status": "succeeded",
+        "failure_reason": "expired_or_canceled_card" if declined else None,
+        "final_status": "failed" if declined else "succeeded",
         "metadata": body.get("metadata") or {},
     }
     sim.objects[refund["id"]] = refund
     sim.by_key[key] = (json.dumps(body, sort_keys=True), refund["id"])
-    sim.later(sim.config.provider.webhook_delay_s, refund, ["final"])
+    if behaviour == "tok_refund_late":
+        sim.later(sim.config.provider.late_delay_s, refund, ["final"])
+    elif behaviour != "tok_refund_no_answer":
+        sim.later(sim.config.provider.webhook_delay_s, refund, ["final"])
     return web.json_response(_public(refund))
 
 

@@ -18,7 +18,7 @@ import faust
 
 from connectors.avro import make_codec
 from connectors.config import load_config
-from connectors.metrics import PAYMENTS_TERMINAL, SAGA_DURATION
+from connectors.metrics import PAYMENTS_TERMINAL, PROVIDER_MISMATCHES, REFUNDS_TERMINAL, SAGA_DURATION
 from connectors.provider_client import ProviderClient, ProviderRejected, ProviderUnavailable
 from domain import payment as domain
 from domain.events import EventMeta
@@ -34,6 +34,7 @@ from streams.topics import (
     PAYMENT_OPERATION_COMPLETED,
     PAYMENT_OPERATION_INCONSISTENT,
     PAYMENT_REFUND,
+    PAYMENT_REFUND_FAILED,
     PAYMENT_REFUNDED,
     PAYMENT_SUCCESS,
     PAYMENT_WORKER,
@@ -57,6 +58,7 @@ OUTPUT_TOPIC = {
     "PaymentFailed": PAYMENT_FAILED.name,
     "PaymentOperationInconsistent": PAYMENT_OPERATION_INCONSISTENT.name,
     "PaymentRefunded": PAYMENT_REFUNDED.name,
+    "RefundFailed": PAYMENT_REFUND_FAILED.name,
     "PaymentOperationCompleted": PAYMENT_OPERATION_COMPLETED.name,
 }
 
@@ -79,7 +81,7 @@ SOURCES = (
     PAYMENT_OPERATION_INCONSISTENT,
     PAYMENT_REFUND,
 )
-OUTPUTS = (PAYMENT_SUCCESS, PAYMENT_FAILED, PAYMENT_REFUNDED, WALLET_MOVEMENT_REQUIRED, PAYMENT_DLQ)
+OUTPUTS = (PAYMENT_SUCCESS, PAYMENT_FAILED, PAYMENT_REFUNDED, PAYMENT_REFUND_FAILED, WALLET_MOVEMENT_REQUIRED, PAYMENT_DLQ)
 pipeline = make_pipeline(app, config, codec, send, [*SOURCES, *OUTPUTS, PAYMENTS_CHANGELOG])
 
 
@@ -117,16 +119,43 @@ def observe_terminal(payment: domain.Payment, events: tuple[Any, ...]) -> None:
             SAGA_DURATION.labels(status).observe(max(0, event.meta.occurred_at - payment.created_at) / 1000)
 
 
+def observe_refunds_and_mismatches(events: tuple[Any, ...]) -> None:
+    """Count refund outcomes and provider reports that differ from what was asked; log them by payment."""
+    reconciled = {e.operation_id for e in events if isinstance(e, domain.PaymentOperationInconsistent)}
+    for event in events:
+        if isinstance(event, domain.RefundFailed):
+            log.info("payment %s refund %s failed (%s)", event.payment_id, event.refund_id, event.reason_code)
+            REFUNDS_TERMINAL.labels("failed", event.reason_code).inc()
+        elif isinstance(event, domain.PaymentRefunded):
+            late = domain.refund_operation_id(event.refund_id) in reconciled
+            REFUNDS_TERMINAL.labels("reconciled" if late else "succeeded", "late_success" if late else "").inc()
+        elif isinstance(event, domain.PaymentOperationInconsistent) and event.expected_amount is not None:
+            if event.expected_amount != event.amount:
+                log.warning(
+                    "payment %s: provider reported %s %s for %s %s, asked %s %s",
+                    event.payment_id,
+                    event.amount.amount,
+                    event.amount.currency,
+                    event.kind,
+                    event.operation_id,
+                    event.expected_amount.amount,
+                    event.expected_amount.currency,
+                )
+                PROVIDER_MISMATCHES.labels(event.kind).inc()
+
+
 async def apply(decision: domain.Decision) -> None:
     """Table first, then events, then requests: a crash in between re-emits the same ids on redelivery."""
     if decision.payment is not None:
         raw = domain.to_dict(decision.payment)
         payments[decision.payment.payment_id] = raw
-        deadlines.track(raw)
+        deadlines.track(decision.payment)
         await durable(app)
     await publish(decision.events)
     if decision.payment is not None:
         observe_terminal(decision.payment, decision.events)
+    if decision.payment is not None or decision.rejection is not None:  # decided now, not re-emitted
+        observe_refunds_and_mismatches(decision.events)
     for effect in decision.effects:
         await perform(effect)
 
@@ -169,7 +198,7 @@ async def perform(effect: domain.Effect) -> None:
             )
     except ProviderRejected as exc:
         # A refusal is final: it becomes the operation's failed outcome, like a decline by webhook.
-        kind: Literal["charge", "refund"] = "charge" if isinstance(effect, domain.ProviderCharge) else "refund"
+        kind = effect_kind(effect)
         meta = EventMeta(derive_id("PaymentOperationCompleted", effect.operation_id), now_ms(), effect.payment_id, None)
         failed = domain.PaymentOperationCompleted(
             meta,
@@ -185,12 +214,16 @@ async def perform(effect: domain.Effect) -> None:
         )
         await publish((failed,))
     except ProviderUnavailable as exc:
-        if isinstance(effect, domain.ProviderCharge):
-            # The charge may or may not exist at the provider; the deadline fails the payment,
-            # and a late success is compensated.
-            log.warning("charge %s not confirmed by the provider: %s", effect.operation_id, exc)
+        if isinstance(effect, domain.ProviderCharge) or effect.deadline_at is not None:
+            # The operation may or may not exist at the provider; its deadline fails it, and a
+            # late success is compensated (a charge) or reconciled (a refund).
+            log.warning("%s %s not confirmed by the provider: %s", effect_kind(effect), effect.operation_id, exc)
         else:
             raise
+
+
+def effect_kind(effect: domain.ProviderCharge | domain.ProviderRefund) -> Literal["charge", "refund"]:
+    return "charge" if isinstance(effect, domain.ProviderCharge) else "refund"
 
 
 def expect(event: dict[str, Any], *types: str) -> str:
@@ -265,9 +298,12 @@ async def handle_inconsistent(event: dict[str, Any]) -> None:
 async def handle_refund(event: dict[str, Any]) -> None:
     expect(event, "RefundRequested")
     requested = from_record(domain.RefundRequested, event)
-    decision = domain.decide_refund(load(requested.payment_id), requested)
+    deadline_ms = int(config.provider.deadline_s * 1000)
+    decision = domain.decide_refund(load(requested.payment_id), requested, now_ms(), deadline_ms)
     if decision.rejection is not None:
-        log.warning("refund %s refused: %s", requested.refund_id, decision.rejection[1])
+        log.warning(
+            "refund %s of payment %s refused: %s", requested.refund_id, requested.payment_id, decision.rejection[1]
+        )
     await apply(decision)
 
 
@@ -308,9 +344,10 @@ sent_deadlines: set[str] = set()
 
 
 class DeadlineIndex:
-    """Payments of this worker waiting on the provider, by deadline, so the 1 s sweep looks
-    at those alone instead of the whole table. Rebuilt from the table after a rebalance and
-    every REBUILD_S in case one came and went between two sweeps."""
+    """Payments of this worker waiting on the provider (a charge or a refund), by their
+    earliest deadline, so the 1 s sweep looks at those alone instead of the whole table.
+    Rebuilt from the table after a rebalance and every REBUILD_S in case one came and went
+    between two sweeps."""
 
     REBUILD_S = 30.0
 
@@ -318,18 +355,23 @@ class DeadlineIndex:
         self.due_at: dict[str, int] = {}
         self.built_at = float("-inf")
 
-    def track(self, raw: dict[str, Any]) -> None:
-        if raw["status"] == "processing" and raw["deadline_at"] is not None:
-            self.due_at[raw["payment_id"]] = raw["deadline_at"]
+    def track(self, payment: domain.Payment) -> None:
+        due = payment.next_deadline()
+        if due is not None:
+            self.due_at[payment.payment_id] = due
         else:
-            self.due_at.pop(raw["payment_id"], None)
+            self.due_at.pop(payment.payment_id, None)
 
     def rebuild_if_stale(self, now: float) -> None:
         if now - self.built_at >= self.REBUILD_S:
             self.due_at.clear()
             for _, raw in list(payments.items()):
-                if raw:
-                    self.track(raw)
+                # Decoding every settled payment would stall the loop on a large table: only
+                # those that may still wait on something.
+                if raw and (
+                    raw["status"] == "processing" or any(r["status"] == "pending" for r in raw["refunds"].values())
+                ):
+                    self.track(domain.from_dict(raw))
             self.built_at = now
 
     def overdue(self, now_millis: int) -> list[str]:
@@ -341,22 +383,23 @@ deadlines = DeadlineIndex()
 
 @app.timer(interval=1.0)
 async def enforce_deadlines() -> None:
-    """Fail the payments of this worker's partitions that waited on the provider past their deadline."""
+    """Fail the charges and refunds of this worker's partitions that waited on the provider past their deadline."""
     if app.rebalancing:
         deadlines.built_at = float("-inf")  # partitions move: rebuild from the table afterwards
         return
     deadlines.rebuild_if_stale(time.monotonic())
     now = now_ms()
     for payment_id in deadlines.overdue(now):
-        raw = payments.get(payment_id)
-        if not raw or raw["status"] != "processing" or raw["deadline_at"] is None or raw["deadline_at"] > now:
+        payment = load(payment_id)
+        due = None if payment is None else payment.next_deadline()
+        if payment is None or due is None or due > now:
             deadlines.due_at.pop(payment_id, None)
             continue
-        op = domain.overdue(domain.from_dict(raw), now)
-        if op is not None and op.operation_id not in sent_deadlines:
-            log.info("payment %s passed its deadline; failing it", op.payment_id)
-            await publish((op,))
-            sent_deadlines.add(op.operation_id)
+        for op in domain.overdue_operations(payment, now):
+            if op.operation_id not in sent_deadlines:
+                log.info("payment %s: %s passed its deadline; failing it", op.payment_id, op.kind)
+                await publish((op,))
+                sent_deadlines.add(op.operation_id)
 
 
 add_worker_pages(app, pipeline.processor, pipeline.guard, config.processing.stall_after_s)

@@ -38,6 +38,7 @@ PAYMENT_SUCCESS = TopicSpec("payment.success", key="payment_id")
 PAYMENT_FAILED = TopicSpec("payment.failed", key="payment_id")
 PAYMENT_REFUND = TopicSpec("payment.refund", key="payment_id")
 PAYMENT_REFUNDED = TopicSpec("payment.refunded", key="payment_id")
+PAYMENT_REFUND_FAILED = TopicSpec("payment.refund_failed", key="payment_id")
 WALLET_MOVEMENT_REQUIRED = TopicSpec("wallet.movement_required", key="wallet_id")
 WALLET_MOVEMENT_UPDATES = TopicSpec("wallet.movement_updates", key="wallet_id")
 WALLET_BALANCE_UPDATE = TopicSpec("wallet.balance_update", key="wallet_id")
@@ -58,6 +59,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     PAYMENT_FAILED,
     PAYMENT_REFUND,
     PAYMENT_REFUNDED,
+    PAYMENT_REFUND_FAILED,
     WALLET_MOVEMENT_REQUIRED,
     WALLET_MOVEMENT_UPDATES,
     WALLET_BALANCE_UPDATE,

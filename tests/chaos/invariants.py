@@ -18,7 +18,7 @@ from aiokafka import TopicPartition
 from connectors.avro import SingleObjectCodec
 from connectors.config import Config
 from connectors.log_reader import read_partitions
-from domain.payment import TERMINAL, charge_operation_id, compensation_operation_id
+from domain.payment import TERMINAL, charge_operation_id, compensation_operation_id, refund_operation_id
 from streams import topics
 
 Event = dict[str, Any]
@@ -31,6 +31,7 @@ LOG_TOPICS = (
     topics.PAYMENT_FAILED,
     topics.PAYMENT_REFUND,
     topics.PAYMENT_REFUNDED,
+    topics.PAYMENT_REFUND_FAILED,
     topics.PAYMENT_OPERATION_COMPLETED,
     topics.PAYMENT_OPERATION_INCONSISTENT,
 )
@@ -48,6 +49,7 @@ class LogState:
     failed: dict[str, Event] = field(default_factory=dict)
     refund_requests: dict[str, dict[str, Event]] = field(default_factory=lambda: defaultdict(dict))
     refunded: dict[str, dict[str, Event]] = field(default_factory=lambda: defaultdict(dict))  # payment -> refund
+    refund_failed: dict[str, dict[str, Event]] = field(default_factory=lambda: defaultdict(dict))  # payment -> refund
     operations: dict[str, Event] = field(default_factory=dict)  # operation id -> first completion
     inconsistent: set[str] = field(default_factory=set)  # operation ids
     dead_letters: list[Event] = field(default_factory=list)
@@ -71,6 +73,8 @@ class LogState:
             self.refund_requests[event["payment_id"]].setdefault(event["refund_id"], event)
         elif kind == "PaymentRefunded":
             self.refunded[event["payment_id"]].setdefault(event["refund_id"], event)
+        elif kind == "RefundFailed":
+            self.refund_failed[event["payment_id"]].setdefault(event["refund_id"], event)
         elif kind == "PaymentOperationCompleted":
             self._first(self.operations, event["operation_id"], event, ("status",))
         elif kind == "PaymentOperationInconsistent":
@@ -96,6 +100,19 @@ class LogState:
         if payment_id in self.failed:
             return "failed"
         return "processing"
+
+    def refund_status(self, payment_id: str, refund_id: str) -> str:
+        """A late success reconciled after a failure counts: succeeded wins over failed."""
+        if refund_id in self.refunded.get(payment_id, {}):
+            return "succeeded"
+        return "failed" if refund_id in self.refund_failed.get(payment_id, {}) else "pending"
+
+    def refund_ids(self, payment_id: str) -> set[str]:
+        return (
+            set(self.refund_requests.get(payment_id, {}))
+            | set(self.refunded.get(payment_id, {}))
+            | set(self.refund_failed.get(payment_id, {}))
+        )
 
 
 async def read_log(config: Config, dlq_from: dict[int, int] | None = None) -> LogState:
@@ -206,19 +223,10 @@ def log_payments_settled(log: LogState, payment_ids: Iterable[str]) -> list[str]
             continue
         if pid in log.succeeded and pid in log.failed:
             bad.append(f"payment {pid} both succeeded and failed")
-        missing = set(log.refund_requests.get(pid, {})) - set(log.refunded.get(pid, {}))
-        if missing:
-            bad.append(f"payment {pid}: refund(s) {sorted(missing)} requested but never refunded")
         refunded = log.refunded_total(pid)
         good_ops = {op["operation_id"]: op for op in ops[pid] if op["status"] == "succeeded"}
         compensated = compensation_operation_id(pid) in good_ops
-        refund_ops = sum(
-            op["amount"]["amount"]
-            for oid, op in good_ops.items()
-            if op["kind"] == "refund" and oid != compensation_operation_id(pid)
-        )
-        if refund_ops != refunded:
-            bad.append(f"payment {pid}: refund operations sum to {refund_ops}, refunded total {refunded}")
+        bad += log_refunds_settled(log, pid, good_ops)
         charged = charge_operation_id(pid, created["method"]) in good_ops
         if pid in log.succeeded and not charged:
             bad.append(f"payment {pid} completed without a succeeded charge operation")
@@ -236,6 +244,32 @@ def log_payments_settled(log: LogState, payment_ids: Iterable[str]) -> list[str]
     return bad
 
 
+def log_refunds_settled(log: LogState, pid: str, good_ops: dict[str, Event]) -> list[str]:
+    """Every refund reached an outcome; the refunded total is the sum of the succeeded refunds,
+    each backed by a succeeded refund operation of its amount; a refund both failed and
+    refunded is a late success reconciled (flagged inconsistent); a refund operation that
+    returned money without being counted is flagged for an operator."""
+    bad = []
+    pending = [r for r in log.refund_ids(pid) if log.refund_status(pid, r) == "pending"]
+    if pending:
+        bad.append(f"payment {pid}: refund(s) {sorted(pending)} requested but never succeeded or failed")
+    succeeded = log.refunded.get(pid, {})
+    total = sum(e["amount"]["amount"] for e in succeeded.values())
+    if total != log.refunded_total(pid):
+        bad.append(f"payment {pid}: succeeded refunds sum to {total}, refunded total {log.refunded_total(pid)}")
+    for refund_id, event in succeeded.items():
+        op = good_ops.get(refund_operation_id(refund_id))
+        if op is None or op["amount"] != event["amount"]:
+            bad.append(f"payment {pid}: refund {refund_id} refunded {event['amount']} but its operation says {op}")
+        if refund_id in log.refund_failed.get(pid, {}) and refund_operation_id(refund_id) not in log.inconsistent:
+            bad.append(f"payment {pid}: refund {refund_id} both failed and refunded, never flagged as reconciled")
+    counted = {refund_operation_id(r) for r in succeeded} | {compensation_operation_id(pid)}
+    for oid, op in good_ops.items():
+        if op["kind"] == "refund" and oid not in counted and oid not in log.inconsistent:
+            bad.append(f"payment {pid}: refund operation {oid} returned {op['amount']}, neither counted nor flagged")
+    return bad
+
+
 def provider_agrees(log: LogState, objects: dict[str, list[dict[str, Any]]]) -> list[str]:
     """External payments against the provider's own objects (by payment id)."""
     bad = []
@@ -250,6 +284,17 @@ def provider_agrees(log: LogState, objects: dict[str, list[dict[str, Any]]]) -> 
         kept = log.created[pid]["amount"]["amount"] - log.refunded_total(pid) if pid in log.succeeded else 0
         if taken != kept:
             bad.append(f"payment {pid} is {log.status(pid)}: provider holds {taken}, expected {kept}")
+        # The provider's refunds (compensations aside) are exactly the refunds we counted.
+        theirs = {
+            o["metadata"].get("operation_id"): o["amount"]
+            for o in objs
+            if o["object"] == "refund"
+            and o["status"] == "succeeded"
+            and o["metadata"].get("operation_id") != compensation_operation_id(pid)
+        }
+        ours = {refund_operation_id(r): e["amount"]["amount"] for r, e in log.refunded.get(pid, {}).items()}
+        if theirs != ours:
+            bad.append(f"payment {pid}: provider refunds {theirs} != refunds counted on the log {ours}")
     return bad
 
 
@@ -318,10 +363,21 @@ async def pg_payments_settled(conn: asyncpg.Connection, payment_ids: list[str]) 
                   (SELECT COALESCE(sum(CASE WHEN m.type = 'income' THEN m.amount ELSE -m.amount END), 0)::bigint
                    FROM wallet_movements m WHERE m.payment_id = p.id AND m.status = 'applied') AS net,
                   (SELECT COALESCE(sum(r.amount), 0)::bigint FROM payment_refunds r
-                   WHERE r.payment_id = p.id) AS reserved
+                   WHERE r.payment_id = p.id AND r.status <> 'failed') AS reserved,
+                  (SELECT COALESCE(sum(r.amount), 0)::bigint FROM payment_refunds r
+                   WHERE r.payment_id = p.id AND r.status = 'succeeded') AS succeeded,
+                  (SELECT count(*) FROM payment_refunds r
+                   WHERE r.payment_id = p.id AND r.status = 'pending') AS pending
            FROM payments p WHERE p.id = ANY($1::uuid[])""",
         payment_ids,
     )
+    refund_rows = await conn.fetch(
+        "SELECT id, payment_id FROM payment_refunds WHERE payment_id = ANY($1::uuid[]) AND status = 'succeeded'",
+        payment_ids,
+    )
+    counted: dict[str, set[str]] = defaultdict(set)
+    for refund in refund_rows:
+        counted[str(refund["payment_id"])].add(refund_operation_id(str(refund["id"])))
     ops = await conn.fetch(
         "SELECT id, payment_id, kind, status, amount FROM payment_operations WHERE payment_id = ANY($1::uuid[])",
         payment_ids,
@@ -336,14 +392,17 @@ async def pg_payments_settled(conn: asyncpg.Connection, payment_ids: list[str]) 
         if status not in TERMINAL:
             bad.append(f"pg payment {pid} ({r['method']}) not terminal: {status}")
             continue
-        if r["reserved"] != r["refunded_amount"]:
-            bad.append(f"pg payment {pid}: refunds reserved {r['reserved']}, refunded {r['refunded_amount']}")
+        if r["pending"]:
+            bad.append(f"pg payment {pid}: {r['pending']} refund reservation(s) still pending")
+        if r["reserved"] != r["refunded_amount"] or r["succeeded"] != r["refunded_amount"]:
+            bad.append(
+                f"pg payment {pid}: refunds reserved {r['reserved']}, succeeded {r['succeeded']}, "
+                f"refunded {r['refunded_amount']}"
+            )
         mine = good[pid]
         charged = charge_operation_id(pid, r["method"]) in mine
         compensated = compensation_operation_id(pid) in mine
-        refund_ops = sum(
-            o["amount"] for oid, o in mine.items() if o["kind"] == "refund" and oid != compensation_operation_id(pid)
-        )
+        refund_ops = sum(o["amount"] for oid, o in mine.items() if oid in counted[pid])
         if refund_ops != r["refunded_amount"]:
             bad.append(f"pg payment {pid}: refund operations {refund_ops}, refunded_amount {r['refunded_amount']}")
         if (status != "failed") != charged and not (status == "failed" and compensated):
@@ -360,7 +419,7 @@ def _norm(value: Any) -> Any:
 
 
 async def views_match_log(conn: asyncpg.Connection, log: LogState) -> list[str]:
-    """The four view tables against a rebuild computed here from the log, row by row."""
+    """The five view tables against a rebuild computed here from the log, row by row."""
     expected: dict[str, dict[str, tuple[Any, ...]]] = {
         "wallets": {
             w: (last["user_id"], last["balance"]["currency"], last["balance"]["amount"], v, last["movement_id"])
@@ -394,6 +453,14 @@ async def views_match_log(conn: asyncpg.Connection, log: LogState) -> list[str]:
             for pid in set(log.created) | set(log.succeeded) | set(log.failed)
             for e in [log.created.get(pid) or log.succeeded.get(pid) or log.failed[pid]]
         },
+        "payment_refunds": {
+            rid: (pid, event["amount"]["amount"], log.refund_status(pid, rid))
+            for pid in set(log.refund_requests) | set(log.refunded) | set(log.refund_failed)
+            for rid in log.refund_ids(pid)
+            for event in [
+                log.refund_requests[pid].get(rid) or log.refunded[pid].get(rid) or log.refund_failed[pid][rid]
+            ]
+        },
         "payment_operations": {
             oid: (
                 op["payment_id"],
@@ -413,6 +480,7 @@ async def views_match_log(conn: asyncpg.Connection, log: LogState) -> list[str]:
         "payments": "SELECT id, method, amount, status, refunded_amount, reason_code FROM payments",
         "payment_operations": "SELECT id, payment_id, kind, status, amount, source, inconsistent "
         "FROM payment_operations",
+        "payment_refunds": "SELECT id, payment_id, amount, status FROM payment_refunds",
     }
     bad = []
     for table, query in queries.items():

@@ -269,7 +269,16 @@ SCENARIOS: tuple[Scenario, ...] = (
         "webhooks-twice-out-of-order",
         no_fault,
         slow=False,
-        tokens=("tok_success", "tok_decline", "tok_duplicate_webhooks", "tok_out_of_order", "tok_late_success"),
+        tokens=(
+            "tok_success",
+            "tok_decline",
+            "tok_duplicate_webhooks",
+            "tok_out_of_order",
+            "tok_late_success",
+            # refunds declined, and refunds that succeed after their deadline (reconciled)
+            "tok_refund_decline",
+            "tok_refund_late",
+        ),
         simulator_env={"SIMULATOR_WEBHOOKS": "twice_out_of_order"},
     ),
     Scenario("payment-worker-sigkill", kill("payment-worker")),
@@ -330,8 +339,10 @@ async def check(
     results = {
         "log: balance = applied movements, never < 0": inv.log_wallets_balanced(log),
         "log: money conserved": inv.log_money_conserved(log, wallet_ids),
-        "log: payments terminal, agree with movements/operations": inv.log_payments_settled(log, load.payment_ids),
-        "provider: objects agree with payments": inv.provider_agrees(
+        "log: payments terminal, agree with movements/operations, every refund decided and counted once": (
+            inv.log_payments_settled(log, load.payment_ids)
+        ),
+        "provider: objects (charges and refunds) agree with payments": inv.provider_agrees(
             log, await provider_objects(config, http, external)
         ),
         "log: DLQ holds only injected poison": inv.dead_letters_only(log, poison),
@@ -341,7 +352,9 @@ async def check(
         ids = sorted(load.payment_ids)
         results["pg: balance = applied movements, never < 0"] = await inv.pg_wallets_balanced(conn, wallet_ids)
         results["pg: money conserved"] = await inv.pg_money_conserved(conn, wallet_ids)
-        results["pg: payments terminal, agree with movements/operations"] = await inv.pg_payments_settled(conn, ids)
+        results["pg: payments terminal, no refund reservation outlives its outcome"] = await inv.pg_payments_settled(
+            conn, ids
+        )
         results["pg: views = rebuild from log"] = await inv.views_match_log(conn, log)
     finally:
         await conn.close()

@@ -55,7 +55,7 @@ def codec() -> SingleObjectCodec:
 def test_catalog_holds_every_event() -> None:
     assert set(EVENT_TYPES) == {
         "PaymentCreated", "PaymentOperationCompleted", "PaymentOperationInconsistent",
-        "PaymentSucceeded", "PaymentFailed", "RefundRequested", "PaymentRefunded",
+        "PaymentSucceeded", "PaymentFailed", "RefundRequested", "PaymentRefunded", "RefundFailed",
         "MovementRequired", "WalletOpenRequested", "MovementUpdated", "WalletOpened",
         "BalanceUpdated", "ProviderUpdate", "DeadLetter",
     }  # fmt: skip

@@ -28,6 +28,7 @@ TOPICS = {
     "PaymentFailed": "payment.failed",
     "RefundRequested": "payment.refund",
     "PaymentRefunded": "payment.refunded",
+    "RefundFailed": "payment.refund_failed",
     "MovementRequired": "wallet.movement_required",
     "WalletOpenRequested": "wallet.movement_required",
     "MovementUpdated": "wallet.movement_updates",
