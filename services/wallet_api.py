@@ -20,7 +20,7 @@ from connectors.config import Config, load_config
 from connectors.logs import setup_logging
 from domain.access import Action
 from domain.ids import derive_id
-from domain.wallet import OPPOSITE, revert_movement_id
+from domain.wallet import OPPOSITE, PAYMENT_MOVEMENT, revert_movement_id
 from services.http import (
     CONFIG,
     OUTCOMES,
@@ -50,6 +50,7 @@ REJECTION_STATUS = {
     "wallet_not_found": 404,
     "movement_not_found": 404,
     "already_reverted": 409,
+    PAYMENT_MOVEMENT: 409,
     "movement_not_applied": 409,
     "not_revertible": 409,
     "idempotency_conflict": 409,
