@@ -25,12 +25,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from connectors import localinfra
 from connectors.auth import issue_token
 from connectors.config import Config
-from domain.ids import derive_id
+from domain.ids import keyed_id
 from services.devctl import Process, Supervisor, processes
 from streams import topics
 from tests.chaos import invariants as inv
 
 CURRENCY = "USD"
+LOAD_SUBJECT = "chaos-load"
 OPENING = 20_000
 
 
@@ -71,7 +72,7 @@ class Load:
     credential: str = ""
 
     def __post_init__(self) -> None:
-        self.credential = self.credential or issue_token(self.config.auth, "chaos-load", ["admin"])
+        self.credential = self.credential or issue_token(self.config.auth, LOAD_SUBJECT, ["admin"])
 
     async def call(self, port: int, path: str, body: dict[str, Any], key: str) -> tuple[int, Any]:
         try:
@@ -104,7 +105,8 @@ class Load:
 
     async def pay(self) -> None:
         key = str(uuid.uuid4())
-        payment_id = derive_id("payment", key)  # what the API names it: known even if the call fails
+        # What the API names it (the key is the load's own, first generation): known even if the call fails.
+        payment_id = keyed_id("payment", LOAD_SUBJECT, key, 1)
         self.payment_ids.add(payment_id)
         amount = self.rng.randrange(500, 6_000, 100)
         if self.rng.random() < 0.5:
