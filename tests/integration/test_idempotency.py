@@ -100,9 +100,7 @@ WINDOW_S = 1.5
 
 
 @pytest.fixture
-def short_key_wallet_api(
-    wallet_system: Config, supervisor: Supervisor, http: aiohttp.ClientSession
-) -> Iterator[Api]:
+def short_key_wallet_api(wallet_system: Config, supervisor: Supervisor, http: aiohttp.ClientSession) -> Iterator[Api]:
     """A second wallet API whose keys expire after WINDOW_S, beside the ordinary one."""
     port = wallet_system.wallet_api.port + 1000
     process = Process("wallet-api-short-keys", "services.wallet_api", (), port, "wallet API, keys expire fast")
