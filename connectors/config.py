@@ -53,6 +53,7 @@ class ApiConfig:
     host: str
     port: int
     outcome_timeout_s: float
+    idempotency_window_s: float  # how long an Idempotency-Key is remembered; after it a key starts afresh
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,15 @@ class ProjectorConfig:
 
 
 @dataclass(frozen=True)
+class AuditorConfig:
+    """The money auditor: when it judges a payment from the log."""
+
+    port: int
+    quiet_s: float  # a terminal payment with nothing in flight is judged after this long without news
+    grace_s: float  # any payment is judged after this long without news, in flight or not
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     """Who may call the APIs: JWT keys by kid (several active, so keys rotate) and hashed API keys."""
 
@@ -146,6 +156,7 @@ class Config:
     payment_worker: WorkerConfig
     processing: ProcessingConfig
     projector: ProjectorConfig
+    auditor: AuditorConfig
     provider: ProviderConfig
     auth: AuthConfig
     gateway: GatewayConfig

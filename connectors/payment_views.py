@@ -1,10 +1,9 @@
-"""Queries on the payment read views, plus the two tables the payment API writes
-itself: refund reservations and idempotency keys."""
+"""Queries on the payment read views, plus the table the payment API writes itself:
+refund reservations (idempotency keys are connectors.idempotency_keys)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 import asyncpg
@@ -121,33 +120,3 @@ async def reserve_refund(
         requested_at,
     )
     return "ok", wanted
-
-
-async def claim_key(pool: asyncpg.Pool, endpoint: str, key: str, request_hash: str) -> asyncpg.Record | None:
-    """None when this request claimed the key; else the row of whoever claimed it first."""
-    claimed = await pool.fetchval(
-        "INSERT INTO idempotency_keys (endpoint, key, request_hash) VALUES ($1, $2, $3) "
-        "ON CONFLICT DO NOTHING RETURNING 1",
-        endpoint,
-        key,
-        request_hash,
-    )
-    if claimed:
-        return None
-    return await pool.fetchrow("SELECT * FROM idempotency_keys WHERE endpoint = $1 AND key = $2", endpoint, key)
-
-
-async def store_response(pool: asyncpg.Pool, endpoint: str, key: str, status: int, body: Any) -> None:
-    await pool.execute(
-        "UPDATE idempotency_keys SET status_code = $3, response = $4::jsonb WHERE endpoint = $1 AND key = $2",
-        endpoint,
-        key,
-        status,
-        json.dumps(body),
-    )
-
-
-async def release_key(pool: asyncpg.Pool, endpoint: str, key: str) -> None:
-    await pool.execute(
-        "DELETE FROM idempotency_keys WHERE endpoint = $1 AND key = $2 AND status_code IS NULL", endpoint, key
-    )

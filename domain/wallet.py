@@ -20,6 +20,8 @@ from domain.money import Money
 
 MovementType = Literal["income", "expense"]
 OPPOSITE: dict[str, MovementType] = {"income": "expense", "expense": "income"}
+# A manual revert of a movement that a payment's saga made (its debit, refunds, compensation).
+PAYMENT_MOVEMENT = "payment_movement"
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,13 @@ def _rejection(wallet: Wallet | None, lookup: MovementLookup, command: RequireMo
         original = lookup(command.reverts_movement_id)
         if original is None or original.wallet_id != wallet.wallet_id:
             return "movement_not_found", f"movement {command.reverts_movement_id} not found in this wallet"
+        if original.payment_id is not None and command.payment_id != original.payment_id:
+            # The payment would never hear of a manual revert, so its refunds could pay the
+            # same money back a second time: only the payment's own saga moves it back.
+            return PAYMENT_MOVEMENT, (
+                f"movement {original.movement_id} belongs to payment {original.payment_id}; "
+                f"refund the payment instead (POST /api/v1/payments/{original.payment_id}/refund)"
+            )
         if original.status != "applied":
             return "movement_not_applied", "only an applied movement can be reverted"
         if original.reverted_by is not None:

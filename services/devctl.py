@@ -79,6 +79,13 @@ def processes(config: Config) -> list[Process]:
             "external payment provider (simulated), signed webhooks",
         ),
         Process("gateway", "services.gateway", (), config.gateway.port, "API gateway: auth, rate limits, request ids"),
+        Process(
+            "auditor",
+            "services.auditor",
+            (),
+            config.auditor.port,
+            "money auditor: invariants checked from the log; violations on /",
+        ),
     ]
 
 

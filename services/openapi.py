@@ -81,6 +81,8 @@ def _operation(op: Operation) -> dict[str, Any]:
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
+                "description": "yours alone; the same key with another request is 409 idempotency_conflict, "
+                "a retry of the same request replays its answer; expires after the configured window",
                 "schema": {"type": "string", "minLength": 1, "maxLength": 255},
             }
         )

@@ -9,7 +9,6 @@ worker. Reads come from the PostgreSQL views, optionally waiting for a terminal 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -40,7 +39,6 @@ from services.http import (
     authorize,
     check,
     command_resources,
-    idempotency_key,
     path_uuid,
     read_body,
     read_query,
@@ -48,6 +46,7 @@ from services.http import (
     serve,
     service_app,
 )
+from services.idempotency import Answer, Keyed, respond
 from services.openapi import Operation, document
 from streams.envelope import actor_fields, command_record, now_ms, to_record
 from streams.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_CREATED, PAYMENT_FAILED, PAYMENT_REFUND, PAYMENT_SUCCESS
@@ -102,46 +101,22 @@ async def payment_body(pool: asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any
 
 async def create_payment(request: web.Request) -> web.Response:
     caller = require(request, Action.CREATE_PAYMENT)
-    key = idempotency_key(request)
     body = await read_body(request, PAYMENT_BODY)
     if not caller.privileged and body["user_id"] != caller.subject:
         raise ApiError(403, "forbidden", "a user pays only as themselves", "user_id")
     pool = request.app[POOL]
-    if key is None:
-        status, response = await _create(request, caller, body, str(uuid.uuid4()))
-        return web.json_response(response, status=status)
-    request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-    first = await views.claim_key(pool, "create_payment", key, request_hash)
-    if first is not None:
-        return await _replay(request, key, request_hash, first)
-    try:
+
+    async def run(keyed: Keyed | None) -> Answer:
         # The key names the payment: a retry after a crash publishes the same payment again,
         # which the worker applies once.
-        status, response = await _create(request, caller, body, derive_id("payment", key))
-    except BaseException:
-        await views.release_key(pool, "create_payment", key)
-        raise
-    await views.store_response(pool, "create_payment", key, status, response)
-    return web.json_response(response, status=status)
+        return await _create(request, caller, body, keyed.id("payment") if keyed else str(uuid.uuid4()))
 
+    async def current(answer: Answer) -> Answer:
+        status, sent = answer
+        row = await views.get_payment(pool, sent["id"])
+        return answer if row is None else (status, await payment_body(pool, row))
 
-async def _replay(request: web.Request, key: str, request_hash: str, first: asyncpg.Record) -> web.Response:
-    if first["request_hash"] != request_hash:
-        raise ApiError(
-            409, "idempotency_conflict", "this Idempotency-Key was used with a different body", "Idempotency-Key"
-        )
-    deadline = time.monotonic() + request.app[CONFIG].payment_api.outcome_timeout_s
-    while first["status_code"] is None:  # the first request is still running
-        if time.monotonic() >= deadline:
-            raise ApiError(409, "request_in_progress", "a request with this Idempotency-Key is still running")
-        await asyncio.sleep(POLL_S)
-        row = await request.app[POOL].fetchrow(
-            "SELECT * FROM idempotency_keys WHERE endpoint = 'create_payment' AND key = $1", key
-        )
-        if row is None:  # the first request failed and released the key
-            raise ApiError(409, "request_in_progress", "retry: the first request with this key failed")
-        first = row
-    return web.json_response(json.loads(first["response"]), status=first["status_code"])
+    return await respond(request, request.app[CONFIG].payment_api, caller, body, run, current)
 
 
 async def _create(
@@ -232,8 +207,29 @@ async def get_payment(request: web.Request) -> web.Response:
 async def refund_payment(request: web.Request) -> web.Response:
     caller = require(request, Action.REFUND_PAYMENT)
     payment_id = path_uuid(request, "payment_id")
-    key = idempotency_key(request)
     body = await read_body(request, REFUND_BODY)
+    pool = request.app[POOL]
+
+    async def run(keyed: Keyed | None) -> Answer:
+        return await _refund(request, caller, payment_id, body, keyed.id("refund", payment_id) if keyed else None)
+
+    async def current(answer: Answer) -> Answer:
+        status, sent = answer
+        operation = await pool.fetchrow(
+            "SELECT status FROM payment_operations WHERE id = $1", domain.refund_operation_id(sent["refund_id"])
+        )
+        return status, {**sent, "status": REFUND_STATUS.get(operation["status"] if operation else "", "pending")}
+
+    return await respond(request, request.app[CONFIG].payment_api, caller, body, run, current)
+
+
+# A refund's operation status, as the refund's status.
+REFUND_STATUS = {"succeeded": "succeeded", "failed": "failed"}
+
+
+async def _refund(
+    request: web.Request, caller: Principal, payment_id: str, body: dict[str, Any], refund_id: str | None
+) -> Answer:
     pool = request.app[POOL]
     row = await views.get_payment(pool, payment_id)
     if row is None:
@@ -242,11 +238,11 @@ async def refund_payment(request: web.Request) -> web.Response:
         raise ApiError(409, "already_refunded", "the payment was already refunded")
     if row["status"] not in domain.REFUNDABLE:
         raise ApiError(409, "not_refundable", f"only a completed payment can be refunded; it is {row['status']}")
-    refund_id = derive_id("refund", payment_id, key) if key else str(uuid.uuid4())
+    refund_id = refund_id or str(uuid.uuid4())
     requested_at = now_ms()
     async with pool.acquire() as conn, conn.transaction():
         existing = await conn.fetchrow("SELECT * FROM payment_refunds WHERE id = $1", refund_id)
-        if existing is not None:  # a retry with the same Idempotency-Key
+        if existing is not None:  # the same key ran before and failed after reserving: same refund
             return _refund_accepted(payment_id, refund_id, existing["amount"], row["currency"])
         outcome, amount = await views.reserve_refund(
             conn,
@@ -276,18 +272,15 @@ async def refund_payment(request: web.Request) -> web.Response:
     return _refund_accepted(payment_id, refund_id, amount, row["currency"])
 
 
-def _refund_accepted(payment_id: str, refund_id: str, amount: int, currency: str) -> web.Response:
-    return web.json_response(
-        {
-            "refund_id": refund_id,
-            "payment_id": payment_id,
-            "amount": amount,
-            "currency": currency,
-            "status": "pending",
-            "status_url": f"/api/v1/payments/{payment_id}",
-        },
-        status=202,
-    )
+def _refund_accepted(payment_id: str, refund_id: str, amount: int, currency: str) -> Answer:
+    return 202, {
+        "refund_id": refund_id,
+        "payment_id": payment_id,
+        "amount": amount,
+        "currency": currency,
+        "status": "pending",
+        "status_url": f"/api/v1/payments/{payment_id}",
+    }
 
 
 async def provider_webhook(request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ wallet worker's outcome; reads come from the PostgreSQL views.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import uuid
 from typing import Any
@@ -18,9 +19,8 @@ from aiohttp import web
 from connectors import wallet_views as views
 from connectors.config import Config, load_config
 from connectors.logs import setup_logging
-from domain.access import Action
-from domain.ids import derive_id
-from domain.wallet import OPPOSITE, revert_movement_id
+from domain.access import Action, Principal
+from domain.wallet import OPPOSITE, PAYMENT_MOVEMENT, revert_movement_id
 from services.http import (
     CONFIG,
     OUTCOMES,
@@ -30,7 +30,6 @@ from services.http import (
     Field,
     authorize,
     command_resources,
-    idempotency_key,
     path_uuid,
     read_body,
     read_query,
@@ -38,6 +37,7 @@ from services.http import (
     serve,
     service_app,
 )
+from services.idempotency import Answer, Keyed, Refresh, Run, error_answer, respond
 from services.openapi import Operation, document
 from streams.envelope import command_record, new_meta
 from streams.topics import WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
@@ -50,6 +50,7 @@ REJECTION_STATUS = {
     "wallet_not_found": 404,
     "movement_not_found": 404,
     "already_reverted": 409,
+    PAYMENT_MOVEMENT: 409,
     "movement_not_applied": 409,
     "not_revertible": 409,
     "idempotency_conflict": 409,
@@ -111,93 +112,129 @@ async def publish_and_wait(
     return await outcomes.wait(key, future, request.app[CONFIG].wallet_api.outcome_timeout_s)
 
 
-def movement_response(request: web.Request, movement_id: str, outcome: dict[str, Any] | None) -> web.Response:
+def rejected(code: str | None, reason: str | None) -> ApiError:
+    code = code or "rejected"
+    return ApiError(REJECTION_STATUS.get(code, 422), code, reason or code)
+
+
+def movement_answer(movement_id: str, outcome: dict[str, Any] | None) -> Answer:
     if outcome is None:
-        return web.json_response(
-            {"id": movement_id, "status": "pending", "status_url": f"/api/v1/movement/{movement_id}"},
-            status=202,
-            headers={"Location": f"/api/v1/movement/{movement_id}"},
-        )
+        return 202, {"id": movement_id, "status": "pending", "status_url": f"/api/v1/movement/{movement_id}"}
     if outcome["status"] == "rejected":
-        code = outcome["reason_code"] or "rejected"
-        raise ApiError(REJECTION_STATUS.get(code, 422), code, outcome["reason"] or code)
-    return web.json_response(movement_from_event(outcome), status=201)
+        raise rejected(outcome["reason_code"], outcome["reason"])
+    return 201, movement_from_event(outcome)
+
+
+def current_movement(request: web.Request) -> Refresh:
+    """A replayed 'pending' answers with the outcome the movement has by now."""
+
+    async def refresh(answer: Answer) -> Answer:
+        status, body = answer
+        row = await views.get_movement(request.app[POOL], body["id"]) if status == 202 else None
+        if row is None:
+            return answer
+        if row["status"] == "rejected":
+            return error_answer(rejected(row["reason_code"], row["reason"]))
+        return 201, views.movement_json(row)
+
+    return refresh
+
+
+async def keyed_response(
+    request: web.Request, caller: Principal, body: dict[str, Any], run: Run, refresh: Refresh
+) -> web.Response:
+    return await respond(request, request.app[CONFIG].wallet_api, caller, body, run, refresh)
 
 
 async def create_movement(request: web.Request) -> web.Response:
     caller = require(request, Action.CREATE_MOVEMENT)
     wallet_id = path_uuid(request, "wallet_id")
-    key = idempotency_key(request)
     body = await read_body(request, MOVEMENT_BODY)
-    movement_id = derive_id("movement", wallet_id, key) if key else str(uuid.uuid4())
-    meta = new_meta(actor=caller)
-    record = command_record(
-        "MovementRequired",
-        meta,
-        movement_id=movement_id,
-        wallet_id=wallet_id,
-        type=body["type"],
-        amount={"amount": body["amount"], "currency": body["currency"]},
-        reference=body["reference"],
-        description=body["description"],
-        reverts_movement_id=None,
-        payment_id=None,
-    )
-    outcome = await publish_and_wait(request, movement_id, wallet_id, record)
-    return movement_response(request, movement_id, outcome)
+
+    async def run(keyed: Keyed | None) -> Answer:
+        movement_id = keyed.id("movement", wallet_id) if keyed else str(uuid.uuid4())
+        record = command_record(
+            "MovementRequired",
+            new_meta(actor=caller),
+            movement_id=movement_id,
+            wallet_id=wallet_id,
+            type=body["type"],
+            amount={"amount": body["amount"], "currency": body["currency"]},
+            reference=body["reference"],
+            description=body["description"],
+            reverts_movement_id=None,
+            payment_id=None,
+        )
+        return movement_answer(movement_id, await publish_and_wait(request, movement_id, wallet_id, record))
+
+    return with_location(await keyed_response(request, caller, body, run, current_movement(request)))
+
+
+def with_location(response: web.Response) -> web.Response:
+    if response.status == 202 and response.text:
+        response.headers["Location"] = json.loads(response.text)["status_url"]
+    return response
 
 
 async def revert_movement(request: web.Request) -> web.Response:
     caller = require(request, Action.REVERT_MOVEMENT)
     movement_id = path_uuid(request, "movement_id")
-    key = idempotency_key(request) or str(uuid.uuid4())
     body = await read_body(request, REVERT_BODY)
-    original = await views.get_movement(request.app[POOL], movement_id, wait_s=PROJECTION_GRACE_S)
-    if original is None or original["status"] != "applied":
-        raise ApiError(404, "movement_not_found", f"no applied movement {movement_id}", "movement_id")
-    wallet_id = str(original["wallet_id"])
-    revert_id = revert_movement_id(movement_id, key)
-    record = command_record(
-        "MovementRequired",
-        new_meta(actor=caller),
-        movement_id=revert_id,
-        wallet_id=wallet_id,
-        type=OPPOSITE[original["type"]],
-        amount={"amount": original["amount"], "currency": original["currency"]},
-        reference=f"revert requested by {body['requested_by']}",
-        description=body["reason"],
-        reverts_movement_id=movement_id,
-        payment_id=None,
-    )
-    outcome = await publish_and_wait(request, revert_id, wallet_id, record)
-    return movement_response(request, revert_id, outcome)
+
+    async def run(keyed: Keyed | None) -> Answer:
+        original = await views.get_movement(request.app[POOL], movement_id, wait_s=PROJECTION_GRACE_S)
+        if original is None or original["status"] != "applied":
+            raise ApiError(404, "movement_not_found", f"no applied movement {movement_id}", "movement_id")
+        wallet_id = str(original["wallet_id"])
+        revert_id = revert_movement_id(movement_id, keyed.id("revert") if keyed else str(uuid.uuid4()))
+        record = command_record(
+            "MovementRequired",
+            new_meta(actor=caller),
+            movement_id=revert_id,
+            wallet_id=wallet_id,
+            type=OPPOSITE[original["type"]],
+            amount={"amount": original["amount"], "currency": original["currency"]},
+            reference=f"revert requested by {body['requested_by']}",
+            description=body["reason"],
+            reverts_movement_id=movement_id,
+            payment_id=None,
+        )
+        return movement_answer(revert_id, await publish_and_wait(request, revert_id, wallet_id, record))
+
+    return with_location(await keyed_response(request, caller, body, run, current_movement(request)))
 
 
 async def create_wallet(request: web.Request) -> web.Response:
     caller = require(request, Action.OPEN_WALLET)
-    key = idempotency_key(request)
     body = await read_body(request, WALLET_BODY)
     if not caller.privileged and body["user_id"] != caller.subject:
         raise ApiError(403, "forbidden", "a user opens wallets only for themselves", "user_id")
-    wallet_id = derive_id("wallet", body["user_id"], key) if key else str(uuid.uuid4())
-    record = command_record(
-        "WalletOpenRequested",
-        new_meta(actor=caller),
-        wallet_id=wallet_id,
-        user_id=body["user_id"],
-        currency=body["currency"],
-        opening_balance=0,
-    )
-    outcome = await publish_and_wait(request, wallet_id, wallet_id, record)
-    if outcome is None:
-        return web.json_response(
-            {"id": wallet_id, "status": "pending", "status_url": f"/api/v1/wallet/{wallet_id}"}, status=202
+
+    async def run(keyed: Keyed | None) -> Answer:
+        wallet_id = keyed.id("wallet", body["user_id"]) if keyed else str(uuid.uuid4())
+        record = command_record(
+            "WalletOpenRequested",
+            new_meta(actor=caller),
+            wallet_id=wallet_id,
+            user_id=body["user_id"],
+            currency=body["currency"],
+            opening_balance=0,
         )
-    if outcome["status"] == "rejected":
-        raise ApiError(409, outcome["reason_code"] or "rejected", outcome["reason"] or "rejected")
-    return web.json_response(
-        {"id": wallet_id, "user_id": outcome["user_id"], "currency": outcome["currency"], "balance": 0}, status=201
-    )
+        outcome = await publish_and_wait(request, wallet_id, wallet_id, record)
+        if outcome is None:
+            return 202, {"id": wallet_id, "status": "pending", "status_url": f"/api/v1/wallet/{wallet_id}"}
+        if outcome["status"] == "rejected":
+            raise ApiError(409, outcome["reason_code"] or "rejected", outcome["reason"] or "rejected")
+        return 201, {"id": wallet_id, "user_id": outcome["user_id"], "currency": outcome["currency"], "balance": 0}
+
+    async def opened(answer: Answer) -> Answer:
+        status, sent = answer
+        row = await views.get_wallet(request.app[POOL], sent["id"]) if status == 202 else None
+        if row is None:
+            return answer
+        return 201, {"id": sent["id"], "user_id": str(row["user_id"]), "currency": row["currency"], "balance": 0}
+
+    return await keyed_response(request, caller, body, run, opened)
 
 
 async def get_wallet(request: web.Request) -> web.Response:

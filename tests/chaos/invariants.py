@@ -270,6 +270,28 @@ def log_refunds_settled(log: LogState, pid: str, good_ops: dict[str, Event]) -> 
     return bad
 
 
+def log_payment_movements_agree(log: LogState, payment_ids: Iterable[str]) -> list[str]:
+    """Each terminal wallet payment of these: the movements it caused, and any revert of
+    them whoever asked for it, net to -(amount - refunded), or to 0 if it failed. A manual
+    revert of a payment's debit is counted against that payment, so paying back twice
+    (revert plus refund) shows here even though each step looks right alone."""
+    net: dict[str, int] = defaultdict(int)
+    for m in log.movements.values():
+        reverted = log.movements.get(m["reverts_movement_id"] or "")
+        owner = m["payment_id"] or (reverted["payment_id"] if reverted else None)
+        if m["status"] == "applied" and owner:
+            net[owner] += _delta(m)
+    bad = []
+    for pid in payment_ids:
+        created, status = log.created.get(pid), log.status(pid)
+        if created is None or created["method"] != "wallet" or status not in TERMINAL:
+            continue
+        want = 0 if status == "failed" else -(created["amount"]["amount"] - log.refunded_total(pid))
+        if net[pid] != want:
+            bad.append(f"wallet payment {pid} is {status}: its movements and their reverts net {net[pid]}, want {want}")
+    return bad
+
+
 def provider_agrees(log: LogState, objects: dict[str, list[dict[str, Any]]]) -> list[str]:
     """External payments against the provider's own objects (by payment id)."""
     bad = []
@@ -411,6 +433,32 @@ async def pg_payments_settled(conn: asyncpg.Connection, payment_ids: list[str]) 
             want = 0 if status == "failed" else -r["amount"] + r["refunded_amount"]
             if r["net"] != want:
                 bad.append(f"pg wallet payment {pid} is {status} but its movements net {r['net']}, expected {want}")
+    return bad
+
+
+async def pg_payment_movements_agree(conn: asyncpg.Connection, payment_ids: list[str]) -> list[str]:
+    """The same over the views: movements belong to a payment by payment_id, or by reverting
+    a movement that does."""
+    rows = await conn.fetch(
+        """WITH attributed AS (
+               SELECT COALESCE(m.payment_id, o.payment_id) AS payment_id,
+                      CASE m.type WHEN 'income' THEN m.amount ELSE -m.amount END AS delta
+               FROM wallet_movements m LEFT JOIN wallet_movements o ON o.id = m.reverts_movement_id
+               WHERE m.status = 'applied' AND COALESCE(m.payment_id, o.payment_id) IS NOT NULL)
+           SELECT p.id, p.status, p.amount, p.refunded_amount, COALESCE(sum(a.delta), 0)::bigint AS net
+           FROM payments p LEFT JOIN attributed a ON a.payment_id = p.id
+           WHERE p.method = 'wallet' AND p.status = ANY($1::text[]) AND p.id = ANY($2::uuid[])
+           GROUP BY p.id""",
+        list(TERMINAL),
+        payment_ids,
+    )
+    bad = []
+    for r in rows:
+        want = 0 if r["status"] == "failed" else -(r["amount"] - r["refunded_amount"])
+        if r["net"] != want:
+            bad.append(
+                f"pg wallet payment {r['id']} is {r['status']}: movements and reverts net {r['net']}, want {want}"
+            )
     return bad
 
 

@@ -25,12 +25,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from connectors import localinfra
 from connectors.auth import issue_token
 from connectors.config import Config
-from domain.ids import derive_id
+from domain.ids import keyed_id
+from domain.payment import charge_operation_id
 from services.devctl import Process, Supervisor, processes
 from streams import topics
 from tests.chaos import invariants as inv
+from tests.support import audit
 
 CURRENCY = "USD"
+LOAD_SUBJECT = "chaos-load"
 OPENING = 20_000
 
 
@@ -71,7 +74,7 @@ class Load:
     credential: str = ""
 
     def __post_init__(self) -> None:
-        self.credential = self.credential or issue_token(self.config.auth, "chaos-load", ["admin"])
+        self.credential = self.credential or issue_token(self.config.auth, LOAD_SUBJECT, ["admin"])
 
     async def call(self, port: int, path: str, body: dict[str, Any], key: str) -> tuple[int, Any]:
         try:
@@ -104,7 +107,8 @@ class Load:
 
     async def pay(self) -> None:
         key = str(uuid.uuid4())
-        payment_id = derive_id("payment", key)  # what the API names it: known even if the call fails
+        # What the API names it (the key is the load's own, first generation): known even if the call fails.
+        payment_id = keyed_id("payment", LOAD_SUBJECT, key, 1)
         self.payment_ids.add(payment_id)
         amount = self.rng.randrange(500, 6_000, 100)
         if self.rng.random() < 0.5:
@@ -132,6 +136,16 @@ class Load:
         status, answer = await self.call(self.config.payment_api.port, "/api/v1/payments", body, key)
         if status == 201 and answer.get("status") == "completed" and self.rng.random() < 0.5:
             await self.refund(payment_id, None if self.rng.random() < 0.5 else amount // 2)
+        if status == 201 and answer.get("status") == "completed" and payment_id not in self.external_ids:
+            if self.rng.random() < 0.2:
+                await self.revert_debit(payment_id)
+
+    async def revert_debit(self, payment_id: str) -> None:
+        """An operator reverting a payment's debit by hand: the wallet must refuse it (refund instead)."""
+        self.sent["manual_reverts"] += 1
+        path = f"/api/v1/movement/{charge_operation_id(payment_id, 'wallet')}/revert"
+        body = {"reason": "chaos operator", "requested_by": "chaos"}
+        await self.call(self.config.wallet_api.port, path, body, str(uuid.uuid4()))
 
     async def refund(self, payment_id: str, amount: int | None) -> None:
         self.sent["refunds"] += 1
@@ -326,12 +340,21 @@ async def provider_objects(config: Config, http: aiohttp.ClientSession, ids: set
     return found
 
 
+async def auditor_witness(config: Config, audit_from: dict[str, int]) -> list[str]:
+    """The money auditor, a second witness with its own books: nothing since the scenario began."""
+    found = await audit.open_violations_since(config, audit_from)
+    if isinstance(found, str):
+        return [found]
+    return [audit.describe(v) for v in found]
+
+
 async def check(
     config: Config,
     http: aiohttp.ClientSession,
     load: Load,
     dlq_from: dict[int, int],
     poison: list[tuple[str, bytes, bytes]],
+    audit_from: dict[str, int],
 ) -> tuple[list[str], list[str]]:
     log = await inv.read_log(config, dlq_from)
     wallet_ids = [w for w, _ in load.wallets]
@@ -346,6 +369,10 @@ async def check(
             log, await provider_objects(config, http, external)
         ),
         "log: DLQ holds only injected poison": inv.dead_letters_only(log, poison),
+        "log: every payment's movements (reverts too) = amount - refunded": inv.log_payment_movements_agree(
+            log, load.payment_ids
+        ),
+        "auditor: no money violation since the scenario began": await auditor_witness(config, audit_from),
     }
     conn = await asyncpg.connect(config.postgres.dsn)
     try:
@@ -355,6 +382,9 @@ async def check(
         results["pg: payments terminal, no refund reservation outlives its outcome"] = await inv.pg_payments_settled(
             conn, ids
         )
+        results[
+            "pg: every payment's movements (reverts too) = amount - refunded"
+        ] = await inv.pg_payment_movements_agree(conn, ids)
         results["pg: views = rebuild from log"] = await inv.views_match_log(conn, log)
     finally:
         await conn.close()
@@ -382,6 +412,7 @@ async def run_scenario(config: Config, supervisor: Supervisor, scenario: Scenari
 
             ctx.cleanup.append(normal_simulator)
         try:
+            audit_from = await audit.end_offsets(config)
             await load.open_wallets(4)
             dlq_from = await dlq_end_offsets(config)
             poison = await inject_poison(config, load.wallets[0][0])
@@ -402,7 +433,7 @@ async def run_scenario(config: Config, supervisor: Supervisor, scenario: Scenari
             report.faults.append(f"2 poison messages ({', '.join(t for t, _, _ in poison)})")
             while True:  # settle: every check passes, or the bound is reached
                 try:
-                    report.checked, report.violations = await check(config, http, load, dlq_from, poison)
+                    report.checked, report.violations = await check(config, http, load, dlq_from, poison, audit_from)
                 except (OSError, asyncpg.PostgresError) as exc:
                     report.violations = [f"checking failed: {exc!r}"]
                 report.settled_s = time.monotonic() - stopped

@@ -41,6 +41,7 @@ class Store:
         currency: str = "USD",
         reverts: str | None = None,
         now: int = NOW,
+        payment_id: str | None = None,
     ) -> w.Decision:
         command = w.RequireMovement(
             f"cmd-{movement_id}",
@@ -50,6 +51,7 @@ class Store:
             Money(amount, currency),
             "corr",
             reverts_movement_id=reverts,
+            payment_id=payment_id,
         )
         return self.apply(w.decide_movement(self.wallet, self.movements.get, command, now))
 
@@ -236,6 +238,68 @@ def test_reverting_unknown_rejected_or_revert_movements_is_refused() -> None:
     store.move("m2", "expense", 100)
     store.move("r2", "income", 100, reverts="m2")
     assert store.move("r3", "expense", 100, reverts="r2").events[0].reason_code == "not_revertible"
+
+
+PAYMENT = "payment-1"
+
+
+def test_a_manual_revert_of_a_payments_debit_is_refused_and_names_the_refund() -> None:
+    store = Store()
+    store.open(10_000)
+    store.move("debit", "expense", 5_000, payment_id=PAYMENT)
+    (refused,) = store.move("manual", "income", 5_000, reverts="debit").events
+    assert isinstance(refused, w.MovementUpdated) and refused.status == "rejected"
+    assert refused.reason_code == w.PAYMENT_MOVEMENT
+    assert PAYMENT in (refused.reason or "") and "refund the payment" in (refused.reason or "")
+    assert store.wallet is not None and (store.wallet.balance, store.wallet.version) == (5_000, 2)
+    assert store.movements["debit"].reverted_by is None
+
+
+def test_a_manual_revert_of_a_payments_refund_credit_is_refused() -> None:
+    store = Store()
+    store.open(10_000)
+    store.move("debit", "expense", 5_000, payment_id=PAYMENT)
+    store.move("refund", "income", 2_000, payment_id=PAYMENT)
+    (refused,) = store.move("manual", "expense", 2_000, reverts="refund").events
+    assert isinstance(refused, w.MovementUpdated) and refused.reason_code == w.PAYMENT_MOVEMENT
+    assert store.wallet is not None and store.wallet.balance == 7_000
+
+
+def test_the_payments_own_revert_of_its_debit_is_applied() -> None:
+    store = Store()
+    store.open(10_000)
+    store.move("debit", "expense", 5_000, payment_id=PAYMENT)
+    updated, balance = store.move("full-refund", "income", 5_000, reverts="debit", payment_id=PAYMENT).events
+    assert isinstance(updated, w.MovementUpdated) and updated.status == "applied"
+    assert isinstance(balance, w.BalanceUpdated) and balance.balance.amount == 10_000
+    assert store.movements["debit"].reverted_by == "full-refund"
+
+
+def test_another_payment_may_not_revert_a_payments_debit() -> None:
+    store = Store()
+    store.open(10_000)
+    store.move("debit", "expense", 5_000, payment_id=PAYMENT)
+    (refused,) = store.move("other", "income", 5_000, reverts="debit", payment_id="payment-2").events
+    assert isinstance(refused, w.MovementUpdated) and refused.reason_code == w.PAYMENT_MOVEMENT
+
+
+def test_a_refused_manual_revert_redelivered_stays_refused_after_the_refund() -> None:
+    store = Store()
+    store.open(10_000)
+    store.move("debit", "expense", 5_000, payment_id=PAYMENT)
+    first = store.move("manual", "income", 5_000, reverts="debit")
+    store.move("full-refund", "income", 5_000, reverts="debit", payment_id=PAYMENT)
+    again = store.move("manual", "income", 5_000, reverts="debit")
+    assert again.events == first.events and again.wallet is None
+    assert store.wallet is not None and store.wallet.balance == 10_000
+
+
+def test_a_manual_movement_can_still_be_reverted_by_hand() -> None:
+    store = Store()
+    store.open(10_000)
+    store.move("manual-expense", "expense", 1_000)
+    (updated, _) = store.move("r1", "income", 1_000, reverts="manual-expense").events
+    assert isinstance(updated, w.MovementUpdated) and updated.status == "applied"
 
 
 def test_the_balance_always_equals_the_sum_of_applied_movements() -> None:

@@ -1,0 +1,397 @@
+"""The money auditor's ledger: a second witness that rebuilds the books from the events
+on the log and checks them, without the workers' decision code (it imports only how
+ids are named), so a bug in a worker cannot hide itself here.
+
+Events are the decoded Avro records (plain dicts); each comes with its coordinates on
+the log, which every violation names. Time is passed in (monotonic seconds), so the
+ledger stays pure.
+
+Invariants:
+- balance_never_negative: no applied movement and no balance update below zero.
+- balance_equals_movements: per wallet, each applied movement's balance_after is the
+  previous one plus its amount (from zero, version by version), and every balance
+  update equals the movement at its version.
+- currency_totals: per currency, the wallets' balances equal openings plus incomes
+  minus expenses (over wallets whose history is complete).
+- payment_matches_movements: a wallet payment's debits minus its credits (refunds,
+  compensation, and any revert of its movements) equal its amount minus its refunded
+  amount once it succeeded, and zero otherwise.
+- provider_matches_payment: every provider operation that succeeded has the currency
+  and amount its payment asked for (unless the saga flagged it inconsistent), and what
+  the provider kept equals the amount minus the refunded amount (zero if it failed).
+
+Payments are judged when terminal with nothing in flight and quiet for `quiet_s`, or
+after `grace_s` without news whatever their state; news after a judgment judges again,
+and a violation that the saga's later events settle is marked cleared.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from domain.payment import charge_operation_id, compensation_operation_id, refund_operation_id
+from domain.wallet import opening_movement_id
+
+Event = dict[str, Any]
+
+INVARIANTS = (
+    "balance_never_negative",
+    "balance_equals_movements",
+    "currency_totals",
+    "payment_matches_movements",
+    "provider_matches_payment",
+)
+
+
+@dataclass(frozen=True)
+class At:
+    """Where an event is on the log."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class Violation:
+    invariant: str
+    subject: str  # the wallet, payment or currency it is about
+    message: str
+    at: At
+    cleared: bool = False
+
+
+@dataclass(frozen=True)
+class Movement:
+    movement_id: str
+    wallet_id: str
+    delta: int
+    currency: str
+    version: int
+    balance_after: int
+    payment_id: str | None
+    at: At
+
+
+@dataclass
+class WalletBook:
+    currency: str = ""
+    versions: dict[int, Movement] = field(default_factory=dict)
+    balance: tuple[int, int, At] | None = None  # (version, amount, where) of the latest update
+    unmatched: dict[int, tuple[int, At]] = field(default_factory=dict)  # updates whose movement is not read yet
+    last_news: float = 0.0
+    gap_reported: bool = False
+
+
+@dataclass
+class PaymentBook:
+    created: Event | None = None
+    succeeded: bool = False
+    failed: bool = False
+    refunded_total: int = 0
+    refunds_requested: dict[str, int] = field(default_factory=dict)  # refund id -> amount
+    refunds_settled: set[str] = field(default_factory=set)
+    operations: dict[str, Event] = field(default_factory=dict)  # first completion per operation id
+    flagged: set[str] = field(default_factory=set)  # operation ids the saga called inconsistent
+    movements: dict[str, Movement] = field(default_factory=dict)  # its own and reverts of them
+    last_at: At | None = None
+    last_news: float = 0.0
+    judged: bool = False
+    open: dict[str, Violation] = field(default_factory=dict)  # invariant -> open violation
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self.wallets: dict[str, WalletBook] = defaultdict(WalletBook)
+        self.payments: dict[str, PaymentBook] = defaultdict(PaymentBook)
+        self.movements: dict[str, Movement] = {}
+        self.seen_movements: set[str] = set()
+        self.violations: list[Violation] = []
+        self.currency_open: dict[str, Violation] = {}
+
+    # ------------------------------------------------------------ reading the log
+
+    def add(self, event: Event, at: At, now: float) -> None:
+        """Read one event; each type the auditor cares about has its `_on_<EventType>`."""
+        kind = event["envelope"]["event_type"]
+        handler = getattr(self, f"_on_{kind}", None)
+        if handler is not None:
+            handler(event, at, now)
+
+    def _payment(self, event: Event, at: At, now: float) -> PaymentBook:
+        book = self.payments[event["payment_id"]]
+        book.last_at, book.last_news, book.judged = at, now, False
+        return book
+
+    def _on_MovementUpdated(self, event: Event, at: At, now: float) -> None:
+        movement_id = event["movement_id"]
+        if event["status"] != "applied" or movement_id in self.seen_movements:
+            return  # rejections move nothing; a redelivered outcome repeats one already read
+        self.seen_movements.add(movement_id)
+        amount = event["amount"]["amount"]
+        movement = Movement(
+            movement_id,
+            event["wallet_id"],
+            amount if event["type"] == "income" else -amount,
+            event["amount"]["currency"],
+            event["wallet_version"],
+            event["balance_after"],
+            event["payment_id"],
+            at,
+        )
+        self.movements[movement_id] = movement
+        book = self.wallets[movement.wallet_id]
+        book.currency, book.last_news = book.currency or movement.currency, now
+        if movement.balance_after < 0:
+            self._report(
+                "balance_never_negative",
+                movement.wallet_id,
+                f"movement {movement_id} left balance {movement.balance_after} {movement.currency}",
+                at,
+            )
+        if movement.version in book.versions:
+            self._report(
+                "balance_equals_movements",
+                movement.wallet_id,
+                f"movements "
+                f"{book.versions[movement.version].movement_id} and {movement_id} both claim version "
+                f"{movement.version}",
+                at,
+            )
+            return
+        book.versions[movement.version] = movement
+        self._check_chain(book, movement.version)
+        self._check_chain(book, movement.version + 1)
+        pending = book.unmatched.pop(movement.version, None)
+        if pending is not None:
+            self._check_update(movement.wallet_id, book, movement.version, *pending)
+        owner = movement.payment_id or self._owner_of_reverted(event)
+        if owner is not None:
+            payment = self.payments[owner]
+            payment.movements[movement_id] = movement
+            payment.last_news, payment.judged = now, False
+
+    def _owner_of_reverted(self, event: Event) -> str | None:
+        reverted = self.movements.get(event["reverts_movement_id"] or "")
+        return reverted.payment_id if reverted is not None else None
+
+    def _check_chain(self, book: WalletBook, version: int) -> None:
+        movement = book.versions.get(version)
+        before = (
+            0 if version == 1 else book.versions[version - 1].balance_after if version - 1 in book.versions else None
+        )
+        if movement is None or before is None:
+            return
+        if movement.balance_after != before + movement.delta:
+            self._report(
+                "balance_equals_movements",
+                movement.wallet_id,
+                f"movement {movement.movement_id} "
+                f"v{version} says balance {movement.balance_after}, but v{version - 1} left {before} "
+                f"and it moves {movement.delta:+d}",
+                movement.at,
+            )
+
+    def _on_BalanceUpdated(self, event: Event, at: At, now: float) -> None:
+        wallet_id, version, amount = event["wallet_id"], event["version"], event["balance"]["amount"]
+        book = self.wallets[wallet_id]
+        book.currency, book.last_news = book.currency or event["balance"]["currency"], now
+        if amount < 0:
+            self._report("balance_never_negative", wallet_id, f"balance update v{version} says {amount}", at)
+        if book.balance is None or version > book.balance[0]:
+            book.balance = (version, amount, at)
+        if version == 0 or version in book.versions:
+            self._check_update(wallet_id, book, version, amount, at)
+        else:
+            book.unmatched[version] = (amount, at)
+
+    def _check_update(self, wallet_id: str, book: WalletBook, version: int, amount: int, at: At) -> None:
+        expected = 0 if version == 0 else book.versions[version].balance_after
+        if amount != expected:
+            self._report(
+                "balance_equals_movements",
+                wallet_id,
+                f"balance update v{version} says {amount}, the movement at v{version} left {expected}",
+                at,
+            )
+
+    def _on_PaymentCreated(self, event: Event, at: At, now: float) -> None:
+        book = self._payment(event, at, now)
+        book.created = book.created or event
+
+    def _on_PaymentSucceeded(self, event: Event, at: At, now: float) -> None:
+        self._payment(event, at, now).succeeded = True
+
+    def _on_PaymentFailed(self, event: Event, at: At, now: float) -> None:
+        self._payment(event, at, now).failed = True
+
+    def _on_RefundRequested(self, event: Event, at: At, now: float) -> None:
+        self._payment(event, at, now).refunds_requested.setdefault(event["refund_id"], event["amount"]["amount"])
+
+    def _on_PaymentRefunded(self, event: Event, at: At, now: float) -> None:
+        book = self._payment(event, at, now)
+        book.refunds_settled.add(event["refund_id"])
+        book.refunded_total = max(book.refunded_total, event["refunded_total"]["amount"])
+
+    def _on_RefundFailed(self, event: Event, at: At, now: float) -> None:
+        self._payment(event, at, now).refunds_settled.add(event["refund_id"])
+
+    def _on_PaymentOperationCompleted(self, event: Event, at: At, now: float) -> None:
+        self._payment(event, at, now).operations.setdefault(event["operation_id"], event)
+
+    def _on_PaymentOperationInconsistent(self, event: Event, at: At, now: float) -> None:
+        self._payment(event, at, now).flagged.add(event["operation_id"])
+
+    # ------------------------------------------------------------ judging
+
+    def judge(self, now: float, quiet_s: float, grace_s: float) -> None:
+        for payment_id, book in self.payments.items():
+            if book.judged or book.created is None or book.last_at is None:
+                continue
+            quiet = now - book.last_news
+            if (self._settled(book) and quiet >= quiet_s) or quiet >= grace_s:
+                self._judge_payment(payment_id, book)
+                book.judged = True
+        for wallet_id, wallet in self.wallets.items():
+            gap = None if wallet.gap_reported or now - wallet.last_news < grace_s else self._gap(wallet)
+            if gap is not None:
+                wallet.gap_reported = True
+                version, at = gap
+                self._report(
+                    "balance_equals_movements",
+                    wallet_id,
+                    f"no applied movement at v{version} {grace_s:.0f}s after later versions",
+                    at,
+                )
+        self._judge_currencies()
+
+    @staticmethod
+    def _gap(book: WalletBook) -> tuple[int, At] | None:
+        for version in sorted(book.versions):
+            if version > 1 and version - 1 not in book.versions:
+                return version - 1, book.versions[version].at
+        return None
+
+    def _settled(self, book: PaymentBook) -> bool:
+        """Terminal, with no refund and no movement the saga has not finished with."""
+        if not (book.succeeded or book.failed):
+            return False
+        if set(book.refunds_requested) - book.refunds_settled:
+            return False
+        return all(m in book.operations for m in book.movements if self.movements[m].payment_id is not None)
+
+    def _judge_payment(self, payment_id: str, book: PaymentBook) -> None:
+        assert book.created is not None and book.last_at is not None
+        found = {
+            "payment_matches_movements": self._movement_problem(book),
+            "provider_matches_payment": self._provider_problem(payment_id, book),
+        }
+        for invariant, problem in found.items():
+            previous = book.open.pop(invariant, None)
+            if problem is None:
+                if previous is not None:
+                    previous.cleared = True  # the saga was slow, not wrong: later events settled it
+                continue
+            if previous is not None and previous.message == problem:
+                book.open[invariant] = previous
+                continue
+            if previous is not None:
+                previous.cleared = True
+            book.open[invariant] = self._report(invariant, payment_id, f"payment {payment_id}: {problem}", book.last_at)
+
+    def _expected_kept(self, book: PaymentBook) -> int:
+        assert book.created is not None
+        return book.created["amount"]["amount"] - book.refunded_total if book.succeeded and not book.failed else 0
+
+    def _movement_problem(self, book: PaymentBook) -> str | None:
+        assert book.created is not None
+        if book.created["method"] != "wallet":
+            return None if not book.movements else f"an external payment moved wallet money ({len(book.movements)})"
+        debits = [m for m in book.movements.values() if m.delta < 0 and m.payment_id is not None]
+        net = sum(m.delta for m in book.movements.values())
+        kept = self._expected_kept(book)
+        if -net != kept or len(debits) > 1:
+            state = "succeeded" if book.succeeded else "failed" if book.failed else "not terminal"
+            return (
+                f"{state}, amount {book.created['amount']['amount']} refunded {book.refunded_total}, but its "
+                f"wallet movements took {-net} ({len(debits)} debit(s), {len(book.movements)} movement(s))"
+            )
+        return None
+
+    def _provider_problem(self, payment_id: str, book: PaymentBook) -> str | None:
+        assert book.created is not None
+        if book.created["method"] != "external":
+            return None
+        money = book.created["amount"]
+        asked = {
+            charge_operation_id(payment_id, "external"): money["amount"],
+            compensation_operation_id(payment_id): money["amount"],
+            **{refund_operation_id(r): amount for r, amount in book.refunds_requested.items()},
+        }
+        kept = 0
+        for op_id, op in book.operations.items():
+            if op["source"] != "provider" or op["status"] != "succeeded":
+                continue
+            moved = op["amount"]
+            if op_id not in book.flagged and (op_id not in asked or moved != {**money, "amount": asked[op_id]}):
+                wanted = f"{asked[op_id]} {money['currency']}" if op_id in asked else "nothing (not asked for)"
+                return f"provider {op['kind']} {op_id} moved {moved['amount']} {moved['currency']}, asked {wanted}"
+            if moved["currency"] == money["currency"]:
+                kept += moved["amount"] if op["kind"] == "charge" else -moved["amount"]
+        if kept != self._expected_kept(book):
+            return f"the provider kept {kept} {money['currency']}, expected {self._expected_kept(book)}"
+        return None
+
+    def _judge_currencies(self) -> None:
+        totals = self.currency_totals()
+        for currency, figures in totals.items():
+            problem = figures["balances"] != figures["openings"] + figures["incomes"] - figures["expenses"]
+            previous = self.currency_open.get(currency)
+            if problem and previous is None:
+                message = (
+                    f"{currency}: balances {figures['balances']} != openings {figures['openings']} + incomes "
+                    f"{figures['incomes']} - expenses {figures['expenses']}"
+                )
+                self.currency_open[currency] = self._report("currency_totals", currency, message, self._last_at())
+            elif not problem and previous is not None:
+                previous.cleared = True
+                del self.currency_open[currency]
+
+    def currency_totals(self) -> dict[str, dict[str, int]]:
+        """Per currency, over wallets whose history up to their latest balance is complete."""
+        totals: dict[str, dict[str, int]] = defaultdict(
+            lambda: dict.fromkeys(("balances", "openings", "incomes", "expenses"), 0)
+        )
+        for wallet_id, book in self.wallets.items():
+            if book.balance is None or any(v not in book.versions for v in range(1, book.balance[0] + 1)):
+                continue
+            figures = totals[book.currency]
+            figures["balances"] += book.balance[1]
+            opening = opening_movement_id(wallet_id)
+            for version in range(1, book.balance[0] + 1):
+                m = book.versions[version]
+                kind = "openings" if m.movement_id == opening else "incomes" if m.delta > 0 else "expenses"
+                figures[kind] += abs(m.delta)
+        return dict(totals)
+
+    def _last_at(self) -> At:
+        latest = [b.balance[2] for b in self.wallets.values() if b.balance is not None]
+        return max(latest, key=lambda at: (at.topic, at.partition, at.offset)) if latest else At("", 0, 0)
+
+    # ------------------------------------------------------------ reporting
+
+    def _report(self, invariant: str, subject: str, message: str, at: At) -> Violation:
+        violation = Violation(invariant, subject, message, at)
+        self.violations.append(violation)
+        return violation
+
+    def open_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(INVARIANTS, 0)
+        for v in self.violations:
+            counts[v.invariant] += not v.cleared
+        return counts
+
+    def unjudged(self) -> int:
+        return sum(1 for b in self.payments.values() if not b.judged and b.created is not None)
