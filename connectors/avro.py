@@ -575,17 +575,25 @@ def compatibility_problems(catalog: SchemaCatalog) -> list[str]:
     return problems
 
 
+def unreleased(catalog: SchemaCatalog) -> list[str]:
+    """Event types whose current schema is not yet frozen in schemas/released/.
+
+    Whatever a worker writes must stay readable after the next change, so the current schema
+    is frozen before it reaches the log, not when it is replaced."""
+    frozen = {SchemaCatalog._fp_of(raw) for versions in catalog.released().values() for raw in versions.values()}
+    return [e for e in catalog.event_types() if catalog.fingerprint(e) not in frozen]
+
+
 def freeze_released(catalog: SchemaCatalog | None = None) -> list[Path]:
-    """Write <event>.v1.avsc for events never released; never overwrites."""
+    """Write <event>.v<next>.avsc for every event whose current schema is not frozen yet; never overwrites."""
     catalog = catalog or SchemaCatalog.default()
     released = catalog.released()
     target = catalog.root / "released"
     target.mkdir(exist_ok=True)
     written = []
-    for event_type in catalog.event_types():
-        if event_type in released:
-            continue
-        path = target / f"{snake_case(event_type)}.v1.avsc"
+    for event_type in unreleased(catalog):
+        version = max(released.get(event_type, {0: None})) + 1
+        path = target / f"{snake_case(event_type)}.v{version}.avsc"
         if path.exists():
             continue
         path.write_text(json.dumps(catalog.expanded(event_type), indent=2) + "\n")

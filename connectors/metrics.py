@@ -30,6 +30,11 @@ DEAD_LETTERS = Counter("dead_letters_total", "Messages written to the dead-lette
 PROCESSING_PAUSES = Counter(
     "processing_pauses_total", "Times a partition paused on an infrastructure failure", ["consumer", "topic"]
 )
+PROCESSING_RETRIES = Counter(
+    "processing_retries_total",
+    "Handler retries, by cause: the message's own fault or the infrastructure's",
+    ["consumer", "topic", "cause"],
+)
 DELIVERY_GAPS = Counter(
     "delivery_gaps_healed_total",
     "Offsets the consumer library skipped that were read back and processed in order",
@@ -46,6 +51,11 @@ CONSUMER_STALLED_SECONDS = Gauge(
 PROJECTION_LAG_MESSAGES = Gauge(
     "projection_lag_messages",
     "Messages of the log not yet in the PostgreSQL views",
+    ["projection", "topic", "partition"],
+)
+PROJECTION_OLDEST_UNPROJECTED_SECONDS = Gauge(
+    "projection_oldest_unprojected_age_seconds",
+    "Age of the oldest event of a partition not yet in the views (0 when caught up)",
     ["projection", "topic", "partition"],
 )
 PROJECTION_LAG_SECONDS = Gauge(

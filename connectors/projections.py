@@ -286,6 +286,16 @@ class Projection:
         )
         return {(r["topic"], r["partition"]): r["last_offset"] for r in rows}
 
+    async def reapply(self, conn: asyncpg.Connection, event: dict[str, Any]) -> bool:
+        """Apply one event outside the offset bookkeeping: a dead letter replayed after its cause was
+        fixed (the appliers are idempotent upserts). False when this projection has no use for it."""
+        apply = self.appliers.get(event["envelope"]["event_type"])
+        if apply is None:
+            return False
+        async with conn.transaction():
+            await apply(conn, event)
+        return True
+
     async def apply_batch(
         self,
         conn: asyncpg.Connection,

@@ -325,23 +325,28 @@ class Ledger:
         if book.created["method"] != "external":
             return None
         money = book.created["amount"]
+        charge_id = charge_operation_id(payment_id, "external")
+        charge = book.operations.get(charge_id)
+        charged = charge is not None and charge["source"] == "provider" and charge["status"] == "succeeded"
         asked = {
-            charge_operation_id(payment_id, "external"): money["amount"],
-            compensation_operation_id(payment_id): money["amount"],
-            **{refund_operation_id(r): amount for r, amount in book.refunds_requested.items()},
+            charge_id: money,
+            # A compensation gives back what the provider says it took, in its currency.
+            compensation_operation_id(payment_id): charge["amount"] if charge is not None and charged else money,
+            **{refund_operation_id(r): {**money, "amount": amount} for r, amount in book.refunds_requested.items()},
         }
-        kept = 0
+        kept: dict[str, int] = defaultdict(int)
         for op_id, op in book.operations.items():
             if op["source"] != "provider" or op["status"] != "succeeded":
                 continue
             moved = op["amount"]
-            if op_id not in book.flagged and (op_id not in asked or moved != {**money, "amount": asked[op_id]}):
-                wanted = f"{asked[op_id]} {money['currency']}" if op_id in asked else "nothing (not asked for)"
+            if op_id not in book.flagged and moved != asked.get(op_id):
+                wanted = f"{asked[op_id]['amount']} {asked[op_id]['currency']}" if op_id in asked else "nothing"
                 return f"provider {op['kind']} {op_id} moved {moved['amount']} {moved['currency']}, asked {wanted}"
-            if moved["currency"] == money["currency"]:
-                kept += moved["amount"] if op["kind"] == "charge" else -moved["amount"]
-        if kept != self._expected_kept(book):
-            return f"the provider kept {kept} {money['currency']}, expected {self._expected_kept(book)}"
+            kept[moved["currency"]] += moved["amount"] if op["kind"] == "charge" else -moved["amount"]
+        expected = {money["currency"]: self._expected_kept(book)}
+        for currency in sorted(set(kept) | set(expected)):
+            if kept.get(currency, 0) != expected.get(currency, 0):
+                return f"the provider kept {kept.get(currency, 0)} {currency}, expected {expected.get(currency, 0)}"
         return None
 
     def _judge_currencies(self) -> None:

@@ -633,12 +633,23 @@ def choose_letters(letters: Sequence[Entry], offsets: Sequence[int], partition: 
     return chosen
 
 
+PROJECTOR_PREFIX = "projector:"
+
+
 async def dlq_replay(config: Config, offsets: list[int], partition: int | None, replay_all: bool, out: TextIO) -> int:
+    """A worker's letter goes back on its source topic (the step applies it once); a projector's
+    letter is applied to its projection again, since the workers already handled the event."""
     async with Log(config) as log:
         letters = [e for e in await dead_letters(log) if e.event is not None]
     chosen = letters if replay_all else choose_letters(letters, offsets, partition)
     if not chosen:
         print("nothing to replay: payment.dlq is empty", file=out)
+        return 0
+    projected = [e for e in chosen if (e.event or {}).get("consumer", "").startswith(PROJECTOR_PREFIX)]
+    if projected:
+        await reapply_to_projections(config, projected, out)
+    republished = [e for e in chosen if e not in projected]
+    if not republished:
         return 0
     producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, acks="all", enable_idempotence=True)
     try:
@@ -646,7 +657,7 @@ async def dlq_replay(config: Config, offsets: list[int], partition: int | None, 
     except (KafkaConnectionError, TimeoutError) as exc:
         raise ConsoleError(kafka_hint(config)) from exc
     try:
-        for entry in chosen:
+        for entry in republished:
             d = entry.event or {}
             origin = f"{PAYMENT_DLQ.name}/{entry.partition}/{entry.offset}"
             sent = await producer.send_and_wait(
@@ -660,6 +671,29 @@ async def dlq_replay(config: Config, offsets: list[int], partition: int | None, 
     finally:
         await producer.stop()
     return 0
+
+
+async def reapply_to_projections(config: Config, letters: list[Entry], out: TextIO) -> None:
+    from services.projector import PROJECTIONS
+
+    by_name = {p.name: p for p in PROJECTIONS}
+    codec = make_codec(config.kafka.schema_registry_url or None)
+    conn = await connect_postgres(config)
+    try:
+        for entry in letters:
+            d = entry.event or {}
+            name = d["consumer"][len(PROJECTOR_PREFIX) :]
+            where = f"[{entry.partition}]@{entry.offset}"
+            try:
+                event = codec.decode(d["value"])
+                applied = name in by_name and await by_name[name].reapply(conn, event)
+            except (EventDecodeError, asyncpg.PostgresError, UnicodeError, ValueError, KeyError) as exc:
+                print(f"{where}: still refused by projection {name}: {type(exc).__name__}: {exc}", file=out)
+                continue
+            verdict = "re-applied to" if applied else "nothing to apply in"
+            print(f"{where} ({d['error_type']}): {verdict} projection {name}", file=out)
+    finally:
+        await conn.close()
 
 
 # --- rebuild ------------------------------------------------------------------------------
@@ -799,6 +833,16 @@ async def live_next_offsets(conn: asyncpg.Connection, projection: Projection) ->
     return {TopicPartition(t, p): last + 1 for (t, p), last in (await projection.positions(conn)).items()}
 
 
+async def connect_postgres(config: Config) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(config.postgres.dsn, timeout=10)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise ConsoleError(
+            f"cannot reach PostgreSQL at {config.postgres.host}:{config.postgres.port} "
+            f"(ENVIRONMENT={config.environment}): {exc}; start it with `make run`"
+        ) from exc
+
+
 async def rebuild(config: Config, compare_only: bool, keep: bool, wait_s: float, out: TextIO) -> int:
     from services.projector import PROJECTIONS
 
@@ -806,13 +850,7 @@ async def rebuild(config: Config, compare_only: bool, keep: bool, wait_s: float,
     if missing:
         raise ConsoleError(f"connectors/projections.VIEW_TABLES does not list the tables of {missing}")
     schema = "rebuild_" + dt.datetime.now(dt.UTC).strftime("%Y%m%d_%H%M%S")
-    try:
-        conn = await asyncpg.connect(config.postgres.dsn, timeout=10)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        raise ConsoleError(
-            f"cannot reach PostgreSQL at {config.postgres.host}:{config.postgres.port} "
-            f"(ENVIRONMENT={config.environment}): {exc}; start it with `make run`"
-        ) from exc
+    conn = await connect_postgres(config)
     try:
         async with Log(config) as log:
             await create_rebuild_schema(conn, schema, [t for p in PROJECTIONS for t in VIEW_TABLES[p.name]])

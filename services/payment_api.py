@@ -214,17 +214,13 @@ async def refund_payment(request: web.Request) -> web.Response:
         return await _refund(request, caller, payment_id, body, keyed.id("refund", payment_id) if keyed else None)
 
     async def current(answer: Answer) -> Answer:
+        # The refund's outcome as the views know it now (payment_refunds follows the refund's
+        # events: a deadline failure or a reconciled late success included).
         status, sent = answer
-        operation = await pool.fetchrow(
-            "SELECT status FROM payment_operations WHERE id = $1", domain.refund_operation_id(sent["refund_id"])
-        )
-        return status, {**sent, "status": REFUND_STATUS.get(operation["status"] if operation else "", "pending")}
+        decided = await pool.fetchval("SELECT status FROM payment_refunds WHERE id = $1", sent["refund_id"])
+        return status, {**sent, "status": decided or sent["status"]}
 
     return await respond(request, request.app[CONFIG].payment_api, caller, body, run, current)
-
-
-# A refund's operation status, as the refund's status.
-REFUND_STATUS = {"succeeded": "succeeded", "failed": "failed"}
 
 
 async def _refund(

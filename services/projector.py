@@ -4,6 +4,13 @@ Positions live in PostgreSQL (projection_offsets), committed with the rows; on
 every assignment the consumer seeks to them, so Kafka's own committed offsets are
 only informational (they make lag visible to the consumer-group tools).
 
+No single event stops a projection. An outage (the database or the broker away) is
+waited out: the batch is retried from the stored offsets with fresh connections. An
+event that PostgreSQL refuses on its own, again and again while the database answers,
+goes to `payment.dlq` (consumer `projector:<projection>`) with the error, its
+coordinates and original bytes, and the projection moves past it; `payments dlq replay`
+applies it again once the cause is fixed.
+
     python -m services.projector
 """
 
@@ -13,21 +20,30 @@ import asyncio
 import logging
 import signal
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config, load_config
 from connectors.logs import setup_logging
-from connectors.metrics import PROJECTION_LAG_MESSAGES, PROJECTION_LAG_SECONDS, metrics_handler
+from connectors.metrics import (
+    DEAD_LETTERS,
+    PROJECTION_LAG_MESSAGES,
+    PROJECTION_LAG_SECONDS,
+    PROJECTION_OLDEST_UNPROJECTED_SECONDS,
+    metrics_handler,
+)
 from connectors.postgres import create_pool, migrate
-from connectors.projections import PAYMENT_VIEWS, REFUND_RESERVATIONS, WALLET_VIEWS, Projection
+from connectors.projections import PAYMENT_VIEWS, REFUND_RESERVATIONS, WALLET_VIEWS, Projection, ProjectionNotReady
 from services.http import health
+from streams.processing import SourceMessage, dead_letter_record
 from streams.topics import (
     PAYMENT_CREATED,
+    PAYMENT_DLQ,
     PAYMENT_FAILED,
     PAYMENT_OPERATION_COMPLETED,
     PAYMENT_OPERATION_INCONSISTENT,
@@ -52,7 +68,7 @@ PAYMENT_TOPICS = (
 PROJECTIONS = (
     Projection("wallet_views", (WALLET_MOVEMENT_UPDATES.name, WALLET_BALANCE_UPDATE.name), WALLET_VIEWS),
     Projection("payment_views", tuple(t.name for t in PAYMENT_TOPICS), PAYMENT_VIEWS),
-    # The request first, then its outcomes (causes first, as above).
+    # A refund's reservation, then its outcome: the request first, so an outcome rarely waits for it.
     Projection(
         "refund_reservations",
         (PAYMENT_REFUND.name, PAYMENT_REFUNDED.name, PAYMENT_REFUND_FAILED.name),
@@ -60,79 +76,232 @@ PROJECTIONS = (
     ),
 )
 
+# Failures that say nothing about the event: the database or the network is away, or the
+# schema is not what the code expects (a migration missing). Wait them out; never dead-letter.
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.TransactionRollbackError,
+    asyncpg.exceptions.SyntaxOrAccessError,
+    asyncpg.exceptions.PostgresSystemError,
+)
+MAX_BACKOFF_S = 10.0
+
+
+def is_outage(exc: BaseException) -> bool:
+    return isinstance(exc, OUTAGE_ERRORS)
+
+
+@dataclass
+class PartitionProgress:
+    applied: int = -1  # the last offset the views hold
+    highwater: int | None = None  # the next offset the broker will write
+    first_unprojected_at: float | None = None  # broker timestamp (s) of the oldest event not yet applied
+    advanced_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class ProjectionHealth:
+    """What /ready and /metrics say about one projection: how far behind, since when, and why."""
+
+    name: str
+    stall_after_s: float
+    partitions: dict[TopicPartition, PartitionProgress] = field(default_factory=dict)
+    failing: str | None = None  # the outage being waited out, if any
+
+    def progress(self, tp: TopicPartition) -> PartitionProgress:
+        return self.partitions.setdefault(tp, PartitionProgress())
+
+    def fetched(self, consumer: AIOKafkaConsumer, tp: TopicPartition, messages: list[ConsumerRecord]) -> None:
+        state = self.progress(tp)
+        state.highwater = consumer.highwater(tp)
+        pending = [m for m in messages if m.offset > state.applied]
+        if pending and state.first_unprojected_at is None:
+            state.first_unprojected_at = pending[0].timestamp / 1000
+
+    def applied(self, tp: TopicPartition, last: ConsumerRecord) -> None:
+        state = self.progress(tp)
+        if last.offset > state.applied:
+            state.applied, state.advanced_at = last.offset, time.monotonic()
+        state.first_unprojected_at = None
+        PROJECTION_LAG_SECONDS.labels(self.name).set(max(0.0, time.time() - last.timestamp / 1000))
+
+    def publish(self) -> None:
+        for tp, state in self.partitions.items():
+            lag = max(0, (state.highwater or 0) - 1 - state.applied) if state.highwater is not None else 0
+            PROJECTION_LAG_MESSAGES.labels(self.name, tp.topic, str(tp.partition)).set(lag)
+            age = time.time() - state.first_unprojected_at if state.first_unprojected_at and lag else 0.0
+            PROJECTION_OLDEST_UNPROJECTED_SECONDS.labels(self.name, tp.topic, str(tp.partition)).set(max(0.0, age))
+
+    def stalled(self) -> dict[str, int]:
+        """Partitions behind their end that have not advanced for stall_after_s."""
+        now, found = time.monotonic(), {}
+        for tp, state in self.partitions.items():
+            lag = max(0, (state.highwater or 0) - 1 - state.applied) if state.highwater is not None else 0
+            if lag and now - state.advanced_at > self.stall_after_s:
+                found[f"{tp.topic}/{tp.partition}"] = lag
+        return found
+
 
 class SeekToStoredPositions(ConsumerRebalanceListener):
-    def __init__(self, consumer: AIOKafkaConsumer, pool: asyncpg.Pool, projection: Projection) -> None:
-        self.consumer, self.pool, self.projection = consumer, pool, projection
+    def __init__(
+        self, consumer: AIOKafkaConsumer, pool: asyncpg.Pool, projection: Projection, health: ProjectionHealth
+    ) -> None:
+        self.consumer, self.pool, self.projection, self.health = consumer, pool, projection, health
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        pass
+        for tp in revoked:
+            self.health.partitions.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        await seek_to_stored(self.consumer, self.pool, self.projection, list(assigned))
+        await seek_to_stored(self.consumer, self.pool, self.projection, self.health, list(assigned))
 
 
 async def seek_to_stored(
-    consumer: AIOKafkaConsumer, pool: asyncpg.Pool, projection: Projection, tps: list[Any]
+    consumer: AIOKafkaConsumer, pool: asyncpg.Pool, projection: Projection, health: ProjectionHealth, tps: list[Any]
 ) -> None:
     async with pool.acquire() as conn:
         positions = await projection.positions(conn)
     beginnings = await consumer.beginning_offsets(tps) if tps else {}
     for tp in tps:
         last = positions.get((tp.topic, tp.partition))
+        health.progress(tp).applied = beginnings[tp] - 1 if last is None else last
         consumer.seek(tp, beginnings[tp] if last is None else last + 1)
 
 
-def observe_lag(consumer: AIOKafkaConsumer, projection: Projection, tp: Any, last: Any) -> None:
-    highwater = consumer.highwater(tp)
-    if highwater is not None:
-        PROJECTION_LAG_MESSAGES.labels(projection.name, tp.topic, str(tp.partition)).set(
-            max(0, highwater - 1 - last.offset)
+@dataclass
+class Projector:
+    """Runs one projection: batches in order, outages waited out, poison dead-lettered."""
+
+    config: Config
+    projection: Projection
+    pool: asyncpg.Pool
+    producer: AIOKafkaProducer
+    health: ProjectionHealth
+    consumer: AIOKafkaConsumer = field(init=False)
+    not_ready_since: dict[tuple[str, int, int], float] = field(default_factory=dict)
+
+    @property
+    def consumer_name(self) -> str:
+        return f"projector:{self.projection.name}"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        codec = make_codec(self.config.kafka.schema_registry_url or None)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.config.kafka.bootstrap_servers,
+            group_id=f"projector-{self.projection.name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=1000,
         )
-    PROJECTION_LAG_SECONDS.labels(projection.name).set(max(0.0, time.time() - last.timestamp / 1000))
+        listener = SeekToStoredPositions(self.consumer, self.pool, self.projection, self.health)
+        self.consumer.subscribe(self.projection.topics, listener=listener)
+        await self.consumer.start()
+        log.info("projection %s reading %s", self.projection.name, ", ".join(self.projection.topics))
+        failures = 0
+        try:
+            while not stop.is_set():
+                batches = await self.consumer.getmany(timeout_ms=200, max_records=1000)
+                self.health.publish()
+                if not batches:
+                    continue
+                try:
+                    await self.apply(codec, batches)
+                    self.health.failing = None
+                    failures = 0
+                except Exception as exc:  # noqa: BLE001 - a projector must outlive any outage
+                    # The views only move with their stored offsets, so after a failure we go
+                    # back to those and read again; nothing is lost or applied twice.
+                    failures += 1
+                    await self.wait_out(exc, failures)
+        finally:
+            await self.consumer.stop()
 
+    async def apply(self, codec: Any, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        # Causes first: a payment's creation before its refund (topic order of the projection),
+        # so a fresh batch seldom needs ProjectionNotReady.
+        ordered = sorted(batches.items(), key=lambda b: (self.projection.topics.index(b[0].topic), b[0].partition))
+        for tp, messages in ordered:
+            self.health.fetched(self.consumer, tp, messages)
+        async with self.pool.acquire() as conn:
+            for tp, messages in ordered:
+                try:
+                    await self.projection.apply_batch(conn, tp.topic, tp.partition, decode_all(codec, tp, messages))
+                except Exception as exc:
+                    if is_outage(exc) or isinstance(exc, ProjectionNotReady):
+                        raise
+                    # One of these events is refused: apply them one at a time to find it.
+                    await self.apply_one_by_one(conn, codec, tp, messages)
+                self.health.applied(tp, messages[-1])
+                self.not_ready_since.clear()
+        await self.consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in batches.items()})
 
-async def run_projection(config: Config, projection: Projection, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
-    codec = make_codec(config.kafka.schema_registry_url or None)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=config.kafka.bootstrap_servers,
-        group_id=f"projector-{projection.name}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=1000,
-    )
-    consumer.subscribe(projection.topics, listener=SeekToStoredPositions(consumer, pool, projection))
-    await consumer.start()
-    log.info("projection %s reading %s", projection.name, ", ".join(projection.topics))
-    try:
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=200, max_records=1000)
-            if not batches:
-                continue
+    async def apply_one_by_one(
+        self, conn: asyncpg.Connection, codec: Any, tp: TopicPartition, messages: list[ConsumerRecord]
+    ) -> None:
+        for message in messages:
+            decoded = decode_all(codec, tp, [message])
+            refusal: Exception | None = None
+            for _ in range(2):  # the event's own fault only if it fails again
+                try:
+                    await self.projection.apply_batch(conn, tp.topic, tp.partition, decoded)
+                    refusal = None
+                    break
+                except Exception as exc:
+                    if is_outage(exc) or isinstance(exc, ProjectionNotReady):
+                        raise
+                    refusal = exc
+                    await conn.fetchval("SELECT 1")  # the database answers: the event is at fault
+            if refusal is not None:
+                await self.dead_letter(conn, message, refusal, attempts=2)
+
+    async def dead_letter(
+        self, conn: asyncpg.Connection, message: ConsumerRecord, error: BaseException, attempts: int
+    ) -> None:
+        """Publish the letter, then move the stored offset past the event, in that order: a crash
+        in between writes the same letter again (same id), never loses it."""
+        source = SourceMessage(message.topic, message.partition, message.offset, message.key, message.value)
+        log.error(
+            "%s: dead-lettering %s@%d/%d: %r",
+            self.consumer_name,
+            message.topic,
+            message.partition,
+            message.offset,
+            error,
+        )
+        record = dead_letter_record(source, error, attempts, self.consumer_name)
+        codec = make_codec(self.config.kafka.schema_registry_url or None)
+        await self.producer.send_and_wait(PAYMENT_DLQ.name, codec.encode(record), key=message.key)
+        DEAD_LETTERS.labels(self.consumer_name, type(error).__name__).inc()
+        await self.projection.apply_batch(conn, message.topic, message.partition, [(message.offset, None)])
+
+    async def wait_out(self, exc: Exception, failures: int) -> None:
+        """Back off, drop every connection (one that lived through a database restart can be broken
+        in odd ways), and go back to the stored offsets. An event whose cause never arrives (its
+        cause was itself dead-lettered) is dead-lettered once it has waited long enough."""
+        delay = min(MAX_BACKOFF_S, 0.5 * 2 ** min(failures, 5))
+        self.health.failing = f"{type(exc).__name__}: {exc}"
+        log.error("projection %s: %r; retrying from the stored offsets in %.1fs", self.projection.name, exc, delay)
+        await self.pool.expire_connections()
+        await asyncio.sleep(delay)
+        await self.retry_seek()
+
+    async def retry_seek(self) -> None:
+        while True:
             try:
-                async with pool.acquire() as conn:
-                    # Causes first: a payment's creation before its refund (topic order of
-                    # the projection), so a fresh batch seldom needs ProjectionNotReady.
-                    for tp, messages in sorted(batches.items(), key=lambda b: topic_rank(projection, b[0])):
-                        await projection.apply_batch(conn, tp.topic, tp.partition, decode_all(codec, tp, messages))
-                        observe_lag(consumer, projection, tp, messages[-1])
-                await consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in batches.items()})
-            except Exception as exc:  # noqa: BLE001 - a projector must outlive any outage
-                # The views only move with their stored offsets, so after a failure we go
-                # back to those and read again; nothing is lost or applied twice. A failure
-                # that repeats blocks this projection (and shows as projection lag) rather
-                # than skipping data. Connections that lived through a database restart
-                # can be broken in odd ways (asyncpg InternalClientError), so drop them all.
-                log.error("projection %s: %r; retrying from the stored offsets in 1 s", projection.name, exc)
-                pool.expire_connections()
+                await seek_to_stored(
+                    self.consumer, self.pool, self.projection, self.health, list(self.consumer.assignment())
+                )
+                return
+            except Exception as exc:  # noqa: BLE001 - keep trying until the outage ends
+                self.health.failing = f"{type(exc).__name__}: {exc}"
+                log.error("projection %s: still failing (%r); retrying in 1 s", self.projection.name, exc)
                 await asyncio.sleep(1)
-                await retry_seek(consumer, pool, projection)
-    finally:
-        await consumer.stop()
-
-
-def topic_rank(projection: Projection, tp: Any) -> tuple[int, int]:
-    return projection.topics.index(tp.topic), tp.partition
 
 
 def decode_all(codec: Any, tp: Any, messages: list[Any]) -> list[tuple[int, dict[str, Any] | None]]:
@@ -146,23 +315,23 @@ def decode_all(codec: Any, tp: Any, messages: list[Any]) -> list[tuple[int, dict
     return decoded
 
 
-async def retry_seek(consumer: AIOKafkaConsumer, pool: asyncpg.Pool, projection: Projection) -> None:
-    while True:
-        try:
-            await seek_to_stored(consumer, pool, projection, list(consumer.assignment()))
-            return
-        except Exception as exc:  # noqa: BLE001 - keep trying until the outage ends
-            log.error("projection %s: still failing (%r); retrying in 1 s", projection.name, exc)
-            await asyncio.sleep(1)
-
-
-async def serve_metrics(config: Config, pool: asyncpg.Pool) -> web.AppRunner:
+async def serve_pages(config: Config, pool: asyncpg.Pool, healths: list[ProjectionHealth]) -> web.AppRunner:
     async def ready(_: web.Request) -> web.Response:
+        """Unready while PostgreSQL does not answer, an outage is being waited out, or a
+        partition behind its end has not advanced for processing.stall_after_s."""
+        problems: dict[str, Any] = {}
         try:
             await pool.fetchval("SELECT 1")
         except Exception as exc:  # noqa: BLE001 - readiness reports any failure
-            return web.json_response({"status": "unready", "problems": {"postgres": repr(exc)}}, status=503)
-        return web.json_response({"status": "ready"})
+            problems["postgres"] = repr(exc)
+        for h in healths:
+            if h.failing:
+                problems[f"{h.name}: failing"] = h.failing
+            stalled = h.stalled()
+            if stalled:
+                problems[f"{h.name}: stalled partitions"] = stalled
+        status = 503 if problems else 200
+        return web.json_response({"status": "unready" if problems else "ready", "problems": problems}, status=status)
 
     app = web.Application()
     app.add_routes([web.get("/metrics", metrics_handler), web.get("/health", health), web.get("/ready", ready)])
@@ -181,11 +350,18 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runner = await serve_metrics(config, pool)
+    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, acks="all", enable_idempotence=True)
+    await producer.start()
+    projectors = [
+        Projector(config, p, pool, producer, ProjectionHealth(p.name, config.processing.stall_after_s))
+        for p in PROJECTIONS
+    ]
+    runner = await serve_pages(config, pool, [p.health for p in projectors])
     try:
-        await asyncio.gather(*(run_projection(config, p, pool, stop) for p in PROJECTIONS))
+        await asyncio.gather(*(p.run(stop) for p in projectors))
     finally:
         await runner.cleanup()
+        await producer.stop()
         await pool.close()
 
 

@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import PartitionsMismatch
 
 from connectors.avro import EventDecodeError
-from connectors.metrics import DEAD_LETTERS, EVENT_LATENCY, EVENTS_PROCESSED, PROCESSING_PAUSES
+from connectors.metrics import DEAD_LETTERS, EVENT_LATENCY, EVENTS_PROCESSED, PROCESSING_PAUSES, PROCESSING_RETRIES
 from connectors.otel import span
 from connectors.tracing import current_traceparent, fields_of, from_headers, log_fields
 from domain.ids import derive_id
@@ -125,6 +125,7 @@ class Processor:
                         await self.dead_letter(message, exc, attempts=attempts)
                         EVENTS_PROCESSED.labels(self.consumer, event_type, "dead_lettered").inc()
                         return False
+                    PROCESSING_RETRIES.labels(self.consumer, message.topic, "message").inc()
                     log.warning(
                         "%s: attempt %d of %s@%d failed: %r; retrying",
                         self.consumer,
@@ -153,6 +154,7 @@ class Processor:
         where = f"{message.topic}/{message.partition}"
         if where not in self.paused:
             PROCESSING_PAUSES.labels(self.consumer, message.topic).inc()
+        PROCESSING_RETRIES.labels(self.consumer, message.topic, "infrastructure").inc()
         self.paused[where] = problem
         delay = min(self.max_pause_backoff_s, self.backoff_s * 2 ** min(pauses, 10))
         log.error(
@@ -185,19 +187,26 @@ class Processor:
             attempts,
             error,
         )
-        event_id = derive_id("DeadLetter", message.topic, str(message.partition), str(message.offset))
-        record = command_record(
-            "DeadLetter",
-            new_meta(event_id=event_id),
-            source_topic=message.topic,
-            source_partition=message.partition,
-            source_offset=message.offset,
-            key=message.key,
-            value=message.value,
-            error_type=type(error).__name__,
-            error_message=str(error)[:2000],
-            attempts=attempts,
-            consumer=self.consumer,
-        )
         DEAD_LETTERS.labels(self.consumer, type(error).__name__).inc()
-        await self.send(PAYMENT_DLQ.name, message.key, record)
+        await self.send(PAYMENT_DLQ.name, message.key, dead_letter_record(message, error, attempts, self.consumer))
+
+
+def dead_letter_record(message: SourceMessage, error: BaseException, attempts: int, consumer: str) -> dict[str, Any]:
+    """The DeadLetter event for `message`: where it came from, its original bytes, why it was given up.
+
+    Its id derives from the consumer and the source coordinates, so writing it twice (a crash in
+    between) is one letter."""
+    event_id = derive_id("DeadLetter", consumer, message.topic, str(message.partition), str(message.offset))
+    return command_record(
+        "DeadLetter",
+        new_meta(event_id=event_id),
+        source_topic=message.topic,
+        source_partition=message.partition,
+        source_offset=message.offset,
+        key=message.key,
+        value=message.value,
+        error_type=type(error).__name__,
+        error_message=str(error)[:2000],
+        attempts=attempts,
+        consumer=consumer,
+    )

@@ -63,7 +63,7 @@ async def test_with_two_wallet_workers_either_answers_for_every_wallet(
         wallets.append(body["id"])
     assert len({partition_for(w, config.kafka.partitions) for w in wallets}) > 1
     first = process_named(config, "wallet-worker")
-    port = config.wallet_worker.web_port + 100
+    port = config.wallet_worker.web_port + 2000  # clear of the other environments a machine may run
     second = dataclasses.replace(
         first, name="wallet-worker-2", args=("worker", "-l", "info", "--web-port", str(port)), health_port=port
     )

@@ -17,6 +17,7 @@ from domain.ids import derive_id
 from domain.money import Money
 from streams.envelope import now_ms, to_record
 from streams.topics import PAYMENT_OPERATION_INCONSISTENT, PAYMENT_REFUND, PAYMENT_REFUND_FAILED, PAYMENT_REFUNDED
+from tests.integration.conftest import MoneyWitness
 from tests.integration.kafka_helpers import events_for_key, publish
 from tests.integration.test_console import payments
 from tests.integration.test_observability import scrape, total
@@ -28,6 +29,7 @@ from tests.integration.test_payment_service import (
     wallet_payment,
 )
 from tests.support import Api, eventually
+from tests.support.audit import auditor_get
 
 
 @pytest.fixture
@@ -206,9 +208,12 @@ async def test_a_charge_reported_with_another_amount_or_currency_ends_inconsiste
 
 
 async def test_a_refund_reported_with_another_amount_ends_failed_and_inconsistent(
-    payment_api: Api, config: Config
+    payment_api: Api, config: Config, money_witness: MoneyWitness
 ) -> None:
     payment = await paid(payment_api, "tok_refund_wrong_amount")
+    # Real money the books cannot explain (999 went back, the refund failed): an operator's case,
+    # which the money auditor must name.
+    money_witness.planted.add(payment["id"])
     refund_id = await refund(payment_api, payment["id"], {"amount": 1_000})
     body, failed = await refund_in(payment_api, payment["id"], refund_id, "failed")
     assert failed["failure_code"] == "amount_mismatch" and "999 USD" in failed["failure_reason"]
@@ -217,3 +222,10 @@ async def test_a_refund_reported_with_another_amount_ends_failed_and_inconsisten
     assert (op["amount"], op["inconsistent"]) == (999, True)
     [inconsistent] = await events_for_key(config, PAYMENT_OPERATION_INCONSISTENT.name, payment["id"])
     assert inconsistent["expected_amount"] == {"amount": 1_000, "currency": "USD"}
+
+    async def accused() -> list[dict[str, Any]] | None:
+        found = [v for v in await auditor_get(config, "/violations") if v["subject"] == payment["id"]]
+        return found or None
+
+    [violation] = await eventually(accused, timeout=config.auditor.grace_s + 15, what="the auditor's report")
+    assert violation["invariant"] == "provider_matches_payment" and "kept 501 USD" in violation["message"]
