@@ -825,7 +825,27 @@ class Rebuilder:
         print(f"[rebuild] {projection.name}: {done} messages applied", file=self.out, flush=True)
 
     async def _flush(self, projection: Projection, tp: TopicPartition, batch: list[tuple[int, Any]]) -> int:
-        await projection.apply_batch(self.conn, tp.topic, tp.partition, batch, schema=self.schema)
+        try:
+            await projection.apply_batch(self.conn, tp.topic, tp.partition, batch, schema=self.schema)
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, UnicodeError, ValueError, KeyError):
+            # An event PostgreSQL refuses: the live projector dead-lettered it, the rebuild skips it too.
+            for offset, event in batch:
+                try:
+                    await projection.apply_batch(self.conn, tp.topic, tp.partition, [(offset, event)], self.schema)
+                except (
+                    asyncpg.DataError,
+                    asyncpg.IntegrityConstraintViolationError,
+                    UnicodeError,
+                    ValueError,
+                    KeyError,
+                ) as exc:
+                    print(
+                        f"[rebuild] {projection.name}: skipped {tp.topic}[{tp.partition}]@{offset}, refused: "
+                        f"{type(exc).__name__}: {exc}",
+                        file=self.out,
+                        flush=True,
+                    )
+                    await projection.apply_batch(self.conn, tp.topic, tp.partition, [(offset, None)], self.schema)
         return len(batch)
 
 

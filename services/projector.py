@@ -113,6 +113,7 @@ class ProjectionHealth:
     stall_after_s: float
     partitions: dict[TopicPartition, PartitionProgress] = field(default_factory=dict)
     failing: str | None = None  # the outage being waited out, if any
+    dead_letters: int = 0
 
     def progress(self, tp: TopicPartition) -> PartitionProgress:
         return self.partitions.setdefault(tp, PartitionProgress())
@@ -233,12 +234,11 @@ class Projector:
                 try:
                     await self.projection.apply_batch(conn, tp.topic, tp.partition, decode_all(codec, tp, messages))
                 except Exception as exc:
-                    if is_outage(exc) or isinstance(exc, ProjectionNotReady):
+                    if is_outage(exc):
                         raise
-                    # One of these events is refused: apply them one at a time to find it.
+                    # One of these events is refused or early: apply them one at a time to find it.
                     await self.apply_one_by_one(conn, codec, tp, messages)
                 self.health.applied(tp, messages[-1])
-                self.not_ready_since.clear()
         await self.consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in batches.items()})
 
     async def apply_one_by_one(
@@ -252,13 +252,25 @@ class Projector:
                     await self.projection.apply_batch(conn, tp.topic, tp.partition, decoded)
                     refusal = None
                     break
+                except ProjectionNotReady as exc:
+                    if not self.patience_spent(message):
+                        raise  # its cause is on another topic: wait for it
+                    refusal = exc
+                    break
                 except Exception as exc:
-                    if is_outage(exc) or isinstance(exc, ProjectionNotReady):
+                    if is_outage(exc):
                         raise
                     refusal = exc
                     await conn.fetchval("SELECT 1")  # the database answers: the event is at fault
+            self.not_ready_since.pop((message.topic, message.partition, message.offset), None)
             if refusal is not None:
                 await self.dead_letter(conn, message, refusal, attempts=2)
+
+    def patience_spent(self, message: ConsumerRecord) -> bool:
+        """An event whose cause has not arrived for twice the stall time never will (its cause was
+        itself dead-lettered, or never written): then it is dead-lettered, not waited on for ever."""
+        since = self.not_ready_since.setdefault((message.topic, message.partition, message.offset), time.monotonic())
+        return time.monotonic() - since > 2 * self.config.processing.stall_after_s
 
     async def dead_letter(
         self, conn: asyncpg.Connection, message: ConsumerRecord, error: BaseException, attempts: int
@@ -278,6 +290,7 @@ class Projector:
         codec = make_codec(self.config.kafka.schema_registry_url or None)
         await self.producer.send_and_wait(PAYMENT_DLQ.name, codec.encode(record), key=message.key)
         DEAD_LETTERS.labels(self.consumer_name, type(error).__name__).inc()
+        self.health.dead_letters += 1
         await self.projection.apply_batch(conn, message.topic, message.partition, [(message.offset, None)])
 
     async def wait_out(self, exc: Exception, failures: int) -> None:
@@ -317,21 +330,27 @@ def decode_all(codec: Any, tp: Any, messages: list[Any]) -> list[tuple[int, dict
 
 async def serve_pages(config: Config, pool: asyncpg.Pool, healths: list[ProjectionHealth]) -> web.AppRunner:
     async def ready(_: web.Request) -> web.Response:
-        """Unready while PostgreSQL does not answer, an outage is being waited out, or a
-        partition behind its end has not advanced for processing.stall_after_s."""
+        """Unready while PostgreSQL does not answer or a partition behind its end has not advanced
+        for processing.stall_after_s; the body also says what is being retried and how many
+        events each projection dead-lettered since it started."""
         problems: dict[str, Any] = {}
         try:
             await pool.fetchval("SELECT 1")
         except Exception as exc:  # noqa: BLE001 - readiness reports any failure
             problems["postgres"] = repr(exc)
+        retrying = {h.name: h.failing for h in healths if h.failing}
         for h in healths:
-            if h.failing:
-                problems[f"{h.name}: failing"] = h.failing
             stalled = h.stalled()
             if stalled:
                 problems[f"{h.name}: stalled partitions"] = stalled
         status = 503 if problems else 200
-        return web.json_response({"status": "unready" if problems else "ready", "problems": problems}, status=status)
+        body = {
+            "status": "unready" if problems else "ready",
+            "problems": problems,
+            "retrying": retrying,  # a failure being waited out; unready once it stalls a partition
+            "dead_letters": {h.name: h.dead_letters for h in healths},
+        }
+        return web.json_response(body, status=status)
 
     app = web.Application()
     app.add_routes([web.get("/metrics", metrics_handler), web.get("/health", health), web.get("/ready", ready)])
