@@ -25,7 +25,7 @@ from streams.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_CREATED, WALLET_MOV
 from tests.conftest import ensure_running
 from tests.integration.kafka_helpers import events_for_key, publish
 from tests.integration.test_payment_service import external_payment, payment_in, wallet_balance, wallet_payment
-from tests.support import Api
+from tests.support import JSON, Api
 
 # Its hash is in the test environments' auth.api_keys (subject ops-test-key, role operator).
 TEST_OPERATOR_KEY = "pk_test_operator_not_for_production"
@@ -231,8 +231,12 @@ async def test_forged_and_replayed_webhooks_through_the_gateway_change_nothing(
     }
     raw = json.dumps(hook).encode()
     now = int(time.time())
-    forged = {TIMESTAMP_HEADER: str(now), SIGNATURE_HEADER: sign("guessed-secret", now, raw)}
-    stale = {TIMESTAMP_HEADER: str(now - 3600), SIGNATURE_HEADER: sign(config.provider.webhook_secret, now - 3600, raw)}
+    forged = {TIMESTAMP_HEADER: str(now), SIGNATURE_HEADER: sign("guessed-secret", now, raw), **JSON}
+    stale = {
+        TIMESTAMP_HEADER: str(now - 3600),
+        SIGNATURE_HEADER: sign(config.provider.webhook_secret, now - 3600, raw),
+        **JSON,
+    }
     for headers in (forged, stale):
         status, body = await gateway.post("/api/v1/webhooks/simulator", data=raw, headers=headers)
         assert status == 401 and body["error"]["code"] == "invalid_signature", body
@@ -253,7 +257,7 @@ async def test_forged_and_replayed_webhooks_through_the_gateway_change_nothing(
         },
     }
     raw = json.dumps(replay).encode()
-    signed = {TIMESTAMP_HEADER: str(now), SIGNATURE_HEADER: sign(config.provider.webhook_secret, now, raw)}
+    signed = {TIMESTAMP_HEADER: str(now), SIGNATURE_HEADER: sign(config.provider.webhook_secret, now, raw), **JSON}
     for _ in range(2):
         assert (await gateway.post("/api/v1/webhooks/simulator", data=raw, headers=signed))[0] == 200
     await asyncio.sleep(1.0)
