@@ -20,6 +20,7 @@ from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from domain.events import EventMeta
 from domain.money import Money
 from domain.payment import PaymentCreated
+from services.http import MAX_WAIT_S
 from streams.envelope import now_ms, to_record
 from streams.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_CREATED, WALLET_MOVEMENT_UPDATES
 from tests.conftest import ensure_running
@@ -208,6 +209,19 @@ async def test_request_ids_and_body_limits(gateway: Api, config: Config, users: 
     status, body = await users.operator.post(f"/api/v1/wallet/{users.alice_wallet}/movement", huge)
     assert status == 413, body
     assert (await gateway.get("/api/v1/nowhere"))[0] == 404
+
+
+async def test_a_read_may_wait_past_the_gateways_own_upstream_timeout(
+    gateway: Api, users: Users, config: Config
+) -> None:
+    """The gateway gave up after gateway.upstream_timeout_s (504) while the API allows ?wait=
+    up to MAX_WAIT_S; now it allows a request the wait it asks for."""
+    wait = config.gateway.upstream_timeout_s + 1
+    assert wait <= MAX_WAIT_S
+    started = time.monotonic()
+    status, body = await users.admin.get(f"/api/v1/payments/{uuid.uuid4()}?wait={wait:g}")
+    assert (status, body["error"]["code"]) == (404, "payment_not_found"), body
+    assert time.monotonic() - started >= wait  # the API waited the whole time for the payment to appear
 
 
 async def test_forged_and_replayed_webhooks_through_the_gateway_change_nothing(
