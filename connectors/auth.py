@@ -68,6 +68,10 @@ class Authenticator:
 
     def authenticate(self, authorization: str | None, api_key: str | None) -> tuple[Principal, str]:
         """The principal and a stable credential id (for rate limits), or AuthError."""
+        for value in (api_key, authorization):
+            # Header bytes outside ASCII arrive as surrogate escapes, which no encoder takes.
+            if value is not None and not (value.isascii() and value.isprintable()):
+                raise AuthError("credentials must be printable ASCII")
         if api_key is not None:
             principal = self.api_keys.get(hash_api_key(api_key))
             if principal is None:

@@ -21,10 +21,12 @@ def verify(
     """None when authentic and fresh; otherwise why not (never which part of the signature differed)."""
     if not timestamp or not signature:
         return "missing signature headers"
-    try:
-        sent_at = int(timestamp)
-    except ValueError:
+    # ASCII digits only: int() would also read " 17", Arabic-Indic digits or thousands of digits.
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
         return "malformed timestamp"
+    if not (signature.isascii() and signature.isprintable()):  # compare_digest refuses other text
+        return "malformed signature"
+    sent_at = int(timestamp)
     if abs(now - sent_at) > tolerance_s:
         return "timestamp outside the tolerance"
     if not hmac.compare_digest(sign(secret, sent_at, body), signature):

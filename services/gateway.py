@@ -28,7 +28,7 @@ from aiohttp import web
 from connectors.auth import API_KEY_HEADER, Authenticator, AuthError
 from connectors.config import Config, GatewayConfig, load_config
 from connectors.logs import setup_logging
-from services.http import error_response, needs_credentials, serve
+from services.http import MAX_WAIT_S, error_response, needs_credentials, serve
 
 log = logging.getLogger("gateway")
 
@@ -96,6 +96,16 @@ def upstream_for(config: GatewayConfig, path: str) -> str | None:
     return None
 
 
+def upstream_timeout_s(settings: GatewayConfig, wait: str | None) -> float:
+    """The upstream timeout plus the wait a request asks for (?wait=N), up to the longest a
+    service allows: a read told to wait 25 s must not be cut off at 10."""
+    try:
+        asked = float(wait) if wait is not None else 0.0
+    except ValueError:
+        asked = 0.0  # the service refuses it at once
+    return settings.upstream_timeout_s + (min(asked, MAX_WAIT_S) if asked > 0 else 0.0)
+
+
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 LIMITER = web.AppKey("limiter", RateLimiter)
 CLIENT = web.AppKey("client", aiohttp.ClientSession)
@@ -145,13 +155,24 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         response = error_response(429, "rate_limited", "too many requests for this credential; retry later")
         response.headers["Retry-After"] = str(max(1, math.ceil(wait_s)))
         return response
+    if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        # Refused, not decompressed: aiohttp would inflate it and forward the header with the
+        # plain bytes, and a few compressed KiB can inflate to far more than the body limit.
+        response = error_response(415, "unsupported_encoding", "send the body uncompressed", "Content-Encoding")
+        response.headers["Accept-Encoding"] = "identity"
+        return response
     body = await request.read()  # bounded by client_max_size: larger bodies get 413
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
     headers[REQUEST_ID_HEADER] = request["request_id"]
     headers["X-Forwarded-For"] = request.remote or ""
     try:
         async with request.app[CLIENT].request(
-            request.method, upstream + request.rel_url.path_qs, data=body, headers=headers, allow_redirects=False
+            request.method,
+            upstream + request.rel_url.path_qs,
+            data=body,
+            headers=headers,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=upstream_timeout_s(settings, request.query.get("wait"))),
         ) as upstream_response:
             payload = await upstream_response.read()
             out = web.Response(status=upstream_response.status, body=payload)
@@ -174,8 +195,7 @@ def create_app(config: Config) -> web.Application:
     app[LIMITER] = RateLimiter(settings.rate_per_s, settings.burst)
 
     async def client(app: web.Application) -> AsyncIterator[None]:
-        timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout_s)
-        app[CLIENT] = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
+        app[CLIENT] = aiohttp.ClientSession(auto_decompress=False)
         yield
         await app[CLIENT].close()
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +22,14 @@ from connectors.tracing import TRACEPARENT_HEADER, current_traceparent
 from domain.access import Action, Decision, Principal, decide, may
 from domain.ids import is_uuid
 from domain.money import CURRENCIES
+from services.json_input import JsonRefused, OversizedInt, is_header_token, parse_json, text_problem
 
 log = logging.getLogger(__name__)
 
 MAX_AMOUNT = 10**15  # minor units; anything larger is a typo or an attack, not a payment
+# The longest a read may wait for a terminal state (?wait=N); the gateway allows a request
+# that long on top of its upstream timeout.
+MAX_WAIT_S = 30.0
 
 
 class ApiError(Exception):
@@ -57,41 +61,81 @@ async def error_middleware(
 
 @dataclass(frozen=True)
 class Field:
-    kind: str  # "uuid", "string", "amount", "currency", "enum:<a>|<b>"; in a query also "int", "number"
+    kind: str  # "uuid", "string", "amount", "currency", "enum:<a>|<b>", "int", "object"; in a query also "number"
     required: bool = True
     max_length: int = 500
     minimum: float | None = None
     maximum: float | None = None
+    multiline: bool = False  # free text that may hold tabs and line breaks
+    fields: Mapping[str, Field] | None = None  # kind "object": what it holds
 
 
-async def read_body(request: web.Request, fields: dict[str, Field]) -> dict[str, Any]:
-    """The JSON object body, exactly these fields, each checked; errors name the field."""
+JSON_TYPE = "application/json"
+# Query numbers in plain ASCII digits: int() and float() would also take " 5", other scripts' digits, "1_0",
+# "1e3", "nan" and "inf".
+QUERY_NUMBER = {"int": re.compile(r"-?[0-9]{1,15}"), "number": re.compile(r"-?[0-9]{1,15}(\.[0-9]{1,15})?")}
+
+
+async def read_raw(request: web.Request) -> bytes:
+    """The body's bytes if it is uncompressed JSON in UTF-8; otherwise 415 naming the header."""
+    if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        raise ApiError(415, "unsupported_encoding", "send the body uncompressed", "Content-Encoding")
+    if request.content_type != JSON_TYPE or (request.charset or "utf-8").lower() != "utf-8":
+        raise ApiError(415, "unsupported_media_type", f"the body must be {JSON_TYPE} in UTF-8", "Content-Type")
+    return await request.read()
+
+
+def parse_object(raw: bytes) -> dict[str, Any]:
     try:
-        body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "malformed_json", "request body is not valid JSON") from None
+        body = parse_json(raw)
+    except JsonRefused as exc:
+        raise ApiError(400, exc.code, exc.message, exc.field) from None
     if not isinstance(body, dict):
         raise ApiError(400, "malformed_json", "request body must be a JSON object")
-    for name in body:
-        if name not in fields:
-            raise ApiError(400, "unknown_field", f"unknown field {name!r}", name)
-    for name, spec in fields.items():
-        if name not in body or body[name] is None:
-            if spec.required:
-                raise ApiError(400, "missing_field", f"field {name!r} is required", name)
-            body[name] = None
-            continue
-        body[name] = check(name, body[name], spec)
     return body
 
 
-def check(name: str, value: Any, spec: Field) -> Any:
+async def read_body(request: web.Request, fields: Mapping[str, Field]) -> dict[str, Any]:
+    """The JSON object body, exactly these fields, each checked; errors name the field."""
+    return read_fields(parse_object(await read_raw(request)), fields)
+
+
+def read_fields(
+    body: dict[str, Any], fields: Mapping[str, Field], ignore_unknown: bool = False, prefix: str = ""
+) -> dict[str, Any]:
+    """These fields of `body`, each checked (None when absent and optional); nested names as a.b."""
+    if not ignore_unknown:
+        for name in body:
+            if name not in fields:
+                raise ApiError(400, "unknown_field", f"unknown field {prefix + name!r}", prefix + name)
+    values: dict[str, Any] = {}
+    for name, spec in fields.items():
+        if name not in body or body[name] is None:
+            if spec.required:
+                raise ApiError(400, "missing_field", f"field {prefix + name!r} is required", prefix + name)
+            values[name] = None
+            continue
+        values[name] = check(prefix + name, body[name], spec, ignore_unknown)
+    return values
+
+
+def check(name: str, value: Any, spec: Field, ignore_unknown: bool = False) -> Any:
+    if isinstance(value, OversizedInt):
+        raise ApiError(422, "invalid_value", f"{name} is a number with too many digits", name)
     if spec.kind == "amount":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ApiError(422, "invalid_amount", f"{name} must be an integer number of minor units", name)
         if not 0 < value <= MAX_AMOUNT:
             raise ApiError(422, "invalid_amount", f"{name} must be between 1 and {MAX_AMOUNT}", name)
         return value
+    if spec.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ApiError(422, "invalid_type", f"{name} must be an integer", name)
+        return in_range(name, value, spec)
+    if spec.kind == "object":
+        if not isinstance(value, dict):
+            raise ApiError(422, "invalid_type", f"{name} must be an object", name)
+        return read_fields(value, spec.fields or {}, ignore_unknown, f"{name}.")
     if not isinstance(value, str):
         raise ApiError(422, "invalid_type", f"{name} must be a string", name)
     if spec.kind == "uuid":
@@ -109,6 +153,9 @@ def check(name: str, value: Any, spec: Field) -> Any:
         return value
     if len(value) > spec.max_length:
         raise ApiError(422, "too_long", f"{name} is longer than {spec.max_length} characters", name)
+    problem = text_problem(value, spec.multiline)
+    if problem is not None:
+        raise ApiError(422, "invalid_text", f"{name} must not contain {problem}", name)
     return value
 
 
@@ -126,23 +173,24 @@ def read_query(request: web.Request, fields: dict[str, Field]) -> dict[str, Any]
             if spec.required:
                 raise ApiError(400, "missing_field", f"query parameter {name!r} is required", name)
             values[name] = None
-        elif spec.kind in ("int", "number"):
-            values[name] = _number(name, raw, spec)
+        elif spec.kind in QUERY_NUMBER:
+            values[name] = _query_number(name, raw, spec)
         else:
             values[name] = check(name, raw, spec)
     return values
 
 
-def _number(name: str, raw: str, spec: Field) -> float:
-    try:
-        value = int(raw) if spec.kind == "int" else float(raw)
-    except ValueError:
-        raise ApiError(
-            422, "invalid_value", f"{name} must be {'an integer' if spec.kind == 'int' else 'a number'}", name
-        ) from None
+def _query_number(name: str, raw: str, spec: Field) -> float:
+    if not QUERY_NUMBER[spec.kind].fullmatch(raw):
+        described = "an integer" if spec.kind == "int" else "a decimal number"
+        raise ApiError(422, "invalid_value", f"{name} must be {described} in ASCII digits", name)
+    return in_range(name, int(raw) if spec.kind == "int" else float(raw), spec)
+
+
+def in_range(name: str, value: float, spec: Field) -> Any:
     low = spec.minimum if spec.minimum is not None else float("-inf")
     high = spec.maximum if spec.maximum is not None else float("inf")
-    if not low <= value <= high:  # also refuses nan
+    if not low <= value <= high:
         raise ApiError(422, "invalid_value", f"{name} must be between {low:g} and {high:g}", name)
     return value
 
@@ -156,8 +204,10 @@ def path_uuid(request: web.Request, name: str) -> str:
 
 def idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not 0 < len(key) <= 255:
-        raise ApiError(400, "invalid_header", "Idempotency-Key must be 1 to 255 characters", "Idempotency-Key")
+    if key is not None and not (0 < len(key) <= 255 and is_header_token(key)):
+        raise ApiError(
+            400, "invalid_header", "Idempotency-Key must be 1 to 255 printable ASCII characters", "Idempotency-Key"
+        )
     return key
 
 

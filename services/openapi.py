@@ -3,7 +3,7 @@ so what the document promises and what the service accepts cannot drift apart.""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,10 +23,10 @@ class Operation:
     summary: str
     path_params: dict[str, Field] = field(default_factory=dict)
     query: dict[str, Field] = field(default_factory=dict)
-    body: dict[str, Field] | None = None
+    body: Mapping[str, Field] | None = None
     idempotent: bool = False  # takes an Idempotency-Key header
     public: bool = False  # no credential (webhooks carry a signature instead)
-    raw_body: bool = False  # the body is checked by the handler (a signed webhook)
+    raw_body: bool = False  # the body is checked by the handler (a signed webhook); unknown fields ignored
 
     def route(self) -> web.RouteDef:
         return web.route(self.method, self.path, self.handler)
@@ -42,14 +42,28 @@ def schema_of(spec: Field) -> dict[str, Any]:
         schema = {"type": "string", "enum": sorted(CURRENCIES)}
     elif spec.kind.startswith("enum:"):
         schema = {"type": "string", "enum": spec.kind[5:].split("|")}
+    elif spec.kind == "object":
+        schema = object_schema(spec.fields or {}, closed=False)
     elif spec.kind in ("int", "number"):
         schema = {"type": "integer" if spec.kind == "int" else "number"}
         schema.update({k: v for k, v in (("minimum", spec.minimum), ("maximum", spec.maximum)) if v is not None})
     else:
         schema = {"type": "string", "maxLength": spec.max_length}
+        schema["description"] = "text: no NUL, other control characters or lone surrogates" + (
+            " (tab and line breaks allowed)" if spec.multiline else ""
+        )
     if not spec.required:
         schema["nullable"] = True
     return schema
+
+
+def object_schema(fields: Mapping[str, Field], closed: bool) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {n: schema_of(s) for n, s in fields.items()},
+        "required": [n for n, s in fields.items() if s.required],
+        "additionalProperties": not closed,
+    }
 
 
 ERROR = {
@@ -96,15 +110,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         },
     }
     if op.body is not None:
-        body_schema = {
-            "type": "object",
-            "properties": {n: schema_of(s) for n, s in op.body.items()},
-            "required": [n for n, s in op.body.items() if s.required],
-            "additionalProperties": False,
-        }
+        body_schema = object_schema(op.body, closed=not op.raw_body)
         doc["requestBody"] = {"required": True, "content": {"application/json": {"schema": body_schema}}}
-    elif op.raw_body:
-        doc["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
     if op.public:
         doc["security"] = []
     else:

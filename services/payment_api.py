@@ -9,7 +9,6 @@ worker. Reads come from the PostgreSQL views, optionally waiting for a terminal 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -27,21 +26,24 @@ from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from domain import payment as domain
 from domain.access import Action, Principal
 from domain.events import EventMeta
-from domain.ids import derive_id, is_uuid
+from domain.ids import derive_id
 from domain.money import Money
 from services.http import (
     CONFIG,
+    MAX_WAIT_S,
     OUTCOMES,
     POOL,
     PUBLISHER,
     ApiError,
     Field,
     authorize,
-    check,
     command_resources,
+    parse_object,
     path_uuid,
     read_body,
+    read_fields,
     read_query,
+    read_raw,
     require,
     serve,
     service_app,
@@ -62,12 +64,32 @@ PAYMENT_BODY = {
     "wallet_id": Field("uuid", required=False),
     "provider": Field("string", required=False, max_length=50),
     "token": Field("string", required=False, max_length=200),
-    "description": Field("string", required=False),
+    "description": Field("string", required=False, multiline=True),
 }
-REFUND_BODY = {"amount": Field("amount", required=False), "reason": Field("string", required=False)}
-MAX_WAIT_S = 30.0
+REFUND_BODY = {"amount": Field("amount", required=False), "reason": Field("string", required=False, multiline=True)}
 GET_QUERY = {"wait": Field("number", required=False, minimum=0, maximum=MAX_WAIT_S)}
 PAYMENT_ID = {"payment_id": Field("uuid")}
+LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: a later provider clock is not a clock
+# What we read of a provider's event; providers add fields over time, so others are ignored.
+WEBHOOK = {
+    "id": Field("string", max_length=255),
+    "created": Field("int", minimum=0, maximum=LAST_MS),
+    "data": Field(
+        "object",
+        fields={
+            "id": Field("string", max_length=255),
+            "object": Field("enum:charge|refund"),
+            "status": Field("enum:succeeded|failed|pending"),
+            "amount": Field("amount"),
+            "currency": Field("currency"),
+            "failure_reason": Field("string", required=False),
+            # We send our operation id as the provider's idempotency key; it comes back here.
+            "metadata": Field(
+                "object", fields={"payment_id": Field("uuid"), "operation_id": Field("uuid", required=False)}
+            ),
+        },
+    ),
+}
 POLL_S = 0.05
 # Once the terminal event is on the log, the view row trails it by milliseconds.
 SETTLE_POLL_S = 0.01
@@ -285,7 +307,7 @@ async def provider_webhook(request: web.Request) -> web.Response:
     provider = request.match_info["provider"]
     if provider != config.name:
         raise ApiError(404, "unknown_provider", f"no provider {provider!r}", "provider")
-    raw = await request.read()
+    raw = await read_raw(request)
     problem = verify(
         config.webhook_secret,
         request.headers.get(TIMESTAMP_HEADER),
@@ -297,31 +319,22 @@ async def provider_webhook(request: web.Request) -> web.Response:
     if problem is not None:
         log.warning("webhook from %s refused: %s", provider, problem)
         raise ApiError(401, "invalid_signature", problem)
-    try:
-        hook = json.loads(raw)
-        data = hook["data"]
-        metadata = data["metadata"]
-        payment_id = metadata["payment_id"]
-        kind = data["object"]
-        status = data["status"]
-        update = command_record(
-            "ProviderUpdate",
-            EventMeta(derive_id("ProviderUpdate", provider, str(hook["id"])), now_ms(), payment_id, None),
-            provider=provider,
-            provider_event_id=str(hook["id"]),
-            payment_id=payment_id,
-            provider_reference=str(data["id"]),
-            operation_id=metadata.get("operation_id"),
-            kind=kind,
-            status=status,
-            amount={"amount": check("amount", data["amount"], Field("amount")), "currency": data["currency"]},
-            failure_reason=data.get("failure_reason"),
-            provider_timestamp=int(hook["created"]),
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ApiError(400, "malformed_webhook", f"unexpected webhook payload: {exc!r}") from None
-    if not is_uuid(payment_id) or kind not in ("charge", "refund") or status not in ("succeeded", "failed", "pending"):
-        raise ApiError(400, "malformed_webhook", "unexpected payment id, object or status")
+    hook = read_fields(parse_object(raw), WEBHOOK, ignore_unknown=True)
+    data, payment_id = hook["data"], hook["data"]["metadata"]["payment_id"]
+    update = command_record(
+        "ProviderUpdate",
+        EventMeta(derive_id("ProviderUpdate", provider, hook["id"]), now_ms(), payment_id, None),
+        provider=provider,
+        provider_event_id=hook["id"],
+        payment_id=payment_id,
+        provider_reference=data["id"],
+        operation_id=data["metadata"]["operation_id"],
+        kind=data["object"],
+        status=data["status"],
+        amount={"amount": data["amount"], "currency": data["currency"]},
+        failure_reason=data["failure_reason"],
+        provider_timestamp=hook["created"],
+    )
     # A replay (same provider event id) carries the same event id; the saga applies it once.
     await request.app[PUBLISHER].publish(EXTERNAL_PROVIDER_EVENTS.name, payment_id, update)
     return web.json_response({"received": True})
@@ -352,6 +365,7 @@ OPERATIONS = [
         provider_webhook,
         "provider webhook, HMAC-signed",
         {"provider": Field("string", max_length=50)},
+        body=WEBHOOK,
         public=True,
         raw_body=True,
     ),

@@ -66,9 +66,9 @@ MOVEMENT_BODY = {
     "amount": Field("amount"),
     "currency": Field("currency"),
     "reference": Field("string", required=False),
-    "description": Field("string", required=False),
+    "description": Field("string", required=False, multiline=True),
 }
-REVERT_BODY = {"reason": Field("string"), "requested_by": Field("string")}
+REVERT_BODY = {"reason": Field("string", multiline=True), "requested_by": Field("string")}
 WALLET_BODY = {"user_id": Field("uuid"), "currency": Field("currency")}
 LIST_QUERY = {
     "limit": Field("int", required=False, minimum=1, maximum=100),

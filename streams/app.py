@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
-from faust.types.tables import TableT
 
 from connectors.avro import Codec, install_faust_codec, make_codec
 from connectors.config import Config
@@ -146,23 +145,3 @@ async def durable(app: faust.App) -> None:
     our sends go out at once, so without this a SIGKILL can keep the outcome and lose the state.
     """
     await app.producer.flush()
-
-
-def add_state_page(app: faust.App, path: str, source: faust.TopicT, table: TableT, id_name: str) -> None:
-    """GET {path}/{id}/: the live table state of one aggregate, as JSON.
-
-    Routed by the source topic's key (raw bytes, the same murmur2 partition every
-    producer picks), so any worker answers: it forwards to the owner of the partition.
-    """
-
-    @app.page(f"{path}/{{{id_name}}}/")
-    @app.topic_route(topic=source, match_info=id_name)
-    async def state(web: Any, request: Any, **match: str) -> Any:
-        key = match[id_name]
-        value = table.get(key)
-        if value is None:
-            return web.json(
-                {"error": {"code": "not_found", "message": f"{key} is not in this worker's table", "field": id_name}},
-                status=404,
-            )
-        return web.json(value)

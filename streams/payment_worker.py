@@ -21,11 +21,13 @@ from connectors.config import load_config
 from connectors.metrics import PAYMENTS_TERMINAL, PROVIDER_MISMATCHES, REFUNDS_TERMINAL, SAGA_DURATION
 from connectors.provider_client import ProviderClient, ProviderRejected, ProviderUnavailable
 from domain import payment as domain
+from domain.access import Action
 from domain.events import EventMeta
 from domain.ids import derive_id
-from streams.app import add_state_page, durable, make_app, make_pipeline, make_sender, raw_topic
+from streams.app import durable, make_app, make_pipeline, make_sender, raw_topic
 from streams.envelope import command_record, from_record, money, now_ms, to_record
 from streams.pages import add_worker_pages
+from streams.state_page import add_state_page
 from streams.topics import (
     EXTERNAL_PROVIDER_EVENTS,
     PAYMENT_CREATED,
@@ -412,7 +414,17 @@ async def enforce_deadlines() -> None:
 add_worker_pages(app, pipeline.processor, pipeline.guard, config.processing.stall_after_s)
 
 
-add_state_page(app, "/payments", source(PAYMENT_CREATED), payments, "payment_id")
+# The provider token is the payer's card stand-in: it goes to the provider and nowhere else.
+add_state_page(
+    app,
+    config,
+    "/payments",
+    source(PAYMENT_CREATED),
+    payments,
+    "payment_id",
+    Action.READ_PAYMENT,
+    hidden=frozenset({"provider_token"}),
+)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,11 @@ import faust
 from connectors.avro import make_codec
 from connectors.config import load_config
 from domain import wallet as domain
-from streams.app import add_state_page, durable, make_app, make_pipeline, make_sender, raw_topic
+from domain.access import Action
+from streams.app import durable, make_app, make_pipeline, make_sender, raw_topic
 from streams.envelope import actor_of, money, now_ms, to_record
 from streams.pages import add_worker_pages
+from streams.state_page import add_state_page
 from streams.topics import (
     MOVEMENTS_CHANGELOG,
     PAYMENT_DLQ,
@@ -129,7 +131,7 @@ async def process_movement(stream: faust.StreamT) -> None:
 
 
 add_worker_pages(app, pipeline.processor, pipeline.guard, config.processing.stall_after_s)
-add_state_page(app, "/wallets", commands_topic, wallets, "wallet_id")
+add_state_page(app, config, "/wallets", commands_topic, wallets, "wallet_id", Action.READ_WALLET)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,13 @@ from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from domain.events import EventMeta
 from domain.money import Money
 from domain.payment import PaymentCreated
+from services.http import MAX_WAIT_S
 from streams.envelope import now_ms, to_record
 from streams.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_CREATED, WALLET_MOVEMENT_UPDATES
 from tests.conftest import ensure_running
 from tests.integration.kafka_helpers import events_for_key, publish
 from tests.integration.test_payment_service import external_payment, payment_in, wallet_balance, wallet_payment
-from tests.support import Api
+from tests.support import JSON, Api
 
 # Its hash is in the test environments' auth.api_keys (subject ops-test-key, role operator).
 TEST_OPERATOR_KEY = "pk_test_operator_not_for_production"
@@ -210,6 +211,19 @@ async def test_request_ids_and_body_limits(gateway: Api, config: Config, users: 
     assert (await gateway.get("/api/v1/nowhere"))[0] == 404
 
 
+async def test_a_read_may_wait_past_the_gateways_own_upstream_timeout(
+    gateway: Api, users: Users, config: Config
+) -> None:
+    """The gateway gave up after gateway.upstream_timeout_s (504) while the API allows ?wait=
+    up to MAX_WAIT_S; now it allows a request the wait it asks for."""
+    wait = config.gateway.upstream_timeout_s + 1
+    assert wait <= MAX_WAIT_S
+    started = time.monotonic()
+    status, body = await users.admin.get(f"/api/v1/payments/{uuid.uuid4()}?wait={wait:g}")
+    assert (status, body["error"]["code"]) == (404, "payment_not_found"), body
+    assert time.monotonic() - started >= wait  # the API waited the whole time for the payment to appear
+
+
 async def test_forged_and_replayed_webhooks_through_the_gateway_change_nothing(
     gateway: Api, payment_api: Api, config: Config
 ) -> None:
@@ -231,8 +245,12 @@ async def test_forged_and_replayed_webhooks_through_the_gateway_change_nothing(
     }
     raw = json.dumps(hook).encode()
     now = int(time.time())
-    forged = {TIMESTAMP_HEADER: str(now), SIGNATURE_HEADER: sign("guessed-secret", now, raw)}
-    stale = {TIMESTAMP_HEADER: str(now - 3600), SIGNATURE_HEADER: sign(config.provider.webhook_secret, now - 3600, raw)}
+    forged = {TIMESTAMP_HEADER: str(now), SIGNATURE_HEADER: sign("guessed-secret", now, raw), **JSON}
+    stale = {
+        TIMESTAMP_HEADER: str(now - 3600),
+        SIGNATURE_HEADER: sign(config.provider.webhook_secret, now - 3600, raw),
+        **JSON,
+    }
     for headers in (forged, stale):
         status, body = await gateway.post("/api/v1/webhooks/simulator", data=raw, headers=headers)
         assert status == 401 and body["error"]["code"] == "invalid_signature", body
@@ -253,7 +271,7 @@ async def test_forged_and_replayed_webhooks_through_the_gateway_change_nothing(
         },
     }
     raw = json.dumps(replay).encode()
-    signed = {TIMESTAMP_HEADER: str(now), SIGNATURE_HEADER: sign(config.provider.webhook_secret, now, raw)}
+    signed = {TIMESTAMP_HEADER: str(now), SIGNATURE_HEADER: sign(config.provider.webhook_secret, now, raw), **JSON}
     for _ in range(2):
         assert (await gateway.post("/api/v1/webhooks/simulator", data=raw, headers=signed))[0] == 200
     await asyncio.sleep(1.0)

@@ -15,7 +15,7 @@ from connectors.config import Config
 from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from streams.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_OPERATION_COMPLETED
 from tests.integration.kafka_helpers import events_for_key
-from tests.support import Api, eventually
+from tests.support import JSON, Api, eventually
 
 SEED_WALLET = "550e8400-e29b-41d4-a716-446655440001"
 SEED_USER = "550e8400-e29b-41d4-a716-446655440010"
@@ -268,9 +268,9 @@ async def test_a_webhook_with_a_bad_signature_or_an_old_timestamp_is_refused_and
         {},
     ]
     for headers in attempts:
-        status, body = await payment_api.post("/api/v1/webhooks/simulator", data=raw, headers=headers)
+        status, body = await payment_api.post("/api/v1/webhooks/simulator", data=raw, headers={**headers, **JSON})
         assert status == 401 and body["error"]["code"] == "invalid_signature", body
     assert await events_for_key(config, EXTERNAL_PROVIDER_EVENTS.name, payment_id) == []
-    good = {TIMESTAMP_HEADER: str(now), SIGNATURE_HEADER: sign(config.provider.webhook_secret, now, raw)}
+    good = {TIMESTAMP_HEADER: str(now), SIGNATURE_HEADER: sign(config.provider.webhook_secret, now, raw), **JSON}
     status, _ = await payment_api.post("/api/v1/webhooks/simulator", data=raw, headers=good)
     assert status == 200

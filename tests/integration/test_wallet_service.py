@@ -19,7 +19,7 @@ from streams.envelope import command_record, new_meta
 from streams.topics import PAYMENT_DLQ, WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
 from tests.conftest import ensure_running
 from tests.integration.kafka_helpers import codec, events_for_key, publish, raw_messages
-from tests.support import Api, eventually
+from tests.support import JSON, Api, eventually
 
 
 @pytest.fixture
@@ -191,7 +191,10 @@ async def test_bad_input_is_refused_naming_the_field_and_publishes_nothing(
 
 async def test_malformed_json_and_non_uuid_ids_are_refused(wallet_api: Api) -> None:
     status, body = await wallet_api.request(
-        "POST", "/api/v1/wallet/550e8400-e29b-41d4-a716-446655440002/movement", data=b"{not json"
+        "POST",
+        "/api/v1/wallet/550e8400-e29b-41d4-a716-446655440002/movement",
+        data=b"{not json",
+        headers=JSON,
     )
     assert (status, body["error"]["code"]) == (400, "malformed_json")
     status, body = await wallet_api.post(

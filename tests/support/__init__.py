@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json as json_module
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -10,6 +12,16 @@ from typing import Any, TypeVar
 import aiohttp
 
 T = TypeVar("T")
+# What a raw body sent with `data=` needs to be read as JSON (aiohttp labels bytes octet-stream).
+JSON = {"Content-Type": "application/json"}
+
+
+def free_port() -> int:
+    """A port nothing listens on now: a fixed offset from ours may be another checkout's port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 async def eventually(
@@ -42,8 +54,11 @@ class Api:
         sent = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         sent.update(headers or {})
         async with self.session.request(method, self.base_url + path, json=json, data=data, headers=sent) as response:
-            body = await response.json(content_type=None)
-            return response.status, body
+            text = await response.text()
+            try:
+                return response.status, json_module.loads(text)
+            except ValueError:  # a plain-text error page: keep it for the assertion message
+                return response.status, text
 
     async def get(self, path: str) -> tuple[int, Any]:
         return await self.request("GET", path)

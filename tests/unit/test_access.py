@@ -68,6 +68,12 @@ def test_tokens_verify_with_any_active_key_and_carry_subject_and_roles() -> None
         ("Basic abc", None),
         ("Bearer x.y.z", None),
         (None, "pk_guess"),
+        # Header bytes outside ASCII reach the service as surrogate escapes; hashing or
+        # decoding them raised UnicodeEncodeError (a 500) before.
+        ("Bearer \udcff\udcfe.a.b", None),
+        (None, "pk_\udcff"),
+        (None, "pk_é"),
+        ("Bearer a.b.c\x00", None),
     ],
 )
 def test_bad_credentials_are_refused(credential: tuple[str | None, str | None]) -> None:
