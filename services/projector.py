@@ -186,6 +186,9 @@ class Projector:
     health: ProjectionHealth
     consumer: AIOKafkaConsumer = field(init=False)
     not_ready_since: dict[tuple[str, int, int], float] = field(default_factory=dict)
+    # Partitions held back for a cause on another topic: resume time, and why.
+    waiting: dict[TopicPartition, tuple[float, str]] = field(default_factory=dict)
+    tries: dict[TopicPartition, int] = field(default_factory=dict)
 
     @property
     def consumer_name(self) -> str:
@@ -207,13 +210,13 @@ class Projector:
         failures = 0
         try:
             while not stop.is_set():
+                self.resume_waiting()
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=1000)
                 self.health.publish()
                 if not batches:
                     continue
                 try:
                     await self.apply(codec, batches)
-                    self.health.failing = None
                     failures = 0
                 except Exception as exc:  # noqa: BLE001 - a projector must outlive any outage
                     # The views only move with their stored offsets, so after a failure we go
@@ -229,6 +232,7 @@ class Projector:
         ordered = sorted(batches.items(), key=lambda b: (self.projection.topics.index(b[0].topic), b[0].partition))
         for tp, messages in ordered:
             self.health.fetched(self.consumer, tp, messages)
+        applied: dict[TopicPartition, int] = {}
         async with self.pool.acquire() as conn:
             for tp, messages in ordered:
                 try:
@@ -237,9 +241,31 @@ class Projector:
                     if is_outage(exc):
                         raise
                     # One of these events is refused or early: apply them one at a time to find it.
-                    await self.apply_one_by_one(conn, codec, tp, messages)
+                    try:
+                        await self.apply_one_by_one(conn, codec, tp, messages)
+                    except ProjectionNotReady as early:
+                        self.wait_for_cause(tp, early)
+                        continue
                 self.health.applied(tp, messages[-1])
-        await self.consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in batches.items()})
+                self.waiting.pop(tp, None)
+                applied[tp] = messages[-1].offset + 1
+        self.health.failing = "; ".join(reason for _, reason in self.waiting.values()) or None
+        if applied:
+            await self.consumer.commit(applied)
+
+    def wait_for_cause(self, tp: TopicPartition, early: ProjectionNotReady) -> None:
+        """Hold this partition alone (the others keep moving) and read it again from its stored
+        offset after a back-off: its event waits for a cause on another topic."""
+        tries = self.tries[tp] = self.tries.get(tp, 0) + 1 if tp in self.waiting else 1
+        self.waiting[tp] = (time.monotonic() + min(5.0, 0.25 * 2**tries), f"{type(early).__name__}: {early}")
+        self.consumer.seek(tp, self.health.progress(tp).applied + 1)
+        self.consumer.pause(tp)
+
+    def resume_waiting(self) -> None:
+        now = time.monotonic()
+        for tp, (resume_at, _) in list(self.waiting.items()):
+            if resume_at <= now and tp in self.consumer.assignment():
+                self.consumer.resume(tp)
 
     async def apply_one_by_one(
         self, conn: asyncpg.Connection, codec: Any, tp: TopicPartition, messages: list[ConsumerRecord]

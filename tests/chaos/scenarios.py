@@ -24,11 +24,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from connectors import localinfra
 from connectors.auth import issue_token
+from connectors.avro import SingleObjectCodec
 from connectors.config import Config
 from domain.ids import keyed_id
 from domain.payment import charge_operation_id
 from services.devctl import Process, Supervisor, processes
 from streams import topics
+from streams.envelope import command_record, new_meta
 from tests.chaos import invariants as inv
 from tests.support import audit
 
@@ -70,6 +72,9 @@ class Load:
     external_ids: set[str] = field(default_factory=set)
     sent: Counter[str] = field(default_factory=Counter)
     answers: Counter[str] = field(default_factory=Counter)
+    # (monotonic time, what) of every 5xx answer and every call that got no answer
+    troubles: list[tuple[float, str]] = field(default_factory=list)
+    accepted: set[str] = field(default_factory=set)  # payment ids the API answered 2xx for
     # The load acts as an admin: it opens wallets, funds them, pays and refunds for many users.
     credential: str = ""
 
@@ -85,10 +90,21 @@ class Load:
             ) as response:
                 answer = await response.json(content_type=None)
                 self.answers[f"{response.status // 100}xx"] += 1
+                if response.status >= 500:
+                    self.troubles.append((time.monotonic(), f"{response.status} from POST {path}"))
                 return response.status, answer
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             self.answers["error"] += 1
+            self.troubles.append((time.monotonic(), f"no answer from POST {path}: {type(exc).__name__}"))
             return 0, None
+
+    async def raw_post(self, port: int, path: str, body: bytes, content_type: str) -> int:
+        headers = {"Content-Type": content_type, "Authorization": f"Bearer {self.credential}"}
+        try:
+            async with self.http.post(f"http://127.0.0.1:{port}{path}", data=body, headers=headers) as response:
+                return response.status
+        except (aiohttp.ClientError, TimeoutError):
+            return 0
 
     async def open_wallets(self, count: int) -> None:
         for _ in range(count):
@@ -134,6 +150,8 @@ class Load:
                 "token": self.rng.choice(self.tokens),
             }
         status, answer = await self.call(self.config.payment_api.port, "/api/v1/payments", body, key)
+        if 200 <= status < 300:
+            self.accepted.add(payment_id)
         if status == 201 and answer.get("status") == "completed" and self.rng.random() < 0.5:
             await self.refund(payment_id, None if self.rng.random() < 0.5 else amount // 2)
         if status == 201 and answer.get("status") == "completed" and payment_id not in self.external_ids:
@@ -177,6 +195,10 @@ class Ctx:
     supervisor: Supervisor
     load: Load
     cleanup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # (source topic, key) of events the fault wrote for the projector to refuse: each must be
+    # dead-lettered by a projector, and no other projector letter is expected.
+    projector_poison: set[tuple[str, bytes]] = field(default_factory=set)
+    violations: list[str] = field(default_factory=list)  # what the fault itself saw go wrong
 
 
 Fault = Callable[[Ctx], Awaitable[list[str]]]
@@ -191,6 +213,8 @@ class Scenario:
     simulator_env: dict[str, str] | None = None
     load_s: float = 8.0
     settle_s: float = 60.0  # the bound within which every payment must be terminal
+    # After the fault heals, how long 5xx answers and unanswered calls are still expected.
+    recovery_s: float = 10.0
 
 
 @dataclass
@@ -201,6 +225,7 @@ class Report:
     checked: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
+    violations_at_the_door: list[str] = field(default_factory=list)
     settled_s: float = 0.0
 
     @property
@@ -277,6 +302,70 @@ async def no_fault(ctx: Ctx) -> list[str]:
     return ["provider sends every webhook twice, final before pending"]
 
 
+HOSTILE_BODIES: tuple[tuple[str, bytes, str], ...] = (
+    ("a NUL in a description", b'{"description": "a\\u0000b"}', "application/json"),
+    ("an integer of 5000 digits", b'{"amount": ' + b"9" * 5000 + b"}", "application/json"),
+    ("JSON nested 50000 deep", b"[" * 50_000 + b"]" * 50_000, "application/json"),
+    ("a lone surrogate", b'{"reason": "\\ud800"}', "application/json"),
+    ("a text/plain body", b'{"type": "income"}', "text/plain"),
+)
+
+
+async def poison_projections(ctx: Ctx) -> list[str]:
+    """Events PostgreSQL refuses, written with a raw producer as if the API had let them through:
+    a movement and a wallet payment whose texts hold a NUL. The saga runs them (text is not its
+    business); the projector must dead-letter what it cannot store and keep the views moving.
+    Hostile bodies at the door meanwhile must all get a 4xx."""
+    wallet_id, user_id = str(uuid.uuid4()), str(uuid.uuid4())
+    payment_id = str(uuid.uuid4())
+    opening = command_record(
+        "WalletOpenRequested", new_meta(), wallet_id=wallet_id, user_id=user_id, currency=CURRENCY,
+        opening_balance=10_000,
+    )  # fmt: skip
+    income = command_record(
+        "MovementRequired", new_meta(), movement_id=str(uuid.uuid4()), wallet_id=wallet_id, type="income",
+        amount={"amount": 500, "currency": CURRENCY}, reference="chaos\x00poison", description=None,
+        reverts_movement_id=None, payment_id=None,
+    )  # fmt: skip
+    payment = command_record(
+        "PaymentCreated", new_meta(event_id=str(uuid.uuid4()), correlation_id=payment_id), payment_id=payment_id,
+        user_id=user_id, amount={"amount": 700, "currency": CURRENCY}, method="wallet", wallet_id=wallet_id,
+        provider=None, provider_token=None, description="chaos\x00poison", deadline_at=None,
+    )  # fmt: skip
+    codec = SingleObjectCodec()
+    producer = AIOKafkaProducer(bootstrap_servers=ctx.config.kafka.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for topic, key, record in (
+            (topics.WALLET_MOVEMENT_REQUIRED.name, wallet_id, opening),
+            (topics.WALLET_MOVEMENT_REQUIRED.name, wallet_id, income),
+            (topics.PAYMENT_CREATED.name, payment_id, payment),
+        ):
+            await producer.send_and_wait(topic, codec.encode(record), key=key.encode())
+    finally:
+        await producer.stop()
+    # The income's outcome and the payment's creation carry the NUL into the projector.
+    ctx.projector_poison |= {
+        (topics.WALLET_MOVEMENT_UPDATES.name, wallet_id.encode()),
+        (topics.PAYMENT_CREATED.name, payment_id.encode()),
+    }
+    refused = 0
+    for what, body, content_type in HOSTILE_BODIES:
+        for port, path in (
+            (ctx.config.payment_api.port, "/api/v1/payments"),
+            (ctx.config.wallet_api.port, f"/api/v1/wallet/{ctx.load.wallets[0][0]}/movement"),
+        ):
+            status = await ctx.load.raw_post(port, path, body, content_type)
+            if 400 <= status < 500:
+                refused += 1
+            else:
+                ctx.violations.append(f"{what} to {path} answered {status}, not 4xx")
+    return [
+        f"a movement and a wallet payment with a NUL written past the API (wallet {wallet_id})",
+        f"{refused} of {2 * len(HOSTILE_BODIES)} hostile bodies refused with 4xx",
+    ]
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("wallet-worker-sigkill", kill("wallet-worker"), slow=False),
     Scenario(
@@ -300,6 +389,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("broker-restart", restart_broker, settle_s=90.0),
     Scenario("postgres-stop", stop_postgres, settle_s=90.0),
     Scenario("wallet-worker-killed-in-rebalance", kill_during_rebalance, settle_s=90.0),
+    Scenario("poison-for-the-projector", poison_projections, recovery_s=0.0),
 )
 
 
@@ -353,7 +443,7 @@ async def check(
     http: aiohttp.ClientSession,
     load: Load,
     dlq_from: dict[int, int],
-    poison: list[tuple[str, bytes, bytes]],
+    expected: Expected,
     audit_from: dict[str, int],
 ) -> tuple[list[str], list[str]]:
     log = await inv.read_log(config, dlq_from)
@@ -368,7 +458,8 @@ async def check(
         "provider: objects (charges and refunds) agree with payments": inv.provider_agrees(
             log, await provider_objects(config, http, external)
         ),
-        "log: DLQ holds only injected poison": inv.dead_letters_only(log, poison),
+        "log: DLQ holds only injected poison": inv.dead_letters_only(log, expected.poison, expected.projector_poison),
+        "log: every accepted payment is on the log": inv.log_accepted(log, expected.accepted),
         "log: every payment's movements (reverts too) = amount - refunded": inv.log_payment_movements_agree(
             log, load.payment_ids
         ),
@@ -386,9 +477,55 @@ async def check(
             "pg: every payment's movements (reverts too) = amount - refunded"
         ] = await inv.pg_payment_movements_agree(conn, ids)
         results["pg: views = rebuild from log"] = await inv.views_match_log(conn, log)
+        results["pg: every accepted payment is in the views"] = await inv.pg_accepted(conn, expected.accepted)
     finally:
         await conn.close()
     return list(results), [f"[{name}] {v}" for name, bad in results.items() for v in bad]
+
+
+FAULT_AFTER_ANSWERS = 20
+
+
+async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f}s for {what}")
+        await asyncio.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a scenario injected on purpose, and what the APIs accepted."""
+
+    poison: list[tuple[str, bytes, bytes]]  # (topic, key, value) every worker must dead-letter
+    projector_poison: set[tuple[str, bytes]]  # (source topic, key) a projector must dead-letter
+    accepted: set[str]  # payment ids answered 2xx: each must be on the log and in PostgreSQL
+
+
+async def projector_letters_counted(config: Config) -> dict[str, int]:
+    """The projector's own count of what it dead-lettered since it started (from /ready)."""
+    url = f"http://127.0.0.1:{config.projector.metrics_port}/ready"
+    try:
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            return dict((await response.json()).get("dead_letters", {}))
+    except (aiohttp.ClientError, ValueError):
+        return {}
+
+
+async def projector_reported(config: Config, before: dict[str, int], poison: set[tuple[str, bytes]]) -> list[str]:
+    """Readiness told the truth: ready again, and it counted the letters it wrote."""
+    if not poison:
+        return []
+    url = f"http://127.0.0.1:{config.projector.metrics_port}/ready"
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        status, body = response.status, await response.json()
+    after = body.get("dead_letters", {})
+    bad = [] if status == 200 else [f"projector unready after the poison: {body.get('problems')}"]
+    written = sum(after.values()) - sum(before.get(name, 0) for name in after)
+    if written < len(poison):
+        bad.append(f"projector readiness counts {written} new dead letter(s), {len(poison)} poison event(s) written")
+    return bad
 
 
 async def dead_services(config: Config, supervisor: Supervisor) -> list[str]:
@@ -415,25 +552,38 @@ async def run_scenario(config: Config, supervisor: Supervisor, scenario: Scenari
             audit_from = await audit.end_offsets(config)
             await load.open_wallets(4)
             dlq_from = await dlq_end_offsets(config)
+            letters_before = await projector_letters_counted(config)
             poison = await inject_poison(config, load.wallets[0][0])
             done = asyncio.Event()
             running = asyncio.create_task(load.run(done))
             began = time.monotonic()
-            await asyncio.sleep(2.0)
+            # Progress, not a sleep, decides when the fault lands: mid-stream, with work in flight.
+            await until(lambda: load.answers["2xx"] >= FAULT_AFTER_ANSWERS, 60.0, "the load to get going")
+            fault_started = time.monotonic()
             report.faults = await scenario.fault(ctx)
+            fault_ended = time.monotonic()
             # Load keeps coming for a while after the fault heals, and for load_s at least.
             await asyncio.sleep(max(3.0, scenario.load_s - (time.monotonic() - began)))
             done.set()
             await running
             stopped = time.monotonic()
             report.load = load.summary()
+            report.violations_at_the_door = list(ctx.violations)
+            report.violations_at_the_door += [
+                f"{what} at {at - began:.1f}s, outside the fault window "
+                f"({fault_started - began:.1f}s to {fault_ended - began + scenario.recovery_s:.1f}s)"
+                for at, what in load.troubles
+                if not fault_started <= at <= fault_ended + scenario.recovery_s
+            ]
             for name in await dead_services(config, supervisor):
-                report.gaps.append(f"{name} exited during '{scenario.name}' and had to be restarted")
+                report.violations_at_the_door.append(f"{name} exited during '{scenario.name}' and did not come back")
                 await ensure_running(supervisor, process_named(config, name))
             report.faults.append(f"2 poison messages ({', '.join(t for t, _, _ in poison)})")
+            expected = Expected(poison, ctx.projector_poison, load.accepted)
             while True:  # settle: every check passes, or the bound is reached
                 try:
-                    report.checked, report.violations = await check(config, http, load, dlq_from, poison, audit_from)
+                    report.checked, report.violations = await check(config, http, load, dlq_from, expected, audit_from)
+                    report.violations += await projector_reported(config, letters_before, ctx.projector_poison)
                 except (OSError, asyncpg.PostgresError) as exc:
                     report.violations = [f"checking failed: {exc!r}"]
                 report.settled_s = time.monotonic() - stopped
@@ -442,6 +592,7 @@ async def run_scenario(config: Config, supervisor: Supervisor, scenario: Scenari
                 await asyncio.sleep(2.0)
             if report.violations:
                 report.violations.insert(0, f"still violated {scenario.settle_s:.0f}s after the load stopped")
+            report.violations = report.violations_at_the_door + report.violations
         finally:
             for undo in ctx.cleanup:
                 await undo()

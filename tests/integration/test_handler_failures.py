@@ -21,10 +21,13 @@ from connectors.config import Config
 from connectors.kafka_admin import ensure_topics
 from connectors.log_reader import partition_for, read_messages
 from services.devctl import Process, Supervisor
-from streams.topics import PAYMENT_DLQ
+from streams.topics import PAYMENT_DLQ, TopicSpec
 from tests.integration.kafka_helpers import codec
 from tests.support import eventually
-from tests.support.flaky_worker import COMMANDS, OUTCOMES
+
+# The flaky worker's topics (tests/support/flaky_worker.py builds its app when imported).
+COMMANDS = TopicSpec("test.flaky.commands", key="id")
+OUTCOMES = TopicSpec("test.flaky.outcomes", key="id")
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import aiohttp
 import asyncpg
 import pytest
 from aiokafka import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.config import Config
 from connectors.log_reader import read_messages
@@ -125,10 +126,12 @@ async def test_an_event_whose_cause_never_arrives_stalls_readiness_then_is_dead_
         async with http.get(url) as response:
             metrics = await response.text()
     ages = [
-        float(line.split()[-1])
-        for line in metrics.splitlines()
-        if line.startswith('projection_oldest_unprojected_age_seconds{projection="payment_views"')
-        and 'topic="payment.refunded"' in line
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "projection_oldest_unprojected_age_seconds"
+        and sample.labels["projection"] == "payment_views"
+        and sample.labels["topic"] == PAYMENT_REFUNDED.name
     ]
     assert max(ages) >= config.processing.stall_after_s
     [letter] = await eventually(

@@ -44,7 +44,7 @@ def decode(value: bytes) -> dict[str, Any]:
         command = json.loads(value)
     except ValueError as exc:
         raise EventDecodeError(f"not JSON: {exc}") from exc
-    return {"envelope": {"event_type": "FlakyCommand"}, **command}
+    return {"envelope": {"event_type": "FlakyCommand", "event_id": command.get("id")}, **command}
 
 
 pipeline.processor.decode = decode
