@@ -56,7 +56,7 @@ test: $(STAMP)
 	@ENVIRONMENT=$(TEST_ENV) $(PY) -m connectors.localinfra up
 	@ENVIRONMENT=$(TEST_ENV) $(PY) -m services.devctl setup
 	@ENVIRONMENT=$(TEST_ENV) $(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
-	@ENVIRONMENT=$(TEST_ENV) $(PY) -m pytest tests/chaos -m "not slow" $(PYTEST_ARGS)
+	@ENVIRONMENT=$(TEST_ENV) $(PY) -m pytest tests/chaos $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -81,12 +81,14 @@ test-registry: $(STAMP)
 trace: ; $(PY) -m services.console trace $(ID)
 
 # The fault suite: every scenario (SIGKILLs, broker and database outages, a rebalance kill,
-# misbehaving webhooks) against the test environment; one line per scenario, fails on any violation.
+# misbehaving webhooks, poison for the projector) against the test environment, then the kill loop
+# (20 SIGKILLs of each worker under load); one line each, fails on any violation.
 .PHONY: chaos
 chaos: $(STAMP)
 	@ENVIRONMENT=$(TEST_ENV) $(PY) -m connectors.localinfra up
 	@ENVIRONMENT=$(TEST_ENV) $(PY) -m services.devctl setup
 	@ENVIRONMENT=$(TEST_ENV) $(PY) -m tests.chaos
+	@ENVIRONMENT=$(TEST_ENV) $(PY) -m tests.chaos.kill_loop wallet-worker payment-worker --kills 20 --every 5
 
 # Load benchmark in its own environment (ENVIRONMENT=bench, config/bench.json), started if needed:
 # `make bench` (50 payments/s for 20 s) or `make bench ARGS="--mode max"`. See docs/benchmark.md.

@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from connectors.avro import Codec, EventDecodeError, make_codec
 from connectors.config import Config, ConfigError, load_config
 from connectors.log_reader import partition_for
-from connectors.projections import VIEW_TABLES, Projection
+from connectors.projections import VIEW_TABLES, Projection, ProjectionNotReady
 from connectors.tracing import TRACEPARENT_HEADER, trace_id_of
 from streams.topics import (
     ALL_TOPICS,
@@ -565,7 +565,16 @@ async def tail(
 async def dead_letters(log: Log) -> list[Entry]:
     tps = [TopicPartition(PAYMENT_DLQ.name, p) for p in log.partitions(PAYMENT_DLQ.name)]
     letters = [e async for e in log.read(await log.offsets_at(tps, None), await log.ends(tps))]
-    return sorted(letters, key=lambda e: (e.partition, e.offset))
+    # A letter is written again when its consumer reads the log again (a projection rebuilt from
+    # offset 0 refuses the same event): same id, shown once.
+    seen: set[str] = set()
+    unique = []
+    for entry in sorted(letters, key=lambda e: (e.partition, e.offset)):
+        letter_id = (entry.event or {}).get("envelope", {}).get("event_id") or f"{entry.partition}/{entry.offset}"
+        if letter_id not in seen:
+            seen.add(letter_id)
+            unique.append(entry)
+    return unique
 
 
 def letter_json(entry: Entry) -> str:
@@ -790,6 +799,18 @@ async def create_rebuild_schema(conn: asyncpg.Connection, schema: str, tables: I
             await conn.execute(f"ALTER TABLE {target} ALTER COLUMN {column} SET DEFAULT nextval('{seq}')")
 
 
+# What the live projector dead-letters rather than stores: the rebuild skips the same events
+# (a ProjectionNotReady here means the cause is nowhere on the log).
+REFUSED = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    ProjectionNotReady,
+    UnicodeError,
+    ValueError,
+    KeyError,
+)
+
+
 class Rebuilder:
     """Applies a projection's topics into the side schema, remembering how far it got."""
 
@@ -827,18 +848,12 @@ class Rebuilder:
     async def _flush(self, projection: Projection, tp: TopicPartition, batch: list[tuple[int, Any]]) -> int:
         try:
             await projection.apply_batch(self.conn, tp.topic, tp.partition, batch, schema=self.schema)
-        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, UnicodeError, ValueError, KeyError):
+        except REFUSED:
             # An event PostgreSQL refuses: the live projector dead-lettered it, the rebuild skips it too.
             for offset, event in batch:
                 try:
                     await projection.apply_batch(self.conn, tp.topic, tp.partition, [(offset, event)], self.schema)
-                except (
-                    asyncpg.DataError,
-                    asyncpg.IntegrityConstraintViolationError,
-                    UnicodeError,
-                    ValueError,
-                    KeyError,
-                ) as exc:
+                except REFUSED as exc:
                     print(
                         f"[rebuild] {projection.name}: skipped {tp.topic}[{tp.partition}]@{offset}, refused: "
                         f"{type(exc).__name__}: {exc}",

@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ from connectors import idempotency_keys as keys
 from connectors.config import ApiConfig
 from domain.access import Principal
 from domain.ids import keyed_id
-from services.http import POOL, ApiError, error_response, idempotency_key
+from services.http import POOL, ApiError, Field, error_response, idempotency_key, read_body
 
 FIRST_POLL_S = 0.02
 MAX_POLL_S = 0.25
@@ -67,6 +67,13 @@ def fingerprint(request: web.Request, body: dict[str, Any]) -> str:
 def lock_s(api: ApiConfig) -> float:
     """How long a claim may run before a retry may take it over (its holder died)."""
     return 2 * api.outcome_timeout_s + 5
+
+
+async def keyed_body(request: web.Request, fields: Mapping[str, Field]) -> dict[str, Any]:
+    """The body of a keyed request, after its Idempotency-Key header: a malformed key is the
+    first thing wrong with the request, whatever its body."""
+    idempotency_key(request)
+    return await read_body(request, fields)
 
 
 async def respond(

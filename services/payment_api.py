@@ -40,7 +40,6 @@ from services.http import (
     command_resources,
     parse_object,
     path_uuid,
-    read_body,
     read_fields,
     read_query,
     read_raw,
@@ -48,7 +47,7 @@ from services.http import (
     serve,
     service_app,
 )
-from services.idempotency import Answer, Keyed, respond
+from services.idempotency import Answer, Keyed, keyed_body, respond
 from services.openapi import Operation, document
 from streams.envelope import actor_fields, command_record, now_ms, to_record
 from streams.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_CREATED, PAYMENT_FAILED, PAYMENT_REFUND, PAYMENT_SUCCESS
@@ -123,7 +122,7 @@ async def payment_body(pool: asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any
 
 async def create_payment(request: web.Request) -> web.Response:
     caller = require(request, Action.CREATE_PAYMENT)
-    body = await read_body(request, PAYMENT_BODY)
+    body = await keyed_body(request, PAYMENT_BODY)
     if not caller.privileged and body["user_id"] != caller.subject:
         raise ApiError(403, "forbidden", "a user pays only as themselves", "user_id")
     pool = request.app[POOL]
@@ -229,7 +228,7 @@ async def get_payment(request: web.Request) -> web.Response:
 async def refund_payment(request: web.Request) -> web.Response:
     caller = require(request, Action.REFUND_PAYMENT)
     payment_id = path_uuid(request, "payment_id")
-    body = await read_body(request, REFUND_BODY)
+    body = await keyed_body(request, REFUND_BODY)
     pool = request.app[POOL]
 
     async def run(keyed: Keyed | None) -> Answer:

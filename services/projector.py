@@ -91,6 +91,7 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.PostgresSystemError,
 )
 MAX_BACKOFF_S = 10.0
+ALL_PARTITIONS = "all partitions"
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -112,7 +113,8 @@ class ProjectionHealth:
     name: str
     stall_after_s: float
     partitions: dict[TopicPartition, PartitionProgress] = field(default_factory=dict)
-    failing: str | None = None  # the outage being waited out, if any
+    # What is being retried: a partition waiting for a cause, or every partition during an outage.
+    retrying: dict[str, str] = field(default_factory=dict)
     dead_letters: int = 0
 
     def progress(self, tp: TopicPartition) -> PartitionProgress:
@@ -248,8 +250,9 @@ class Projector:
                         continue
                 self.health.applied(tp, messages[-1])
                 self.waiting.pop(tp, None)
+                self.health.retrying.pop(f"{tp.topic}/{tp.partition}", None)
                 applied[tp] = messages[-1].offset + 1
-        self.health.failing = "; ".join(reason for _, reason in self.waiting.values()) or None
+        self.health.retrying.pop(ALL_PARTITIONS, None)
         if applied:
             await self.consumer.commit(applied)
 
@@ -258,6 +261,7 @@ class Projector:
         offset after a back-off: its event waits for a cause on another topic."""
         tries = self.tries[tp] = self.tries.get(tp, 0) + 1 if tp in self.waiting else 1
         self.waiting[tp] = (time.monotonic() + min(5.0, 0.25 * 2**tries), f"{type(early).__name__}: {early}")
+        self.health.retrying[f"{tp.topic}/{tp.partition}"] = self.waiting[tp][1]
         self.consumer.seek(tp, self.health.progress(tp).applied + 1)
         self.consumer.pause(tp)
 
@@ -324,7 +328,7 @@ class Projector:
         in odd ways), and go back to the stored offsets. An event whose cause never arrives (its
         cause was itself dead-lettered) is dead-lettered once it has waited long enough."""
         delay = min(MAX_BACKOFF_S, 0.5 * 2 ** min(failures, 5))
-        self.health.failing = f"{type(exc).__name__}: {exc}"
+        self.health.retrying[ALL_PARTITIONS] = f"{type(exc).__name__}: {exc}"
         log.error("projection %s: %r; retrying from the stored offsets in %.1fs", self.projection.name, exc, delay)
         await self.pool.expire_connections()
         await asyncio.sleep(delay)
@@ -338,7 +342,7 @@ class Projector:
                 )
                 return
             except Exception as exc:  # noqa: BLE001 - keep trying until the outage ends
-                self.health.failing = f"{type(exc).__name__}: {exc}"
+                self.health.retrying[ALL_PARTITIONS] = f"{type(exc).__name__}: {exc}"
                 log.error("projection %s: still failing (%r); retrying in 1 s", self.projection.name, exc)
                 await asyncio.sleep(1)
 
@@ -364,7 +368,7 @@ async def serve_pages(config: Config, pool: asyncpg.Pool, healths: list[Projecti
             await pool.fetchval("SELECT 1")
         except Exception as exc:  # noqa: BLE001 - readiness reports any failure
             problems["postgres"] = repr(exc)
-        retrying = {h.name: h.failing for h in healths if h.failing}
+        retrying = {h.name: dict(h.retrying) for h in healths if h.retrying}
         for h in healths:
             stalled = h.stalled()
             if stalled:

@@ -31,13 +31,12 @@ from services.http import (
     authorize,
     command_resources,
     path_uuid,
-    read_body,
     read_query,
     require,
     serve,
     service_app,
 )
-from services.idempotency import Answer, Keyed, Refresh, Run, error_answer, respond
+from services.idempotency import Answer, Keyed, Refresh, Run, error_answer, keyed_body, respond
 from services.openapi import Operation, document
 from streams.envelope import command_record, new_meta
 from streams.topics import WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
@@ -149,7 +148,7 @@ async def keyed_response(
 async def create_movement(request: web.Request) -> web.Response:
     caller = require(request, Action.CREATE_MOVEMENT)
     wallet_id = path_uuid(request, "wallet_id")
-    body = await read_body(request, MOVEMENT_BODY)
+    body = await keyed_body(request, MOVEMENT_BODY)
 
     async def run(keyed: Keyed | None) -> Answer:
         movement_id = keyed.id("movement", wallet_id) if keyed else str(uuid.uuid4())
@@ -179,7 +178,7 @@ def with_location(response: web.Response) -> web.Response:
 async def revert_movement(request: web.Request) -> web.Response:
     caller = require(request, Action.REVERT_MOVEMENT)
     movement_id = path_uuid(request, "movement_id")
-    body = await read_body(request, REVERT_BODY)
+    body = await keyed_body(request, REVERT_BODY)
 
     async def run(keyed: Keyed | None) -> Answer:
         original = await views.get_movement(request.app[POOL], movement_id, wait_s=PROJECTION_GRACE_S)
@@ -206,7 +205,7 @@ async def revert_movement(request: web.Request) -> web.Response:
 
 async def create_wallet(request: web.Request) -> web.Response:
     caller = require(request, Action.OPEN_WALLET)
-    body = await read_body(request, WALLET_BODY)
+    body = await keyed_body(request, WALLET_BODY)
     if not caller.privileged and body["user_id"] != caller.subject:
         raise ApiError(403, "forbidden", "a user opens wallets only for themselves", "user_id")
 

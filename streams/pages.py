@@ -36,7 +36,7 @@ class ProgressWatch:
     stalled: dict[str, int] = field(default_factory=dict)
     nudged: dict[Any, int | None] = field(default_factory=dict)
 
-    def sample(self, consumer: Any, guard: DeliveryGuard, now: float) -> list[tuple[Any, int]]:
+    def sample(self, consumer: Any, guard: DeliveryGuard | None, now: float) -> list[tuple[Any, int]]:
         """Update lag and stalls; return the partitions to fetch again, with the offset to fetch from."""
         stalled, nudge = {}, []
         for tp in consumer.assignment():
@@ -46,7 +46,7 @@ class ProgressWatch:
                 highwater = consumer.highwater(tp)
             except Exception:  # noqa: BLE001 - no fetch yet for this partition: nothing to judge
                 continue
-            owed = guard.next_offset(TopicPartition(tp.topic, tp.partition))
+            owed = guard.next_offset(TopicPartition(tp.topic, tp.partition)) if guard is not None else None
             if owed is None:
                 read = consumer._read_offset.get(tp)  # faust's last offset handed to the stream
                 owed = read + 1 if read is not None else None
@@ -67,15 +67,20 @@ class ProgressWatch:
         return nudge
 
 
-def add_worker_pages(app: faust.App, processor: Processor, guard: DeliveryGuard, stall_after_s: float) -> None:
+def add_worker_pages(
+    app: faust.App, processor: Processor | None = None, guard: DeliveryGuard | None = None, stall_after_s: float = 30.0
+) -> None:
+    """The pages of a worker; without a processor and guard (a worker that does not use the
+    pipeline) readiness judges progress by faust's read offsets alone."""
     watch = ProgressWatch(app.conf.id, stall_after_s)
+    paused: dict[str, str] = processor.paused if processor is not None else {}
 
     @app.timer(SAMPLE_EVERY_S)
     async def sample_progress() -> None:
         if app.consumer is None or app.rebalancing:
             return
         for tp, offset in watch.sample(app.consumer, guard, time.monotonic()):
-            if f"{tp.topic}/{tp.partition}" in processor.paused:
+            if f"{tp.topic}/{tp.partition}" in paused:
                 continue  # waiting out an outage on purpose
             log.warning(
                 "%s: %s/%d behind and not moving; fetching again from %d", app.conf.id, tp.topic, tp.partition, offset
@@ -91,10 +96,10 @@ def add_worker_pages(app: faust.App, processor: Processor, guard: DeliveryGuard,
             "rebalancing": app.rebalancing,
             "tables_recovered": recovered,
             "assigned": assigned,
-            "paused_partitions": dict(processor.paused),
+            "paused_partitions": dict(paused),
             "stalled_partitions": watch.stalled,
         }
-        ok = recovered and not app.rebalancing and assigned and not processor.paused and not watch.stalled
+        ok = recovered and not app.rebalancing and assigned and not paused and not watch.stalled
         return web.json({"status": "ready" if ok else "unready", **state}, status=200 if ok else 503)
 
     @app.page("/metrics")

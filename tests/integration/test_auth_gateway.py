@@ -24,7 +24,7 @@ from services.http import MAX_WAIT_S
 from streams.envelope import now_ms, to_record
 from streams.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_CREATED, WALLET_MOVEMENT_UPDATES
 from tests.conftest import ensure_running
-from tests.integration.kafka_helpers import events_for_key, publish
+from tests.integration.kafka_helpers import events_for_key, publish, saga_passed
 from tests.integration.test_payment_service import external_payment, payment_in, wallet_balance, wallet_payment
 from tests.support import JSON, Api
 
@@ -274,7 +274,7 @@ async def test_forged_and_replayed_webhooks_through_the_gateway_change_nothing(
     signed = {TIMESTAMP_HEADER: str(now), SIGNATURE_HEADER: sign(config.provider.webhook_secret, now, raw), **JSON}
     for _ in range(2):
         assert (await gateway.post("/api/v1/webhooks/simulator", data=raw, headers=signed))[0] == 200
-    await asyncio.sleep(1.0)
+    await saga_passed(config)
     after = await payment_in(payment_api, created["id"], "completed")
     assert after["operations"] == done["operations"] and after["status"] == done["status"]
 

@@ -298,7 +298,6 @@ async def test_one_trace_id_travels_in_the_headers_of_every_event_of_a_payment(
     )
     assert status in (200, 201, 202), payment
     payment_id = payment["id"]
-    await asyncio.sleep(0.5)
 
     async def traced_events() -> list[tuple[str, str | None]] | None:
         found = []

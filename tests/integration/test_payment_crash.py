@@ -12,7 +12,7 @@ from connectors.config import Config
 from services.devctl import Supervisor
 from tests.conftest import ensure_running
 from tests.integration.test_payment_service import new_wallet, payment_in, wallet_balance, wallet_payment
-from tests.support import Api
+from tests.support import Api, eventually
 
 
 @pytest.fixture
@@ -28,14 +28,21 @@ async def test_a_payment_worker_killed_mid_stream_leaves_every_payment_terminal_
     wallets = [await new_wallet(wallet_api, 12_000) for _ in range(3)]
     bodies = [wallet_payment(user, wallet, 100 + (i % 7) * 50) for i in range(240) for wallet, user in [wallets[i % 3]]]
 
+    answered: list[str] = []
+
     async def pay(body: dict) -> str:
         status, created = await payment_api.post("/api/v1/payments", body)
         assert status == 201, created
+        answered.append(created["status"])
         return str(created["id"])
 
     paying = asyncio.gather(*(pay(b) for b in bodies))
-    await asyncio.sleep(0.4)
+    # Killed by progress, mid-stream: some payments finished, most still in flight.
+    await eventually(
+        lambda: _true(sum(s in ("completed", "failed") for s in answered) >= 20), what="20 payments decided"
+    )
     supervisor.stop("payment-worker", signal.SIGKILL)
+    assert len(answered) < len(bodies), "the kill landed after every payment was answered"
     ids = await paying
     ensure_running(config, supervisor, "payment-worker")
 
@@ -55,3 +62,7 @@ async def test_a_payment_worker_killed_mid_stream_leaves_every_payment_terminal_
         "SELECT count(*) FROM wallet_movements WHERE payment_id = ANY($1::uuid[]) AND status = 'applied'", ids
     )
     assert debits == sum(1 for p in finals if p["status"] == "completed")
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -14,7 +14,7 @@ import pytest
 from connectors.config import Config
 from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from streams.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_OPERATION_COMPLETED
-from tests.integration.kafka_helpers import events_for_key
+from tests.integration.kafka_helpers import events_for_key, saga_passed
 from tests.support import JSON, Api, eventually
 
 SEED_WALLET = "550e8400-e29b-41d4-a716-446655440001"
@@ -233,9 +233,13 @@ async def test_duplicate_and_out_of_order_webhooks_make_one_operation(
 ) -> None:
     _, body = await payment_api.post("/api/v1/payments", external_payment(token))
     done = await payment_in(payment_api, body["id"], "completed")
-    await asyncio.sleep(1.5)  # let every delivery arrive
-    updates = await events_for_key(config, EXTERNAL_PROVIDER_EVENTS.name, body["id"])
-    assert len(updates) >= 2  # the provider really did deliver more than once
+
+    async def delivered_more_than_once() -> list[dict[str, Any]] | None:
+        updates = await events_for_key(config, EXTERNAL_PROVIDER_EVENTS.name, body["id"])
+        return updates if len(updates) >= 2 else None
+
+    await eventually(delivered_more_than_once, what="the provider delivering more than once")
+    await saga_passed(config, db)
     ops = await db.fetch("SELECT * FROM payment_operations WHERE payment_id = $1", body["id"])
     assert len(ops) == 1 and ops[0]["status"] == "succeeded" and len(done["operations"]) == 1
     completed = await events_for_key(config, PAYMENT_OPERATION_COMPLETED.name, body["id"])

@@ -18,7 +18,7 @@ from services.devctl import Supervisor
 from streams.envelope import command_record, new_meta
 from streams.topics import PAYMENT_DLQ, WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
 from tests.conftest import ensure_running
-from tests.integration.kafka_helpers import codec, events_for_key, publish, raw_messages
+from tests.integration.kafka_helpers import codec, events_for_key, publish, raw_messages, tailing
 from tests.support import JSON, Api, eventually
 
 
@@ -294,16 +294,22 @@ async def test_a_worker_killed_mid_stream_ends_with_the_balances_of_an_uninterru
     commands = [
         movement_command(wallets[i % 3], "expense" if i % 4 else "income", 700 + (i % 5) * 300) for i in range(600)
     ]
-    producing = asyncio.gather(
-        *(
-            publish(config, WALLET_MOVEMENT_REQUIRED.name, w, *[c for c in commands if c["wallet_id"] == w])
-            for w in wallets
+    async with tailing(config, WALLET_MOVEMENT_UPDATES.name) as outcomes:
+        producing = asyncio.gather(
+            *(
+                publish(config, WALLET_MOVEMENT_REQUIRED.name, w, *[c for c in commands if c["wallet_id"] == w])
+                for w in wallets
+            )
         )
-    )
-    await asyncio.sleep(0.5)
-    supervisor.stop("wallet-worker", signal.SIGKILL)
-    await producing
-    await asyncio.sleep(2)
+
+        async def some_decided() -> bool:
+            return sum(o.get("wallet_id") in wallets for o in outcomes) >= 50
+
+        # Killed by progress, mid-stream: 50 outcomes out, most of the 600 commands still to come.
+        await eventually(some_decided, what="the worker deciding 50 movements")
+        supervisor.stop("wallet-worker", signal.SIGKILL)
+        assert sum(o.get("wallet_id") in wallets for o in outcomes) < len(commands)
+        await producing
     ensure_running(config, supervisor, "wallet-worker")
 
     expected, applied = replay_uninterrupted(wallets, commands)
