@@ -135,8 +135,11 @@ class ProjectionHealth:
         PROJECTION_LAG_SECONDS.labels(self.name).set(max(0.0, time.time() - last.timestamp / 1000))
 
     def publish(self) -> None:
+        now = time.monotonic()
         for tp, state in self.partitions.items():
             lag = max(0, (state.highwater or 0) - 1 - state.applied) if state.highwater is not None else 0
+            if not lag:
+                state.advanced_at = now  # caught up: the stall clock starts when it falls behind
             PROJECTION_LAG_MESSAGES.labels(self.name, tp.topic, str(tp.partition)).set(lag)
             age = time.time() - state.first_unprojected_at if state.first_unprojected_at and lag else 0.0
             PROJECTION_OLDEST_UNPROJECTED_SECONDS.labels(self.name, tp.topic, str(tp.partition)).set(max(0.0, age))

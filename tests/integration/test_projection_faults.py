@@ -133,7 +133,7 @@ async def test_an_event_whose_cause_never_arrives_stalls_readiness_then_is_dead_
         and sample.labels["projection"] == "payment_views"
         and sample.labels["topic"] == PAYMENT_REFUNDED.name
     ]
-    assert max(ages) >= config.processing.stall_after_s
+    assert max(ages) >= config.processing.stall_after_s - 1  # behind since the orphan came, at least
     [letter] = await eventually(
         lambda: projector_letters(config, PAYMENT_REFUNDED.name, payment_id),
         timeout=2 * config.processing.stall_after_s + 20,
