@@ -383,6 +383,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             "tok_refund_late",
         ),
         simulator_env={"SIMULATOR_WEBHOOKS": "twice_out_of_order"},
+        recovery_s=0.0,  # no fault: not one 5xx is expected
     ),
     Scenario("payment-worker-sigkill", kill("payment-worker")),
     Scenario("projector-sigkill", kill("projector")),
