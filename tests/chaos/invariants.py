@@ -55,6 +55,9 @@ class LogState:
     dead_letters: list[Event] = field(default_factory=list)
     # Rows a projector could not store (dead-lettered): (view table, row id), whenever it happened.
     refused: set[tuple[str, str]] = field(default_factory=set)
+    # Ids of the letters written before the scenario: one written again (a consumer redelivered an
+    # earlier scenario's poison after a restart) is the same letter, not a new one.
+    earlier_letters: set[str] = field(default_factory=set)
     conflicts: list[str] = field(default_factory=list)  # one id decided two different ways
 
     def add(self, event: Event) -> None:
@@ -133,7 +136,10 @@ async def read_log(config: Config, dlq_from: dict[int, int] | None = None) -> Lo
         if letter["consumer"].startswith("projector:"):
             state.refused |= refused_rows(codec, letter["value"])
         if offset >= (dlq_from or {}).get(tp.partition, 0):
-            state.add(letter)
+            if letter["envelope"]["event_id"] not in state.earlier_letters:
+                state.add(letter)
+        else:
+            state.earlier_letters.add(letter["envelope"]["event_id"])
     return state
 
 
