@@ -26,13 +26,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
+from connectors import topics
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config, load_config
 from connectors.logs import setup_logging
 from connectors.metrics import metrics_handler
 from domain.audit import INVARIANTS, At, Ledger, Violation
 from services.http import health
-from streams import topics
 
 log = logging.getLogger("auditor")
 

@@ -23,6 +23,7 @@ from connectors.config import Config, load_config
 from connectors.logs import setup_logging
 from connectors.projections import ts
 from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from connectors.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_CREATED, PAYMENT_FAILED, PAYMENT_REFUND, PAYMENT_SUCCESS
 from domain import payment as domain
 from domain.access import Action, Principal
 from domain.events import EventMeta
@@ -50,7 +51,6 @@ from services.http import (
 from services.idempotency import Answer, Keyed, keyed_body, respond
 from services.openapi import Operation, document
 from streams.envelope import actor_fields, command_record, now_ms, to_record
-from streams.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_CREATED, PAYMENT_FAILED, PAYMENT_REFUND, PAYMENT_SUCCESS
 
 log = logging.getLogger("payment_api")
 

@@ -39,9 +39,7 @@ from connectors.metrics import (
 )
 from connectors.postgres import create_pool, migrate
 from connectors.projections import PAYMENT_VIEWS, REFUND_RESERVATIONS, WALLET_VIEWS, Projection, ProjectionNotReady
-from services.http import health
-from streams.processing import SourceMessage, dead_letter_record
-from streams.topics import (
+from connectors.topics import (
     PAYMENT_CREATED,
     PAYMENT_DLQ,
     PAYMENT_FAILED,
@@ -54,6 +52,8 @@ from streams.topics import (
     WALLET_BALANCE_UPDATE,
     WALLET_MOVEMENT_UPDATES,
 )
+from services.http import health
+from streams.processing import SourceMessage, dead_letter_record
 
 log = logging.getLogger("projector")
 

@@ -10,15 +10,14 @@ from typing import Any
 import faust
 
 from connectors.avro import Codec, install_faust_codec, make_codec
-from connectors.config import Config
-from connectors.localinfra import state_dir
+from connectors.config import Config, state_dir
 from connectors.log_reader import PartitionReader
 from connectors.logs import log_handler
 from connectors.otel import setup_tracing
+from connectors.topics import TopicSpec
 from connectors.tracing import outgoing_headers
 from streams.delivery import DeliveryGuard
 from streams.processing import Handler, Processor, SourceMessage
-from streams.topics import TopicSpec
 
 log = logging.getLogger(__name__)
 

@@ -20,15 +20,7 @@ from connectors.avro import make_codec
 from connectors.config import load_config
 from connectors.metrics import PAYMENTS_TERMINAL, PROVIDER_MISMATCHES, REFUNDS_TERMINAL, SAGA_DURATION
 from connectors.provider_client import ProviderClient, ProviderRejected, ProviderUnavailable
-from domain import payment as domain
-from domain.access import Action
-from domain.events import EventMeta
-from domain.ids import derive_id
-from streams.app import durable, make_app, make_pipeline, make_sender, raw_topic
-from streams.envelope import command_record, from_record, money, now_ms, to_record
-from streams.pages import add_worker_pages
-from streams.state_page import add_state_page
-from streams.topics import (
+from connectors.topics import (
     EXTERNAL_PROVIDER_EVENTS,
     PAYMENT_CREATED,
     PAYMENT_DLQ,
@@ -45,6 +37,14 @@ from streams.topics import (
     WALLET_MOVEMENT_UPDATES,
     TopicSpec,
 )
+from domain import payment as domain
+from domain.access import Action
+from domain.events import EventMeta
+from domain.ids import derive_id
+from streams.app import durable, make_app, make_pipeline, make_sender, raw_topic
+from streams.envelope import command_record, from_record, money, now_ms, to_record
+from streams.pages import add_worker_pages
+from streams.state_page import add_state_page
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,7 @@ import faust
 
 from connectors.avro import make_codec
 from connectors.config import load_config
-from domain import wallet as domain
-from domain.access import Action
-from streams.app import durable, make_app, make_pipeline, make_sender, raw_topic
-from streams.envelope import actor_of, money, now_ms, to_record
-from streams.pages import add_worker_pages
-from streams.state_page import add_state_page
-from streams.topics import (
+from connectors.topics import (
     MOVEMENTS_CHANGELOG,
     PAYMENT_DLQ,
     WALLET_BALANCE_UPDATE,
@@ -32,6 +26,12 @@ from streams.topics import (
     WALLET_WORKER,
     WALLETS_CHANGELOG,
 )
+from domain import wallet as domain
+from domain.access import Action
+from streams.app import durable, make_app, make_pipeline, make_sender, raw_topic
+from streams.envelope import actor_of, money, now_ms, to_record
+from streams.pages import add_worker_pages
+from streams.state_page import add_state_page
 
 log = logging.getLogger(__name__)
 

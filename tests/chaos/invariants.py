@@ -15,11 +15,11 @@ from typing import Any
 import asyncpg
 from aiokafka import TopicPartition
 
+from connectors import topics
 from connectors.avro import SingleObjectCodec
 from connectors.config import Config
 from connectors.log_reader import read_partitions
 from domain.payment import TERMINAL, charge_operation_id, compensation_operation_id, refund_operation_id
-from streams import topics
 
 Event = dict[str, Any]
 

@@ -27,7 +27,7 @@ from connectors.auth import issue_token
 from connectors.avro import SingleObjectCodec
 from connectors.config import Config
 from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from streams.topics import (
+from connectors.topics import (
     EXTERNAL_PROVIDER_EVENTS,
     PAYMENT_CREATED,
     PAYMENT_REFUND,

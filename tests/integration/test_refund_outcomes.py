@@ -11,12 +11,12 @@ import asyncpg
 import pytest
 
 from connectors.config import Config
+from connectors.topics import PAYMENT_OPERATION_INCONSISTENT, PAYMENT_REFUND, PAYMENT_REFUND_FAILED, PAYMENT_REFUNDED
 from domain import payment as domain
 from domain.events import EventMeta
 from domain.ids import derive_id
 from domain.money import Money
 from streams.envelope import now_ms, to_record
-from streams.topics import PAYMENT_OPERATION_INCONSISTENT, PAYMENT_REFUND, PAYMENT_REFUND_FAILED, PAYMENT_REFUNDED
 from tests.integration.conftest import MoneyWitness
 from tests.integration.kafka_helpers import events_for_key, publish
 from tests.integration.test_console import payments

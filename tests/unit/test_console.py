@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from connectors.avro import SingleObjectCodec
-from services.console import (
+from console.cli import (
     ConsoleError,
     Entry,
     choose_letters,

@@ -1,11 +1,11 @@
 """Local infrastructure without Docker: a real Kafka broker and a real PostgreSQL.
 
 Kafka 4 (single KRaft node) runs from jars that Maven resolves from Maven Central
-into `.local/kafka/lib` (a pom in `connectors/infra/kafka/`). PostgreSQL runs from
+into `.local/kafka/lib` (a pom in `devtools/infra/kafka/`). PostgreSQL runs from
 the machine's server binaries as a cluster under `.local/postgres`, started as the
 `postgres` user when we are root (initdb and pg_ctl refuse to run as root).
 
-    python -m connectors.localinfra up|down|status|kafka-log|reset
+    python -m devtools.localinfra up|down|status|kafka-log|reset
 """
 
 from __future__ import annotations
@@ -23,13 +23,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from connectors.config import Config, load_config
+from connectors.config import LOCAL, ROOT, Config, load_config, state_dir
 
-ROOT = Path(__file__).resolve().parent.parent
-LOCAL = ROOT / ".local"
 KAFKA_LIB = LOCAL / "kafka-lib"
-KAFKA_POM = ROOT / "connectors" / "infra" / "kafka" / "pom.xml"
-KAFKA_LOG4J = ROOT / "connectors" / "infra" / "kafka" / "log4j2.properties"
+KAFKA_POM = ROOT / "devtools" / "infra" / "kafka" / "pom.xml"
+KAFKA_LOG4J = ROOT / "devtools" / "infra" / "kafka" / "log4j2.properties"
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
@@ -71,12 +69,6 @@ def install_kafka() -> None:
     say(f"Kafka jars ready in {time.monotonic() - started:.0f}s ({len(list(KAFKA_LIB.glob('*.jar')))} jars)")
 
 
-def state_dir(config: Config) -> Path:
-    """Each environment (local, test) has its own broker data and cluster, so the test
-    suite never disturbs a system started with `make run`."""
-    return LOCAL / config.environment
-
-
 def kafka_home(config: Config) -> Path:
     return state_dir(config) / "kafka"
 
@@ -106,7 +98,7 @@ def _kafka_properties(config: Config) -> str:
             "share.coordinator.state.topic.replication.factor=1",
             "share.coordinator.state.topic.min.isr=1",
             "group.initial.rebalance.delay.ms=0",
-            # Topics are declared by the project (streams/topics.py); a typo must fail, not create.
+            # Topics are declared by the project (connectors/topics.py); a typo must fail, not create.
             "auto.create.topics.enable=false",
             f"num.partitions={config.kafka.partitions}",
             "",
@@ -386,7 +378,7 @@ def reset(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m connectors.localinfra",
+        prog="python -m devtools.localinfra",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -32,8 +32,7 @@ from connectors.avro import Codec, EventDecodeError, make_codec
 from connectors.config import Config, ConfigError, load_config
 from connectors.log_reader import partition_for
 from connectors.projections import VIEW_TABLES, Projection, ProjectionNotReady
-from connectors.tracing import TRACEPARENT_HEADER, trace_id_of
-from streams.topics import (
+from connectors.topics import (
     ALL_TOPICS,
     EXTERNAL_PROVIDER_EVENTS,
     PAYMENT_CREATED,
@@ -49,6 +48,7 @@ from streams.topics import (
     WALLET_MOVEMENT_REQUIRED,
     WALLET_MOVEMENT_UPDATES,
 )
+from connectors.tracing import TRACEPARENT_HEADER, trace_id_of
 
 TERMINAL = ("PaymentSucceeded", "PaymentFailed", "PaymentRefunded", "RefundFailed")
 REFUND_OUTCOMES = ("PaymentRefunded", "RefundFailed")
@@ -382,7 +382,7 @@ class Log:
         if not found:
             raise ConsoleError(
                 f"topic {topic!r} does not exist on {self.config.kafka.bootstrap_servers}: "
-                "`make run` (services.devctl setup) creates every topic"
+                "`make run` (devtools.devctl setup) creates every topic"
             )
         return sorted(found)
 

@@ -1,6 +1,6 @@
 """Benchmark: wallet payments through the public REST API, beside a chain of bare relays.
 
-    python -m services.bench [--mode fixed --rate 50 --duration 20 | --mode max] [--environment bench]
+    python -m devtools.bench [--mode fixed --rate 50 --duration 20 | --mode max] [--environment bench]
 
 Brings the environment up (or reuses it), creates hot and cold wallets, drives
 payments open-loop (the schedule does not wait for responses, so a slow system
@@ -35,13 +35,12 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from connectors import localinfra
 from connectors.auth import issue_token
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config, load_config
 from connectors.kafka_admin import admin_client
-from services import devctl
-from streams.topics import PAYMENT_FAILED, PAYMENT_SUCCESS
+from connectors.topics import PAYMENT_FAILED, PAYMENT_SUCCESS
+from devtools import devctl, localinfra
 
 RESULTS = localinfra.ROOT / "results"
 # payment.created -> wallet.movement_required -> wallet.movement_updates
@@ -469,7 +468,7 @@ class RawChain:
                     [
                         sys.executable,
                         "-m",
-                        "services.bench",
+                        "devtools.bench",
                         "relay",
                         self.config.kafka.bootstrap_servers,
                         *args,
@@ -773,7 +772,7 @@ def plot(path: Path, result: dict[str, Any], mode: str, ours: Step, raw: Step) -
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["relay"]:
-        parser = argparse.ArgumentParser(prog="python -m services.bench relay")
+        parser = argparse.ArgumentParser(prog="python -m devtools.bench relay")
         for name in ("bootstrap", "source", "target", "group"):
             parser.add_argument(name)
         parser.add_argument("--linger-ms", type=int, default=1)
@@ -783,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(relay(a.bootstrap, a.source, a.target, a.group, a.linger_ms, a.commit_ms))
         return 0
     parser = argparse.ArgumentParser(
-        prog="python -m services.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m devtools.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--mode", choices=["fixed", "max"], default="fixed")
     parser.add_argument("--rate", type=float, default=50, help="payments (and raw messages) per second, fixed mode")
