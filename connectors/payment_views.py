@@ -8,8 +8,6 @@ from typing import Any
 
 import asyncpg
 
-TERMINAL = ("completed", "failed", "refunded", "partially_refunded")
-
 
 def payment_json(
     row: asyncpg.Record, operations: list[asyncpg.Record] | None = None, refunds: list[asyncpg.Record] | None = None

@@ -107,7 +107,7 @@ async def wait_for_payment(
     while True:
         row = await views.get_payment(pool, payment_id)
         remaining = deadline - time.monotonic()
-        if (row is not None and row["status"] in views.TERMINAL) or remaining <= 0:
+        if (row is not None and row["status"] in domain.TERMINAL_STATUSES) or remaining <= 0:
             return row
         await asyncio.sleep(min(poll_s, remaining))
         poll_s = min(poll_s * 2, MAX_POLL_S)

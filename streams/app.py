@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +16,10 @@ from connectors.otel import setup_tracing
 from connectors.topics import TopicSpec
 from connectors.tracing import outgoing_headers
 from streams.delivery import DeliveryGuard
+from streams.ports import Sender
 from streams.processing import Handler, Processor, SourceMessage
 
 log = logging.getLogger(__name__)
-
-Sender = Callable[[str, bytes | None, dict[str, Any]], Awaitable[None]]
 
 
 def make_app(name: str, config: Config, web_port: int, store: str) -> faust.App:
@@ -122,6 +120,16 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - unreachable is the answer
             return f"broker unreachable: {exc!r}"
         return f"topics missing or with other partition counts: {', '.join(missing)}" if missing else None
+
+
+def add_agent(app: faust.App, pipeline: Pipeline, source: faust.TopicT, step: Handler, module: str) -> None:
+    """An agent named after the step it performs, consuming `source` through the pipeline.
+    Concurrency 1: one writer per partition (faust #606 loses messages with more)."""
+
+    async def agent(stream: faust.StreamT) -> None:
+        await pipeline.consume(stream, step)
+
+    app.agent(source, concurrency=1, name=f"{module}.{step.__name__}")(agent)
 
 
 def make_pipeline(app: faust.App, config: Config, codec: Codec, send: Sender, needs: list[TopicSpec]) -> Pipeline:

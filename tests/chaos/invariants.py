@@ -19,7 +19,8 @@ from connectors import topics
 from connectors.avro import SingleObjectCodec
 from connectors.config import Config
 from connectors.log_reader import read_partitions
-from domain.payment import TERMINAL, charge_operation_id, compensation_operation_id, refund_operation_id
+from domain.payment import TERMINAL_STATUSES as TERMINAL
+from domain.payment import charge_operation_id, compensation_operation_id, refund_operation_id
 
 Event = dict[str, Any]
 
