@@ -42,10 +42,10 @@ from connectors.topics import (
     PAYMENT_FAILED,
     PAYMENT_OPERATION_COMPLETED,
     PAYMENT_OPERATION_INCONSISTENT,
-    PAYMENT_REFUND,
     PAYMENT_REFUND_FAILED,
+    PAYMENT_REFUND_REQUESTED,
     PAYMENT_REFUNDED,
-    PAYMENT_SUCCESS,
+    PAYMENT_SUCCEEDED,
     WALLET_BALANCE_UPDATE,
     WALLET_MOVEMENT_UPDATES,
 )
@@ -57,7 +57,7 @@ log = logging.getLogger("projector")
 
 PAYMENT_TOPICS = (
     PAYMENT_CREATED,
-    PAYMENT_SUCCESS,
+    PAYMENT_SUCCEEDED,
     PAYMENT_FAILED,
     PAYMENT_REFUNDED,
     PAYMENT_OPERATION_COMPLETED,
@@ -69,7 +69,7 @@ PROJECTIONS = (
     # A refund's reservation, then its outcome: the request first, so an outcome rarely waits for it.
     Projection(
         "refund_reservations",
-        (PAYMENT_REFUND.name, PAYMENT_REFUNDED.name, PAYMENT_REFUND_FAILED.name),
+        (PAYMENT_REFUND_REQUESTED.name, PAYMENT_REFUNDED.name, PAYMENT_REFUND_FAILED.name),
         REFUND_RESERVATIONS,
     ),
 )

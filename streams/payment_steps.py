@@ -22,7 +22,7 @@ from connectors.topics import (
     PAYMENT_OPERATION_INCONSISTENT,
     PAYMENT_REFUND_FAILED,
     PAYMENT_REFUNDED,
-    PAYMENT_SUCCESS,
+    PAYMENT_SUCCEEDED,
     WALLET_MOVEMENT_REQUIRED,
 )
 from domain import payment as domain
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # Wire names: payment.success carries PaymentSucceeded (see docs/event-catalog.md).
 OUTPUT_TOPIC = {
-    "PaymentSucceeded": PAYMENT_SUCCESS.name,
+    "PaymentSucceeded": PAYMENT_SUCCEEDED.name,
     "PaymentFailed": PAYMENT_FAILED.name,
     "PaymentOperationInconsistent": PAYMENT_OPERATION_INCONSISTENT.name,
     "PaymentRefunded": PAYMENT_REFUNDED.name,
@@ -89,7 +89,7 @@ class PaymentSteps:
     async def process_payment_method(self, event: dict[str, Any]) -> None:
         """PaymentCreated: open the payment and ask its method (wallet or provider) for the money."""
         expect(event, "PaymentCreated")
-        created = from_record(domain.PaymentCreated, event)
+        created = from_record(domain.RequestPayment, event)
         await self.apply(domain.decide_created(self.load(created.payment_id), created, self.now()))
 
     async def process_movement_outcome(self, event: dict[str, Any]) -> None:

@@ -22,10 +22,10 @@ from connectors.topics import (
     PAYMENT_FAILED,
     PAYMENT_OPERATION_COMPLETED,
     PAYMENT_OPERATION_INCONSISTENT,
-    PAYMENT_REFUND,
     PAYMENT_REFUND_FAILED,
+    PAYMENT_REFUND_REQUESTED,
     PAYMENT_REFUNDED,
-    PAYMENT_SUCCESS,
+    PAYMENT_SUCCEEDED,
     PAYMENT_WORKER,
     PAYMENTS_CHANGELOG,
     WALLET_MOVEMENT_REQUIRED,
@@ -40,7 +40,7 @@ from streams.processing import Handler
 from streams.state_page import add_state_page
 
 OUTPUTS = (
-    PAYMENT_SUCCESS,
+    PAYMENT_SUCCEEDED,
     PAYMENT_FAILED,
     PAYMENT_REFUNDED,
     PAYMENT_REFUND_FAILED,
@@ -73,7 +73,7 @@ def bootstrap(config: Config | None = None) -> PaymentWorker:
         EXTERNAL_PROVIDER_EVENTS: steps.process_provider_update,
         PAYMENT_OPERATION_COMPLETED: steps.process_payment_operation_result,
         PAYMENT_OPERATION_INCONSISTENT: steps.compensate_inconsistent_operation,
-        PAYMENT_REFUND: steps.process_refund,
+        PAYMENT_REFUND_REQUESTED: steps.process_refund,
     }
     pipeline = make_pipeline(app, config, codec, send, [*step_of, *OUTPUTS, PAYMENTS_CHANGELOG])
     for spec, step in step_of.items():

@@ -15,7 +15,6 @@ from domain.payment.model import (
     Effect,
     Outcome,
     Payment,
-    PaymentCreated,
     PaymentOperationCompleted,
     PaymentOperationInconsistent,
     ProviderCharge,
@@ -23,6 +22,7 @@ from domain.payment.model import (
     Refund,
     RefundFailed,
     RefundRequested,
+    RequestPayment,
     Status,
     WalletMovement,
     charge_operation_id,
@@ -34,7 +34,7 @@ from domain.payment.model import (
 from domain.payment.outcomes import failed_event, outcome_events, refund_failed_event
 
 
-def decide_created(payment: Payment | None, event: PaymentCreated, now: int) -> Decision:
+def decide_created(payment: Payment | None, event: RequestPayment, now: int) -> Decision:
     if payment is not None:
         # Redelivered: re-issue the open request; its deterministic id makes it apply once.
         if payment.status == "processing" and payment.charge_operation_id not in payment.operations:
@@ -70,7 +70,7 @@ def decide_created(payment: Payment | None, event: PaymentCreated, now: int) -> 
 INVALID_CODES = frozenset({"invalid_amount", "invalid_method"})
 
 
-def _invalid(event: PaymentCreated) -> tuple[str, str] | None:
+def _invalid(event: RequestPayment) -> tuple[str, str] | None:
     if event.amount.amount <= 0:
         return "invalid_amount", "amount must be a positive number of minor units"
     if event.method == "wallet" and not event.wallet_id:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from domain.events import EventMeta
 from domain.ids import derive_id
@@ -90,7 +90,10 @@ def provider_operation_id(provider: str, provider_reference: str) -> str:
 
 
 @dataclass(frozen=True)
-class PaymentCreated:
+class RequestPayment:
+    """Take this payment: a command in all but its wire name (validation can still fail it)."""
+
+    WIRE_NAME: ClassVar[str] = "PaymentCreated"  # the Avro record name on payment.created, kept for the log
     meta: EventMeta
     payment_id: str
     user_id: str

@@ -30,7 +30,7 @@ from connectors.log_reader import read_messages
 from connectors.topics import (
     PAYMENT_CREATED,
     PAYMENT_FAILED,
-    PAYMENT_SUCCESS,
+    PAYMENT_SUCCEEDED,
     WALLET_MOVEMENT_REQUIRED,
     WALLET_MOVEMENT_UPDATES,
 )
@@ -66,7 +66,7 @@ TARGETS = {
     "payment-worker": Target(
         "payment-worker",
         PAYMENT_CREATED.name,
-        (PAYMENT_SUCCESS.name, PAYMENT_FAILED.name),
+        (PAYMENT_SUCCEEDED.name, PAYMENT_FAILED.name),
         lambda command: command["payment_id"],
         lambda outcome: outcome["payment_id"],
     ),

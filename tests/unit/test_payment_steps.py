@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from connectors.provider_client import ProviderRejected
-from connectors.topics import PAYMENT_OPERATION_COMPLETED, PAYMENT_SUCCESS, WALLET_MOVEMENT_REQUIRED
+from connectors.topics import PAYMENT_OPERATION_COMPLETED, PAYMENT_SUCCEEDED, WALLET_MOVEMENT_REQUIRED
 from domain import payment as domain
 from domain.events import EventMeta
 from domain.money import Money
@@ -44,12 +44,12 @@ def build(provider: Any = None) -> tuple[PaymentSteps, Journal, FakeSender]:
     return steps, journal, send
 
 
-def created(method: str = "wallet") -> domain.PaymentCreated:
+def created(method: str = "wallet") -> domain.RequestPayment:
     payment_id = str(uuid.uuid4())
     meta = EventMeta(str(uuid.uuid4()), NOW, payment_id, None, *PAYER)
     wallet = str(uuid.uuid4()) if method == "wallet" else None
     provider, token = ("simulator", "tok_visa") if method == "external" else (None, None)
-    return domain.PaymentCreated(
+    return domain.RequestPayment(
         meta, payment_id, str(uuid.uuid4()), Money(5_000, "USD"), method, wallet, provider, token, "test", None
     )
 
@@ -89,7 +89,7 @@ async def test_the_applied_debit_completes_the_payment_acting_for_the_payer() ->
     await steps.process_payment_operation_result(to_record(op))
 
     assert steps.payments[event.payment_id]["status"] == "completed"
-    [succeeded] = send.on(PAYMENT_SUCCESS.name)
+    [succeeded] = send.on(PAYMENT_SUCCEEDED.name)
     assert succeeded["payment_id"] == event.payment_id
     assert succeeded["envelope"]["actor_subject"] == PAYER[0]
     assert succeeded["envelope"]["actor_roles"] == list(PAYER[1])
@@ -107,7 +107,7 @@ async def test_a_redelivered_operation_re_emits_the_same_success() -> None:
     await steps.process_payment_operation_result(to_record(op))
     await steps.process_payment_operation_result(to_record(op))
 
-    first, again = send.on(PAYMENT_SUCCESS.name)
+    first, again = send.on(PAYMENT_SUCCEEDED.name)
     assert first == again
 
 
