@@ -27,6 +27,73 @@ def type_name(schema: Any) -> str:
     return str(schema).split(".")[-1]
 
 
+# Wire name -> (command or event, its name in Python where that differs, what consumes it).
+# Wire names (Avro records, topics) stay as the log has them: renaming one would orphan every
+# record already written. The Python names follow the vocabulary instead.
+VOCABULARY: dict[str, tuple[str, str, str]] = {
+    "PaymentCreated": (
+        "command",
+        "`domain.payment.RequestPayment` (wire name kept by `WIRE_NAME`): it asks; validation can still fail it",
+        "payment worker `process_payment_method`",
+    ),
+    "MovementRequired": ("command", "`domain.wallet.RequireMovement`", "wallet worker `process_movement`"),
+    "WalletOpenRequested": ("command", "`domain.wallet.OpenWallet`", "wallet worker `process_movement`"),
+    "RefundRequested": (
+        "command",
+        "on topic constant `PAYMENT_REFUND_REQUESTED` (wire topic `payment.refund`)",
+        "payment worker `process_refund`",
+    ),
+    "MovementUpdated": (
+        "event",
+        "",
+        "payment worker `process_movement_outcome` (every payment movement: debit, refund credit, "
+        "compensation), projector",
+    ),
+    "WalletOpened": ("event", "", "projector"),
+    "BalanceUpdated": ("event", "", "projector"),
+    "ProviderUpdate": (
+        "event (the provider reported; not past tense on the wire)",
+        "read by `domain.payment.operation_from_provider`",
+        "payment worker `process_provider_update`",
+    ),
+    "PaymentOperationCompleted": ("event", "", "payment worker `process_payment_operation_result`, projector"),
+    "PaymentOperationInconsistent": (
+        "event",
+        "",
+        "payment worker `compensate_inconsistent_operation`, projector",
+    ),
+    "PaymentSucceeded": (
+        "event",
+        "on topic constant `PAYMENT_SUCCEEDED` (wire topic `payment.success`)",
+        "projector, payment API waiter",
+    ),
+    "PaymentFailed": ("event", "", "projector, payment API waiter"),
+    "PaymentRefunded": ("event", "", "projector"),
+    "RefundFailed": ("event", "", "projector"),
+    "DeadLetter": ("event", "", "`payments dlq`"),
+}
+
+
+def vocabulary(catalog: SchemaCatalog) -> list[str]:
+    lines = [
+        "",
+        "## Vocabulary",
+        "",
+        "Commands ask (imperative in Python), events tell what happened (past tense); agents are named",
+        "after the step they perform; outcomes are enums (`domain.payment.Outcome`). Where the wire name",
+        "does not follow this, the wire name stays (every released schema must stay decodable) and the",
+        "Python name does:",
+        "",
+        "| wire name | topic | kind | Python name | consumed by |",
+        "|---|---|---|---|---|",
+    ]
+    for event_type in sorted(catalog.event_types()):
+        kind, python, consumer = VOCABULARY.get(event_type, ("", "", ""))
+        python = python or "same"
+        lines.append(f"| `{event_type}` | `{catalog.topic_of(event_type)}` | {kind} | {python} | {consumer} |")
+    return lines
+
+
 def render(catalog: SchemaCatalog) -> str:
     lines = [
         "# Event catalog",
@@ -46,6 +113,7 @@ def render(catalog: SchemaCatalog) -> str:
         events = ", ".join(f"`{name}`" for name in catalog.event_types_on(spec.name))
         retention = "forever" if spec.retention_ms < 0 else f"{spec.retention_ms} ms"
         lines.append(f"| `{spec.name}` | {spec.key} | {events} | {retention} |")
+    lines += vocabulary(catalog)
     for event_type in sorted(catalog.event_types()):
         schema = catalog.expanded(event_type)
         lines += [
