@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import faust
 
@@ -20,6 +20,7 @@ from streams.ports import Sender
 from streams.processing import Handler, Processor, SourceMessage
 
 log = logging.getLogger(__name__)
+Steps = TypeVar("Steps")
 
 
 def make_app(name: str, config: Config, web_port: int, store: str) -> faust.App:
@@ -141,6 +142,15 @@ def make_pipeline(app: faust.App, config: Config, codec: Codec, send: Sender, ne
     pipeline = Pipeline(app, processor, guard, reader, {spec.name: config.kafka.partitions for spec in needs})
     processor.probe = pipeline.broker_problem
     return pipeline
+
+
+@dataclass
+class Worker(Generic[Steps]):
+    """What a worker's bootstrap built: the app faust runs, its saga steps, their pipeline."""
+
+    app: faust.App
+    steps: Steps
+    pipeline: Pipeline
 
 
 async def durable(app: faust.App) -> None:

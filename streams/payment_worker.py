@@ -8,9 +8,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-
-import faust
 
 from connectors.avro import make_codec
 from connectors.config import Config, load_config
@@ -33,7 +30,7 @@ from connectors.topics import (
     TopicSpec,
 )
 from domain.access import Action
-from streams.app import Pipeline, add_agent, durable, make_app, make_pipeline, make_sender, raw_topic
+from streams.app import Worker, add_agent, durable, make_app, make_pipeline, make_sender, raw_topic
 from streams.pages import add_worker_pages
 from streams.payment_steps import PaymentSteps
 from streams.processing import Handler
@@ -49,14 +46,7 @@ OUTPUTS = (
 )
 
 
-@dataclass
-class PaymentWorker:
-    app: faust.App
-    steps: PaymentSteps
-    pipeline: Pipeline
-
-
-def bootstrap(config: Config | None = None) -> PaymentWorker:
+def bootstrap(config: Config | None = None) -> Worker[PaymentSteps]:
     config = config or load_config()
     codec = make_codec(config.kafka.schema_registry_url or None)
     app = make_app(PAYMENT_WORKER, config, config.payment_worker.web_port, config.payment_worker.store)
@@ -95,7 +85,7 @@ def bootstrap(config: Config | None = None) -> PaymentWorker:
         Action.READ_PAYMENT,
         hidden=frozenset({"provider_token"}),
     )
-    return PaymentWorker(app, steps, pipeline)
+    return Worker(app, steps, pipeline)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,6 @@ faust tables (wallets, movements) recovered from their changelogs on restart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import faust
-
 from connectors.avro import make_codec
 from connectors.config import Config, load_config
 from connectors.topics import (
@@ -26,20 +22,13 @@ from connectors.topics import (
     WALLETS_CHANGELOG,
 )
 from domain.access import Action
-from streams.app import Pipeline, add_agent, durable, make_app, make_pipeline, make_sender, raw_topic
+from streams.app import Worker, add_agent, durable, make_app, make_pipeline, make_sender, raw_topic
 from streams.pages import add_worker_pages
 from streams.state_page import add_state_page
 from streams.wallet_steps import WalletSteps
 
 
-@dataclass
-class WalletWorker:
-    app: faust.App
-    steps: WalletSteps
-    pipeline: Pipeline
-
-
-def bootstrap(config: Config | None = None) -> WalletWorker:
+def bootstrap(config: Config | None = None) -> Worker[WalletSteps]:
     config = config or load_config()
     codec = make_codec(config.kafka.schema_registry_url or None)
     app = make_app(WALLET_WORKER, config, config.wallet_worker.web_port, config.wallet_worker.store)
@@ -66,7 +55,7 @@ def bootstrap(config: Config | None = None) -> WalletWorker:
     add_agent(app, pipeline, commands, steps.process_movement, __name__)
     add_worker_pages(app, pipeline.processor, pipeline.guard, config.processing.stall_after_s)
     add_state_page(app, config, "/wallets", commands, wallets, "wallet_id", Action.READ_WALLET)
-    return WalletWorker(app, steps, pipeline)
+    return Worker(app, steps, pipeline)
 
 
 if __name__ == "__main__":

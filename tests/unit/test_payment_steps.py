@@ -54,6 +54,21 @@ def created(method: str = "wallet") -> domain.RequestPayment:
     )
 
 
+def debit_applied(event: domain.RequestPayment) -> domain.PaymentOperationCompleted:
+    """The wallet's outcome of the payment's debit, carrying no actor: the success that follows is
+    stamped by the domain, not looked up."""
+    return domain.operation_from_movement(
+        EventMeta(str(uuid.uuid4()), NOW, event.payment_id, None),
+        event.payment_id,
+        domain.charge_operation_id(event.payment_id, "wallet"),
+        "expense",
+        Money(5_000, "USD"),
+        True,
+        None,
+        None,
+    )
+
+
 async def test_a_wallet_payment_is_stored_and_durable_before_its_debit_is_asked_for() -> None:
     steps, journal, send = build()
     event = created()
@@ -73,18 +88,7 @@ async def test_the_applied_debit_completes_the_payment_acting_for_the_payer() ->
     steps, _, send = build()
     event = created()
     await steps.process_payment_method(to_record(event))
-    debit = domain.charge_operation_id(event.payment_id, "wallet")
-    # The wallet's outcome carries no actor here: the success is stamped by the domain, not reloaded.
-    op = domain.operation_from_movement(
-        EventMeta(str(uuid.uuid4()), NOW, event.payment_id, None),
-        event.payment_id,
-        debit,
-        "expense",
-        Money(5_000, "USD"),
-        True,
-        None,
-        None,
-    )
+    op = debit_applied(event)
 
     await steps.process_payment_operation_result(to_record(op))
 
@@ -99,11 +103,7 @@ async def test_a_redelivered_operation_re_emits_the_same_success() -> None:
     steps, _, send = build()
     event = created()
     await steps.process_payment_method(to_record(event))
-    debit = domain.charge_operation_id(event.payment_id, "wallet")
-    op = domain.operation_from_movement(
-        EventMeta(str(uuid.uuid4()), NOW, event.payment_id, None), event.payment_id, debit, "expense",
-        Money(5_000, "USD"), True, None, None,
-    )  # fmt: skip
+    op = debit_applied(event)
     await steps.process_payment_operation_result(to_record(op))
     await steps.process_payment_operation_result(to_record(op))
 
