@@ -81,6 +81,10 @@ async def list_refunds(pool: asyncpg.Pool, payment_id: str) -> list[asyncpg.Reco
     )
 
 
+async def get_refund(db: asyncpg.Pool | asyncpg.Connection, refund_id: str) -> asyncpg.Record | None:
+    return await db.fetchrow("SELECT * FROM payment_refunds WHERE id = $1", refund_id)
+
+
 async def reserve_refund(
     conn: asyncpg.Connection,
     payment_id: str,

@@ -252,8 +252,8 @@ async def refund_payment(request: web.Request) -> web.Response:
         # The refund's outcome as the views know it now (payment_refunds follows the refund's
         # events: a deadline failure or a reconciled late success included).
         status, sent = answer
-        decided = await pool.fetchval("SELECT status FROM payment_refunds WHERE id = $1", sent["refund_id"])
-        return status, {**sent, "status": decided or sent["status"]}
+        decided = await views.get_refund(pool, sent["refund_id"])
+        return status, {**sent, "status": decided["status"] if decided else sent["status"]}
 
     return await respond(request, request.app[CONFIG].payment_api, caller, body, run, current)
 
@@ -272,7 +272,7 @@ async def _refund(
     refund_id = refund_id or str(uuid.uuid4())
     requested_at = now_ms()
     async with pool.acquire() as conn, conn.transaction():
-        existing = await conn.fetchrow("SELECT * FROM payment_refunds WHERE id = $1", refund_id)
+        existing = await views.get_refund(conn, refund_id)
         if existing is not None:  # the same key ran before and failed after reserving: same refund
             return _refund_accepted(payment_id, refund_id, existing["amount"], row["currency"])
         outcome, amount = await views.reserve_refund(
