@@ -55,6 +55,7 @@ class WalletSteps:
                 event["currency"],
                 event["opening_balance"],
                 envelope["correlation_id"],
+                actor_of(envelope),
             )
             decision = domain.open_wallet(wallet, self.load_movement, command, self.now())
         elif envelope["event_type"] == "MovementRequired":
@@ -75,7 +76,7 @@ class WalletSteps:
         else:
             raise ValueError(f"unexpected event type {envelope['event_type']} on {WALLET_MOVEMENT_REQUIRED.name}")
         await self._record(decision)
-        await self._publish(decision, event["wallet_id"].encode(), envelope)
+        await self._publish(decision, event["wallet_id"].encode())
 
     async def _record(self, decision: domain.Decision) -> None:
         # Movement records first: if a crash keeps them but loses the wallet write, the
@@ -87,13 +88,11 @@ class WalletSteps:
         if decision.records or decision.wallet is not None:
             await self.durable()
 
-    async def _publish(self, decision: domain.Decision, key: bytes, command: dict[str, Any]) -> None:
+    async def _publish(self, decision: domain.Decision, key: bytes) -> None:
+        """The outcome as decided: the domain has stamped it with the actor of the command."""
         for outcome in decision.events:
             if isinstance(outcome, domain.MovementUpdated) and outcome.status == "rejected":
                 log.info("movement %s rejected: %s", outcome.movement_id, outcome.reason_code)
         for outcome in decision.events:
             published = to_record(outcome)
-            # The outcome acts for whoever gave the command.
-            published["envelope"]["actor_subject"] = command.get("actor_subject")
-            published["envelope"]["actor_roles"] = list(command.get("actor_roles") or ())
             await self.send(OUTPUT_TOPIC[published["envelope"]["event_type"]], key, published)
