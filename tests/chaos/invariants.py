@@ -15,11 +15,12 @@ from typing import Any
 import asyncpg
 from aiokafka import TopicPartition
 
+from connectors import topics
 from connectors.avro import SingleObjectCodec
 from connectors.config import Config
 from connectors.log_reader import read_partitions
-from domain.payment import TERMINAL, charge_operation_id, compensation_operation_id, refund_operation_id
-from streams import topics
+from domain.payment import TERMINAL_STATUSES as TERMINAL
+from domain.payment import charge_operation_id, compensation_operation_id, refund_operation_id
 
 Event = dict[str, Any]
 
@@ -27,9 +28,9 @@ LOG_TOPICS = (
     topics.WALLET_MOVEMENT_UPDATES,
     topics.WALLET_BALANCE_UPDATE,
     topics.PAYMENT_CREATED,
-    topics.PAYMENT_SUCCESS,
+    topics.PAYMENT_SUCCEEDED,
     topics.PAYMENT_FAILED,
-    topics.PAYMENT_REFUND,
+    topics.PAYMENT_REFUND_REQUESTED,
     topics.PAYMENT_REFUNDED,
     topics.PAYMENT_REFUND_FAILED,
     topics.PAYMENT_OPERATION_COMPLETED,

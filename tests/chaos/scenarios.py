@@ -22,14 +22,14 @@ import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from connectors import localinfra
+from connectors import topics
 from connectors.auth import issue_token
 from connectors.avro import SingleObjectCodec
 from connectors.config import Config
+from devtools import localinfra
+from devtools.devctl import Process, Supervisor, processes
 from domain.ids import keyed_id
 from domain.payment import charge_operation_id
-from services.devctl import Process, Supervisor, processes
-from streams import topics
 from streams.envelope import command_record, new_meta
 from tests.chaos import invariants as inv
 from tests.support import audit

@@ -27,10 +27,10 @@ from connectors.auth import issue_token
 from connectors.avro import SingleObjectCodec
 from connectors.config import Config
 from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from streams.topics import (
+from connectors.topics import (
     EXTERNAL_PROVIDER_EVENTS,
     PAYMENT_CREATED,
-    PAYMENT_REFUND,
+    PAYMENT_REFUND_REQUESTED,
     WALLET_BALANCE_UPDATE,
     WALLET_MOVEMENT_REQUIRED,
     WALLET_MOVEMENT_UPDATES,
@@ -44,7 +44,7 @@ FUZZ_SUBJECT = f"fuzz-{uuid.uuid4()}"
 COMMAND_TOPICS = [
     WALLET_MOVEMENT_REQUIRED.name,
     PAYMENT_CREATED.name,
-    PAYMENT_REFUND.name,
+    PAYMENT_REFUND_REQUESTED.name,
     EXTERNAL_PROVIDER_EVENTS.name,
 ]
 # The wallet worker's outcomes: a refusal it decides (say, a replayed opening) is published

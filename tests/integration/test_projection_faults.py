@@ -26,12 +26,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from connectors.config import Config
 from connectors.log_reader import read_messages
 from connectors.projections import WALLET_VIEWS, Projection
+from connectors.topics import PAYMENT_DLQ, PAYMENT_REFUNDED, WALLET_BALANCE_UPDATE, WALLET_MOVEMENT_REQUIRED
+from devtools.devctl import Supervisor
 from domain.events import EventMeta
 from domain.money import Money
 from domain.payment import PaymentRefunded
-from services.devctl import Supervisor
 from streams.envelope import command_record, new_meta, to_record
-from streams.topics import PAYMENT_DLQ, PAYMENT_REFUNDED, WALLET_BALANCE_UPDATE, WALLET_MOVEMENT_REQUIRED
 from tests.conftest import ensure_running
 from tests.integration.conftest import MoneyWitness
 from tests.integration.kafka_helpers import codec, events_for_key, publish
