@@ -89,6 +89,17 @@ def processes(config: Config) -> list[Process]:
     ]
 
 
+def worker_peer(config: Config, name: str, n: int) -> tuple[Process, dict[str, str]]:
+    """Another process of worker `name` (scale-out: Kafka splits the partitions between them),
+    on its own web port, with the environment that makes it advertise that port."""
+    first = next(p for p in processes(config) if p.name == name)
+    section = name.replace("-", "_")
+    port = getattr(config, section).web_port + 1000 + n
+    args = ("worker", "-l", "info", "--web-port", str(port))
+    process = Process(f"{name}-{n + 1}", first.module, args, port, f"{first.description} (process {n + 1})", "/ready/")
+    return process, {f"{section.upper()}_WEB_PORT": str(port)}
+
+
 def say(message: str) -> None:
     print(f"[run] {message}", flush=True)
 

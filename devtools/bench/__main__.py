@@ -1,6 +1,12 @@
 """Benchmark: wallet payments through the public REST API, beside a chain of bare relays.
 
-    python -m devtools.bench [--mode fixed --rate 50 --duration 20 | --mode max] [--environment bench]
+    python -m devtools.bench [--mode fixed --rate 50 --duration 20 | --mode max | --mode overload [--rate R]]
+                             [--workers N] [--environment bench]
+
+`--mode overload` offers twice the best sustained rate (`--rate`, or the best of the latest
+max-mode result) for 30 s: what goes beyond capacity must be refused fast (503/429 with
+Retry-After) while the accepted payments complete at the best sustained rate. `--workers N`
+runs N payment-worker and N wallet-worker processes (Kafka splits the partitions).
 
 Brings the environment up (or reuses it), creates hot and cold wallets, drives
 payments open-loop (the schedule does not wait for responses, so a slow system
@@ -40,7 +46,7 @@ from devtools.bench.measure import (
     stack_pids,
 )
 from devtools.bench.relay import RawChain, relay
-from devtools.bench.report import headline, plot, table
+from devtools.bench.report import headline, plot, table, table_cpu
 from devtools.bench.stack import OurStack, prepare_wallets
 
 # ---------------------------------------------------------------- orchestration
@@ -74,6 +80,29 @@ def stack_settings(config: Config) -> dict[str, Any]:
         + f", up to {config.payment_api.outcome_timeout_s:g} s",
         "projector": "getmany 1000 records, one transaction per partition batch",
     }
+
+
+def ensure_workers(config: Config, workers: int) -> list[str]:
+    """Processes 2..N of each worker, started beside the first; returns their names to stop."""
+    supervisor = devctl.Supervisor(config)
+    started = []
+    for name in ("payment-worker", "wallet-worker"):
+        for n in range(1, workers):
+            peer, env = devctl.worker_peer(config, name, n)
+            supervisor.start(peer, env)
+            started.append((peer, peer.name))
+    for peer, _ in started:
+        supervisor.wait_healthy(peer, timeout=90)
+    return [name for _, name in started]
+
+
+def best_sustained_rate() -> float:
+    """The best sustained rate of the latest max-mode result in results/."""
+    for path in sorted(RESULTS.glob("bench-*.json"), reverse=True):
+        result = json.loads(path.read_text())
+        if result.get("mode") == "max":
+            return float(result["headline"]["ours"]["throughput"])
+    raise SystemExit('no max-mode result in results/: run `make bench ARGS="--mode max"` first, or pass --rate')
 
 
 def ensure_stack(config: Config) -> None:
@@ -113,8 +142,8 @@ async def measure(step_coro: Any, pids: dict[str, list[int]], bootstrap: str, pr
 
 async def bench(args: argparse.Namespace, config: Config) -> dict[str, Any]:
     settings = stack_settings(config)
-    rates = [args.rate] if args.mode == "fixed" else list(MAX_LADDER)
-    step_s = args.duration if args.mode == "fixed" else args.step_duration
+    rates = list(MAX_LADDER) if args.mode == "max" else [args.offered]
+    step_s = args.step_duration if args.mode == "max" else args.duration
     wallets = await prepare_wallets(config, args.hot, args.cold)
     ours = OurStack(config, wallets, args.hot_share, args.fail_share)
     pool = await asyncpg.create_pool(config.postgres.dsn, min_size=1, max_size=2)
@@ -126,9 +155,12 @@ async def bench(args: argparse.Namespace, config: Config) -> dict[str, Any]:
     try:
         await ours.run(5, 2)  # warm-up: connections, faust fetchers, the first PostgreSQL plans
         for rate in rates:
-            say(f"our stack at {rate:g} payments/s for {step_s:g} s")
+            say(f"our stack at {rate:g} payments/s for {step_s:g} s ({args.workers} process(es) per worker)")
             step = await measure(
-                ours.run(rate, step_s), {**stack_pids(config), **bench_pid}, config.kafka.bootstrap_servers, None
+                ours.run(rate, step_s),
+                {**stack_pids(config, tuple(args.peers)), **bench_pid},
+                config.kafka.bootstrap_servers,
+                None,
             )
             our_steps.append(step)
             say(f"  -> {step.throughput:.1f}/s completed, p99 {percentile(step.latencies_ms, 0.99):.0f} ms")
@@ -139,6 +171,8 @@ async def bench(args: argparse.Namespace, config: Config) -> dict[str, Any]:
         await asyncio.gather(watcher, return_exceptions=True)
         await ours.tail.stop()
         await pool.close()
+    if args.mode == "overload":
+        return {"settings": settings, "ours": our_steps, "raw": []}
     chain = RawChain(config, int(settings["producer_linger_ms"]), int(settings["broker_commit_interval_s"] * 1000))
     raw_steps: list[Step] = []
     await chain.start()
@@ -172,9 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devtools.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--mode", choices=["fixed", "max"], default="fixed")
-    parser.add_argument("--rate", type=float, default=50, help="payments (and raw messages) per second, fixed mode")
-    parser.add_argument("--duration", type=float, default=20, help="seconds of load per system, fixed mode")
+    parser.add_argument("--mode", choices=["fixed", "max", "overload"], default="fixed")
+    parser.add_argument(
+        "--rate", type=float, help="payments per second (fixed mode, default 50); overload: the best sustained rate"
+    )
+    parser.add_argument("--duration", type=float, help="seconds of load (fixed 20, overload 30)")
+    parser.add_argument("--workers", type=int, default=1, help="processes of each worker (scale-out)")
     parser.add_argument("--step-duration", type=float, default=6, help="seconds per rate step, max mode")
     parser.add_argument("--slo-p99-ms", type=float, default=1000, help="max mode: a step counts if p99 stays below")
     # Not $ENVIRONMENT: an exported ENVIRONMENT=test must not point the load at the test system.
@@ -186,10 +223,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    if args.mode == "overload":
+        args.rate = args.rate or best_sustained_rate()
+        args.offered, args.duration = 2 * args.rate, args.duration or 30.0
+    else:
+        args.rate = args.rate or 50.0
+        args.offered, args.duration = args.rate, args.duration or 20.0
     config = load_config(args.environment)
     ensure_stack(config)
+    peers = args.peers = ensure_workers(config, args.workers)
     load_before = os.getloadavg()
-    result = asyncio.run(bench(args, config))
+    try:
+        result = asyncio.run(bench(args, config))
+    finally:
+        for name in peers:
+            devctl.Supervisor(config).stop(name)
+    if args.mode == "overload":
+        return overload_report(args, config, result["ours"][0], load_before)
     ours = headline(result["ours"], args.mode, args.slo_p99_ms)
     raw = headline(result["raw"], args.mode, args.slo_p99_ms)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -225,6 +275,36 @@ def main(argv: list[str] | None = None) -> int:
     plot(png_path, result, args.mode, ours, raw)
     say(f"wrote {json_path.relative_to(localinfra.ROOT)} and {png_path.relative_to(localinfra.ROOT)}")
     return 0
+
+
+def overload_report(args: argparse.Namespace, config: Config, step: Step, load_before: tuple[float, ...]) -> int:
+    s = step.summary()
+    verdicts = {
+        f"completed >= 90% of the best sustained {args.rate:g}/s": step.throughput >= 0.9 * args.rate,
+        "refusals fast (p99 < 100 ms)": step.shed == 0 or s["shed_p99_ms"] < 100,
+        "every accepted payment terminal within 10 s of the end": step.drained_s <= 10,
+    }
+    print()
+    print(f"== overload mode, {config.environment}, {os.cpu_count()} cores, load average before {load_before[0]:.2f}")
+    print(f"  offered {args.offered:g}/s for {args.duration:g} s (twice the best sustained {args.rate:g}/s)")
+    print(
+        f"  sent {step.sent}, accepted {step.accepted}, shed {step.shed} (p99 {s['shed_p99_ms']:.0f} ms), "
+        f"completed {step.completed} ({step.throughput:.1f}/s in the window), HTTP errors {step.http_errors}"
+    )
+    print(
+        f"  accepted: latency p50 {s['p50_ms']:.0f} ms, p99 {s['p99_ms']:.0f} ms; "
+        f"POST p99 {s['http_p99_ms']:.0f} ms; all terminal {step.drained_s:.1f} s after the end"
+    )
+    for what, ok in verdicts.items():
+        print(f"  {'ok  ' if ok else 'FAIL'} {what}")
+    print(table_cpu(step))
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"bench-{stamp}.json"
+    payload = {"mode": "overload", "args": vars(args), "loadavg_before": load_before, "step": s, "verdicts": verdicts}
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    say(f"wrote {path.relative_to(localinfra.ROOT)}")
+    return 0 if all(verdicts.values()) else 1
 
 
 if __name__ == "__main__":

@@ -61,9 +61,11 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def stack_pids(config: Config) -> dict[str, list[int]]:
+def stack_pids(config: Config, peers: tuple[str, ...] = ()) -> dict[str, list[int]]:
+    """The system's processes by name, with the extra worker processes `peers` (scale-out)."""
     supervisor = devctl.Supervisor(config)
-    pids = {p.name: [pid] for p in devctl.processes(config) if (pid := supervisor.pid(p.name))}
+    names = [p.name for p in devctl.processes(config)] + list(peers)
+    pids = {name: [pid] for name in names if (pid := supervisor.pid(name))}
     kafka = localinfra.read_pid(localinfra.kafka_home(config) / "kafka.pid")
     if kafka:
         pids["kafka"] = [kafka]
@@ -124,6 +126,10 @@ class Step:
     completed: int = 0
     failed: int = 0
     http_errors: int = 0
+    accepted: int = 0  # 201: the API took the payment
+    shed: int = 0  # 503/429: refused at capacity, at once
+    shed_ms: list[float] = field(default_factory=list)  # how fast a refusal came
+    drained_s: float = float("nan")  # after the window, until every accepted payment was terminal
     latencies_ms: list[float] = field(default_factory=list)
     latency_at: list[float] = field(default_factory=list)  # seconds since the step began
     http_ms: list[float] = field(default_factory=list)
@@ -136,12 +142,21 @@ class Step:
     def throughput(self) -> float:
         return self.completed_in_window / self.duration
 
+    def cpu_per_payment(self) -> dict[str, float]:
+        """CPU milliseconds per completed payment, by process and in total over the system
+        (every process but the load generator: our services, Kafka, PostgreSQL)."""
+        if not self.completed:
+            return {}
+        per = {name: round(1000 * usage["cpu_s"] / self.completed, 2) for name, usage in self.cpu.items()}
+        per["total (system)"] = round(sum(v for k, v in per.items() if not k.startswith("bench")), 2)
+        return per
+
     def summary(self) -> dict[str, Any]:
         lat = self.latencies_ms
         result = {
             k: v
             for k, v in asdict(self).items()
-            if k not in ("latencies_ms", "latency_at", "http_ms", "projection_lag_ms")
+            if k not in ("latencies_ms", "latency_at", "http_ms", "projection_lag_ms", "shed_ms")
         }
         result.update(
             throughput=round(self.throughput, 1),
@@ -149,6 +164,8 @@ class Step:
             p95_ms=percentile(lat, 0.95),
             p99_ms=percentile(lat, 0.99),
             max_ms=max(lat, default=float("nan")),
+            shed_p99_ms=percentile(self.shed_ms, 0.99),
+            cpu_ms_per_payment=self.cpu_per_payment(),
             http_p50_ms=percentile(self.http_ms, 0.5),
             http_p99_ms=percentile(self.http_ms, 0.99),
             projection_lag_p50_ms=percentile(self.projection_lag_ms, 0.5),

@@ -44,12 +44,22 @@ def table(ours: Step, raw: Step) -> str:
     lines.append(f"{'projection lag p50/p99/max':<28}{lag:>14}  ms (terminal event -> PostgreSQL row, 10 ms polls)")
     lines.append(f"{'machine CPU busy %':<28}{ours.machine_busy_pct:>14.0f}{raw.machine_busy_pct:>14.0f}")
     lines.append("")
-    lines.append(f"{'process':<26}{'CPU s':>8}{'CPU %':>8}{'RSS MB':>9}")
-    for step in (ours, raw):
-        for name, usage in sorted(step.cpu.items(), key=lambda kv: -kv[1]["cpu_s"]):
-            lines.append(
-                f"{step.system + ' ' + name:<26}{usage['cpu_s']:>8.1f}{usage['cpu_pct']:>8.0f}{usage['rss_mb']:>9.0f}"
-            )
+    lines.append(table_cpu(ours))
+    lines.append(table_cpu(raw))
+    return "\n".join(lines)
+
+
+def table_cpu(step: Step) -> str:
+    """CPU by process: seconds, share of one core, and milliseconds per completed payment."""
+    per = step.cpu_per_payment()
+    lines = [f"{step.system + ' process':<30}{'CPU s':>8}{'CPU %':>8}{'ms/payment':>12}{'RSS MB':>9}"]
+    for name, usage in sorted(step.cpu.items(), key=lambda kv: -kv[1]["cpu_s"]):
+        lines.append(
+            f"{name:<30}{usage['cpu_s']:>8.1f}{usage['cpu_pct']:>8.0f}{per.get(name, float('nan')):>12.2f}"
+            f"{usage['rss_mb']:>9.0f}"
+        )
+    if per:
+        lines.append(f"{'total (system, no load generator)':<30}{'':>16}{per['total (system)']:>12.2f}")
     return "\n".join(lines)
 
 
