@@ -56,6 +56,10 @@ class ApiConfig:
     port: int
     outcome_timeout_s: float
     idempotency_window_s: float  # how long an Idempotency-Key is remembered; after it a key starts afresh
+    # Admission: a command is refused (503, Retry-After) while this many wait for their outcome,
+    # or while the oldest of them has waited longer than max_behind_s (the saga is behind).
+    max_in_flight: int
+    max_behind_s: float
 
 
 @dataclass(frozen=True)

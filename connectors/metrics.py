@@ -19,6 +19,9 @@ HTTP_LATENCY = Histogram(
     ["service", "method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+REQUESTS_SHED = Counter(
+    "http_requests_shed_total", "Commands refused at capacity (503 overloaded) before any work", ["endpoint"]
+)
 EVENTS_PROCESSED = Counter("events_processed_total", "Events handled by an agent", ["agent", "event_type", "outcome"])
 EVENT_LATENCY = Histogram(
     "event_processing_seconds",

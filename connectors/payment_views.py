@@ -35,6 +35,54 @@ def payment_json(
     return body
 
 
+def decided_json(request: dict[str, Any], payment_id: str, created_ms: int, event: dict[str, Any]) -> dict[str, Any]:
+    """A new payment as `payment_json` shows it, from the request and its terminal event alone:
+    what the views will hold once the projector has applied that event."""
+    failed = event["envelope"]["event_type"] == "PaymentFailed"
+    op = event.get("operation")
+    operations = (
+        []
+        if op is None
+        else [
+            {
+                "id": op["operation_id"],
+                "kind": op["kind"],
+                "status": op["status"],
+                "amount": op["amount"]["amount"],
+                "currency": op["amount"]["currency"],
+                "source": op["source"],
+                "reference": op["reference"],
+                "failure_code": op["failure_code"],
+                "failure_reason": op["failure_reason"],
+                "inconsistent": False,
+                "created_at": _iso(op["occurred_at"]),
+            }
+        ]
+    )
+    return {
+        "id": payment_id,
+        "user_id": request["user_id"],
+        "amount": request["amount"],
+        "currency": request["currency"],
+        "payment_method_type": request["payment_method_type"],
+        "wallet_id": request["wallet_id"],
+        "provider": request["provider"],
+        "description": request["description"],
+        "status": "failed" if failed else "completed",
+        "reason_code": event["reason_code"] if failed else None,
+        "reason": event["reason"] if failed else None,
+        "refunded_amount": 0,
+        "created_at": _iso(created_ms),
+        "updated_at": _iso(event["envelope"]["occurred_at"]),
+        "operations": operations,
+        "refunds": [],
+    }
+
+
+def _iso(millis: int) -> str:
+    return dt.datetime.fromtimestamp(millis / 1000, tz=dt.UTC).isoformat()
+
+
 def refund_json(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "id": str(row["id"]),

@@ -33,9 +33,12 @@ MAX_WAIT_S = 30.0
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field = status, code, message, field
+        self.headers = headers or {}
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> web.Response:
@@ -49,7 +52,9 @@ async def error_middleware(
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        response = error_response(exc.status, exc.code, exc.message, exc.field)
+        response.headers.update(exc.headers)
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -36,6 +36,7 @@ from domain.access import Action, Principal
 from domain.events import EventMeta
 from domain.ids import derive_id
 from domain.money import Money
+from services.admission import ADMISSION, Admission
 from services.http import (
     CONFIG,
     MAX_WAIT_S,
@@ -103,7 +104,11 @@ MAX_POLL_S = 0.25
 
 
 async def wait_for_payment(
-    pool: asyncpg.Pool, payment_id: str, timeout: float, decided: Awaitable[Any] | None = None
+    pool: asyncpg.Pool,
+    payment_id: str,
+    timeout: float,
+    decided: Awaitable[Any] | None = None,
+    settled: bool = False,
 ) -> asyncpg.Record | None:
     """The payment's view row once terminal, or whatever the view holds when the time is up:
     the one wait of the payment API, for a new payment and for `GET ?wait=N` alike.
@@ -114,7 +119,7 @@ async def wait_for_payment(
     a fixed 10 ms poll from every waiting request turns into a flood of queries that slows
     the projector further."""
     deadline = time.monotonic() + timeout
-    poll_s = POLL_S
+    poll_s = SETTLE_POLL_S if settled else POLL_S
     if decided is not None:
         await decided  # bounded by the same timeout: the waiter gives up with us
         poll_s = SETTLE_POLL_S
@@ -136,6 +141,11 @@ async def payment_body(pool: asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any
 
 async def create_payment(request: web.Request) -> web.Response:
     caller = require(request, Action.CREATE_PAYMENT)
+    async with request.app[ADMISSION].admitted("create_payment"):
+        return await _create_payment(request, caller)
+
+
+async def _create_payment(request: web.Request, caller: Principal) -> web.Response:
     body = await keyed_body(request, PAYMENT_BODY)
     if not caller.privileged and body["user_id"] != caller.subject:
         raise ApiError(403, "forbidden", "a user pays only as themselves", "user_id")
@@ -189,7 +199,12 @@ async def _create(
     outcomes = request.app[OUTCOMES]
     future = outcomes.register(payment_id)
     await request.app[PUBLISHER].publish(PAYMENT_CREATED.name, payment_id, to_record(created))
-    row = await wait_for_payment(pool, payment_id, timeout, outcomes.wait(payment_id, future, timeout))
+    decided = await outcomes.wait(payment_id, future, timeout)
+    if decided is not None and method == "wallet":
+        # A wallet payment's terminal event says all the view would: answer without reading it.
+        return 201, views.decided_json(body, payment_id, now, decided)
+    remaining = max(0.0, timeout - (now_ms() - now) / 1000)
+    row = await wait_for_payment(pool, payment_id, remaining, settled=decided is not None)
     if row is not None:
         return 201, await payment_body(pool, row)
     return 201, {
@@ -206,6 +221,24 @@ async def _create(
     }
 
 
+WALLETS = web.AppKey("wallets", dict)
+MAX_KNOWN_WALLETS = 100_000
+
+
+async def known_wallet(known: dict[str, Any], pool: asyncpg.Pool, wallet_id: str) -> Any:
+    """A wallet's owner and currency, which never change: read once from the views, then kept.
+    A wallet not found is not kept (it may be opened a moment later)."""
+    wallet = known.get(wallet_id)
+    if wallet is None:
+        row = await wallet_views.get_wallet(pool, wallet_id)
+        if row is None:
+            return None
+        if len(known) >= MAX_KNOWN_WALLETS:
+            known.clear()
+        wallet = known[wallet_id] = {"user_id": row["user_id"], "currency": row["currency"]}
+    return wallet
+
+
 async def _check_wallet(request: web.Request, pool: asyncpg.Pool, body: dict[str, Any]) -> None:
     """Refuse what the wallet would reject anyway, with a clearer error; the worker still decides."""
     if body["wallet_id"] is None:
@@ -213,7 +246,7 @@ async def _check_wallet(request: web.Request, pool: asyncpg.Pool, body: dict[str
     for name in ("provider", "token"):
         if body[name] is not None:
             raise ApiError(400, "unknown_field", f"{name} is only for an external payment", name)
-    wallet = await wallet_views.get_wallet(pool, body["wallet_id"])
+    wallet = await known_wallet(request.app[WALLETS], pool, body["wallet_id"])
     not_found = ApiError(404, "wallet_not_found", f"wallet {body['wallet_id']} does not exist", "wallet_id")
     authorize(request, Action.CREATE_PAYMENT, None if wallet is None else str(wallet["user_id"]), not_found)
     assert wallet is not None
@@ -387,7 +420,10 @@ OPERATIONS = [
 
 def create_app(config: Config) -> web.Application:
     routes = [op.route() for op in OPERATIONS]
-    return service_app("payment-api", config, routes, resources, document("Payment API", OPERATIONS))
+    app = service_app("payment-api", config, routes, resources, document("Payment API", OPERATIONS))
+    app[ADMISSION] = Admission.of(config.payment_api)
+    app[WALLETS] = {}
+    return app
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from connectors.logs import setup_logging
 from connectors.topics import WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
 from domain.access import Action, Principal
 from domain.wallet import OPPOSITE, PAYMENT_MOVEMENT, revert_movement_id
+from services.admission import ADMISSION, Admission
 from services.http import (
     CONFIG,
     OUTCOMES,
@@ -147,6 +148,11 @@ async def keyed_response(
 
 async def create_movement(request: web.Request) -> web.Response:
     caller = require(request, Action.CREATE_MOVEMENT)
+    async with request.app[ADMISSION].admitted("create_movement"):
+        return await _create_movement(request, caller)
+
+
+async def _create_movement(request: web.Request, caller: Principal) -> web.Response:
     wallet_id = path_uuid(request, "wallet_id")
     body = await keyed_body(request, MOVEMENT_BODY)
 
@@ -307,7 +313,9 @@ OPERATIONS = [
 
 def create_app(config: Config) -> web.Application:
     routes = [op.route() for op in OPERATIONS]
-    return service_app("wallet-api", config, routes, resources, document("Wallet API", OPERATIONS))
+    app = service_app("wallet-api", config, routes, resources, document("Wallet API", OPERATIONS))
+    app[ADMISSION] = Admission.of(config.wallet_api)
+    return app
 
 
 def main() -> None:

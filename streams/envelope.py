@@ -90,6 +90,8 @@ def money(record: dict[str, Any]) -> Money:
 def _plain(value: Any) -> Any:
     if isinstance(value, Money):
         return {"amount": value.amount, "currency": value.currency}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     return value
 
 

@@ -137,12 +137,42 @@ class PaymentOperationInconsistent:
 
 
 @dataclass(frozen=True)
+class OperationSummary:
+    """The operation that decided a payment, carried by its terminal event."""
+
+    operation_id: str
+    kind: Literal["charge", "refund"]
+    status: Literal["succeeded", "failed"]
+    amount: Money
+    source: Literal["wallet", "provider", "deadline"]
+    reference: str | None
+    failure_code: str | None
+    failure_reason: str | None
+    occurred_at: int
+
+    @classmethod
+    def of(cls, op: PaymentOperationCompleted) -> OperationSummary:
+        return cls(
+            op.operation_id,
+            op.kind,
+            op.status,
+            op.amount,
+            op.source,
+            op.reference,
+            op.failure_code,
+            op.failure_reason,
+            op.meta.occurred_at,
+        )
+
+
+@dataclass(frozen=True)
 class PaymentSucceeded:
     meta: EventMeta
     payment_id: str
     user_id: str
     amount: Money
     method: Method
+    operation: OperationSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +184,7 @@ class PaymentFailed:
     method: Method
     reason_code: str
     reason: str
+    operation: OperationSummary | None = None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from domain.ids import derive_id
 from domain.money import Money
 from domain.payment.model import (
     Applied,
+    OperationSummary,
     Outcome,
     Payment,
     PaymentEvent,
@@ -29,12 +30,13 @@ def outcome_events(
     cause, outcome = op.meta.event_id, applied.outcome
     if outcome is Outcome.SUCCEEDED:
         meta = meta_for(payment, derive_id("PaymentSucceeded", payment.payment_id), at, cause)
-        return (PaymentSucceeded(meta, payment.payment_id, payment.user_id, payment.money, payment.method),)
+        summary = OperationSummary.of(op)
+        return (PaymentSucceeded(meta, payment.payment_id, payment.user_id, payment.money, payment.method, summary),)
     if outcome is Outcome.FAILED:
-        return (failed_event(payment, cause, at),)
+        return (failed_event(payment, cause, at, op),)
     if outcome is Outcome.CHARGE_MISMATCH:
         return (
-            failed_event(payment, cause, at),
+            failed_event(payment, cause, at, op),
             inconsistent(payment, op, at, payment.reason or "", payment.money),
         )
     if outcome is Outcome.INCONSISTENT:
@@ -122,7 +124,7 @@ def refund_failed_event(payment: Payment, refund: Refund, cause: str, at: int) -
     )
 
 
-def failed_event(payment: Payment, cause: str, at: int) -> PaymentFailed:
+def failed_event(payment: Payment, cause: str, at: int, op: PaymentOperationCompleted | None = None) -> PaymentFailed:
     meta = meta_for(payment, derive_id("PaymentFailed", payment.payment_id), at, cause)
     return PaymentFailed(
         meta,
@@ -132,4 +134,5 @@ def failed_event(payment: Payment, cause: str, at: int) -> PaymentFailed:
         payment.method,
         payment.reason_code or "failed",
         payment.reason or "payment failed",
+        None if op is None else OperationSummary.of(op),
     )

@@ -123,3 +123,25 @@ def test_the_wallet_refuses_a_debit_whose_actor_does_not_own_it() -> None:
     assert outcome(command(who(ALICE, USER)))[0] == "applied"
     assert outcome(command(who("ops", OPERATOR)))[0] == "applied"
     assert outcome(command(None))[0] == "applied"  # written before actors existed
+
+
+
+def test_a_verified_token_is_remembered_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    import jwt
+
+    from connectors import auth
+    from connectors.config import load_config
+
+    auth_config = load_config("test").auth
+    authenticator = auth.Authenticator(auth_config)
+    token = auth.issue_token(auth_config, "cached-user", ["user"], ttl_s=600)
+    decoded = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: decoded.append(1) or real_decode(*a, **k))
+    assert authenticator.verify(token)[0].subject == "cached-user"
+    assert authenticator.verify(token)[0].subject == "cached-user"
+    assert len(decoded) == 1  # the second request did not check the signature again
+    expires = authenticator.verified[token][2]
+    monkeypatch.setattr(auth.time, "time", lambda: expires + auth.LEEWAY_S + 1)
+    authenticator.verify(token)
+    assert len(decoded) == 2  # past its expiry the cache no longer vouches for it

@@ -1,0 +1,39 @@
+"""Admission control: past capacity a command is refused at once, with Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.admission import Admission
+from services.http import ApiError
+
+
+async def test_a_request_beyond_the_in_flight_bound_is_refused_at_once_and_one_slot_frees_it() -> None:
+    admission = Admission(max_in_flight=2, max_behind_s=60.0)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with admission.admitted("create_payment"):
+            await release.wait()
+
+    holders = [asyncio.create_task(hold()) for _ in range(2)]
+    await asyncio.sleep(0)
+    with pytest.raises(ApiError) as refused:
+        async with admission.admitted("create_payment"):
+            raise AssertionError("admitted past the bound")
+    assert (refused.value.status, refused.value.code) == (503, "overloaded")
+    assert refused.value.headers == {"Retry-After": "1"}
+    assert len(admission.waiting) == 2  # the refusal took no slot
+    release.set()
+    await asyncio.gather(*holders)
+    async with admission.admitted("create_payment"):
+        assert len(admission.waiting) == 1
+
+
+def test_a_request_is_refused_while_the_oldest_in_flight_has_waited_too_long() -> None:
+    admission = Admission(max_in_flight=100, max_behind_s=0.5)
+    admission.waiting[0] = 10.0  # admitted at t=10 s and still waiting
+    assert admission.refusal(now=10.4) is None
+    assert "waited 0.6s" in (admission.refusal(now=10.6) or "")
