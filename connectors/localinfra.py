@@ -369,10 +369,18 @@ def up(config: Config) -> None:
     LOCAL.mkdir(exist_ok=True)
     start_postgres(config)
     start_kafka(config)
+    from connectors import stripe_mock  # it builds on this module
+
+    if stripe_mock.wanted(config):
+        stripe_mock.start(config)
     say(f"infrastructure ready in {time.monotonic() - started:.1f}s")
 
 
 def down(config: Config) -> None:
+    from connectors import stripe_mock
+
+    if stripe_mock.wanted(config):
+        stripe_mock.stop(config)
     stop_kafka(config)
     stop_postgres(config)
 

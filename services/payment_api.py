@@ -22,6 +22,7 @@ from connectors import wallet_views
 from connectors.config import Config, load_config
 from connectors.logs import setup_logging
 from connectors.projections import ts
+from connectors.providers import offered
 from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from domain import payment as domain
 from domain.access import Action, Principal
@@ -49,8 +50,9 @@ from services.http import (
 )
 from services.idempotency import Answer, Keyed, keyed_body, respond
 from services.openapi import Operation, document
-from streams.envelope import actor_fields, command_record, now_ms, to_record
-from streams.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_CREATED, PAYMENT_FAILED, PAYMENT_REFUND, PAYMENT_SUCCESS
+from services.provider_webhooks import STRIPE_OPERATION, load_webhook_secret, publish_reports, simulator_report
+from streams.envelope import actor_fields, now_ms, to_record
+from streams.topics import PAYMENT_CREATED, PAYMENT_FAILED, PAYMENT_REFUND, PAYMENT_SUCCESS
 
 log = logging.getLogger("payment_api")
 
@@ -152,8 +154,9 @@ async def _create(
         for name in ("provider", "token"):
             if body[name] is None:
                 raise ApiError(400, "missing_field", f"field {name!r} is required for an external payment", name)
-        if body["provider"] != config.provider.name:
-            raise ApiError(422, "unknown_provider", f"provider must be {config.provider.name!r}", "provider")
+        if body["provider"] not in offered(config):
+            choices = " or ".join(repr(name) for name in offered(config))
+            raise ApiError(422, "unknown_provider", f"provider must be {choices}", "provider")
         if body["wallet_id"] is not None:
             raise ApiError(400, "unknown_field", "wallet_id is only for a wallet payment", "wallet_id")
     now = now_ms()
@@ -319,23 +322,7 @@ async def provider_webhook(request: web.Request) -> web.Response:
         log.warning("webhook from %s refused: %s", provider, problem)
         raise ApiError(401, "invalid_signature", problem)
     hook = read_fields(parse_object(raw), WEBHOOK, ignore_unknown=True)
-    data, payment_id = hook["data"], hook["data"]["metadata"]["payment_id"]
-    update = command_record(
-        "ProviderUpdate",
-        EventMeta(derive_id("ProviderUpdate", provider, hook["id"]), now_ms(), payment_id, None),
-        provider=provider,
-        provider_event_id=hook["id"],
-        payment_id=payment_id,
-        provider_reference=data["id"],
-        operation_id=data["metadata"]["operation_id"],
-        kind=data["object"],
-        status=data["status"],
-        amount={"amount": data["amount"], "currency": data["currency"]},
-        failure_reason=data["failure_reason"],
-        provider_timestamp=hook["created"],
-    )
-    # A replay (same provider event id) carries the same event id; the saga applies it once.
-    await request.app[PUBLISHER].publish(EXTERNAL_PROVIDER_EVENTS.name, payment_id, update)
+    await publish_reports(request, provider, [simulator_report(hook)])
     return web.json_response({"received": True})
 
 
@@ -358,6 +345,7 @@ OPERATIONS = [
         body=REFUND_BODY,
         idempotent=True,
     ),
+    STRIPE_OPERATION,  # before the simulator's route, which would take "stripe" for its {provider}
     Operation(
         "POST",
         "/api/v1/webhooks/{provider}",
@@ -373,7 +361,9 @@ OPERATIONS = [
 
 def create_app(config: Config) -> web.Application:
     routes = [op.route() for op in OPERATIONS]
-    return service_app("payment-api", config, routes, resources, document("Payment API", OPERATIONS))
+    app = service_app("payment-api", config, routes, resources, document("Payment API", OPERATIONS))
+    load_webhook_secret(app)
+    return app
 
 
 def main() -> None:

@@ -19,7 +19,8 @@ import faust
 from connectors.avro import make_codec
 from connectors.config import load_config
 from connectors.metrics import PAYMENTS_TERMINAL, PROVIDER_MISMATCHES, REFUNDS_TERMINAL, SAGA_DURATION
-from connectors.provider_client import ProviderClient, ProviderRejected, ProviderUnavailable
+from connectors.provider_client import ProviderRejected, ProviderUnavailable
+from connectors.providers import make_providers
 from domain import payment as domain
 from domain.access import Action
 from domain.events import EventMeta
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 config = load_config()
 codec = make_codec(config.kafka.schema_registry_url or None)
 app = make_app(PAYMENT_WORKER, config, config.payment_worker.web_port, config.payment_worker.store)
-provider = ProviderClient(config.provider)
+providers = make_providers(config)  # by the name a payment gives
 
 payments = app.Table("payments", default=None, partitions=config.kafka.partitions)
 
@@ -192,7 +193,10 @@ async def perform(effect: domain.Effect) -> None:
         )
         await send(WALLET_MOVEMENT_REQUIRED.name, effect.wallet_id.encode(), record)
         return
+    provider = providers.get(effect.provider)
     try:
+        if provider is None:
+            raise ProviderUnavailable(f"provider {effect.provider!r} is not offered by this deployment")
         if isinstance(effect, domain.ProviderCharge):
             await provider.charge(
                 effect.operation_id, effect.payment_id, effect.amount.amount, effect.amount.currency, effect.token
@@ -218,7 +222,7 @@ async def perform(effect: domain.Effect) -> None:
             effect.amount,
             "provider",
             None,
-            "provider_rejected",
+            exc.decline_code or "provider_rejected",
             str(exc)[:500],
         )
         await publish((failed,))
