@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from connectors import payment_views as views
 from connectors import wallet_views
-from connectors.config import Config, load_config
+from connectors.config import Config, ProviderConfig, load_config
 from connectors.logs import setup_logging
 from connectors.projections import ts
 from connectors.providers import offered
@@ -50,7 +51,13 @@ from services.http import (
 )
 from services.idempotency import Answer, Keyed, keyed_body, respond
 from services.openapi import Operation, document
-from services.provider_webhooks import STRIPE_OPERATION, load_webhook_secret, publish_reports, simulator_report
+from services.provider_webhooks import (
+    STRIPE_OPERATION,
+    ProviderReport,
+    load_webhook_secret,
+    publish_reports,
+    simulator_report,
+)
 from streams.envelope import actor_fields, now_ms, to_record
 from streams.topics import PAYMENT_CREATED, PAYMENT_FAILED, PAYMENT_REFUND, PAYMENT_SUCCESS
 
@@ -310,20 +317,25 @@ async def provider_webhook(request: web.Request) -> web.Response:
     if provider != config.name:
         raise ApiError(404, "unknown_provider", f"no provider {provider!r}", "provider")
     raw = await read_raw(request)
-    problem = verify(
-        config.webhook_secret,
-        request.headers.get(TIMESTAMP_HEADER),
-        request.headers.get(SIGNATURE_HEADER),
-        raw,
-        int(time.time()),
-        config.webhook_tolerance_s,
-    )
-    if problem is not None:
-        log.warning("webhook from %s refused: %s", provider, problem)
-        raise ApiError(401, "invalid_signature", problem)
-    hook = read_fields(parse_object(raw), WEBHOOK, ignore_unknown=True)
-    await publish_reports(request, provider, [simulator_report(hook)])
+    try:
+        reports = read_simulator_webhook(config, request.headers, raw, int(time.time()))
+    except ApiError as exc:
+        if exc.status == 401:
+            log.warning("webhook from %s refused: %s", provider, exc.message)
+        raise
+    await publish_reports(request, provider, reports)
     return web.json_response({"received": True})
+
+
+def read_simulator_webhook(
+    config: ProviderConfig, headers: Mapping[str, str], raw: bytes, now: int
+) -> list[ProviderReport]:
+    """The simulator's side of the webhook contract (Stripe's: provider_webhooks.read_stripe_webhook)."""
+    timestamp, signature = headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER)
+    problem = verify(config.webhook_secret, timestamp, signature, raw, now, config.webhook_tolerance_s)
+    if problem is not None:
+        raise ApiError(401, "invalid_signature", problem)
+    return [simulator_report(read_fields(parse_object(raw), WEBHOOK, ignore_unknown=True))]
 
 
 resources = command_resources(
