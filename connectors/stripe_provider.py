@@ -110,7 +110,10 @@ class StripeProvider:
         if status is None or status >= 500 or status == 429 or (status == 409 and code in BUSY_CODES):
             return ProviderUnavailable(f"Stripe {type(exc).__name__} ({status}): {message}")
         body = {"type": details.get("type"), "code": code or None, "message": message}
-        decline = details.get("decline_code") or (code if isinstance(exc, stripe.CardError) else None)
-        if decline:
-            body["decline_code"] = decline
-        return ProviderRejected(status, body, str(decline) if decline else None)
+        if details.get("decline_code"):
+            body["decline_code"] = details["decline_code"]
+        # The same reason code as the payment_intent.payment_failed that follows (code, then decline code).
+        declined = (
+            (code or details.get("decline_code") or "card_declined") if isinstance(exc, stripe.CardError) else None
+        )
+        return ProviderRejected(status, body, str(declined) if declined else None)
