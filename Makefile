@@ -29,32 +29,38 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The benchmark's plotting and profiling packages are an extra: only `make bench` installs them.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	@$(PY) -m pip install -q -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
 run: $(STAMP)
-	@$(PY) -m services.devctl up
+	@$(PY) -m devtools.devctl up
 
 stop: $(STAMP)
-	@$(PY) -m services.devctl down
+	@$(PY) -m devtools.devctl down
 
 status: $(STAMP)
-	@$(PY) -m services.devctl status
+	@$(PY) -m devtools.devctl status
 
 logs: $(STAMP)
-	@$(PY) -m services.devctl logs $(NAME)
+	@$(PY) -m devtools.devctl logs $(NAME)
 
 # make token SUBJECT=dev-operator ROLES=operator
 token: $(STAMP)
 	@$(PY) -m connectors.auth token $(or $(SUBJECT),dev-admin) $(or $(ROLES),admin)
 
 kafka-log: $(STAMP)
-	@$(PY) -m connectors.localinfra kafka-log
+	@$(PY) -m devtools.localinfra kafka-log
 
 reset: $(STAMP)
-	@$(PY) -m services.devctl down
-	@$(PY) -m connectors.localinfra reset
+	@$(PY) -m devtools.devctl down
+	@$(PY) -m devtools.localinfra reset
 
 test: $(STAMP)
-	@ENVIRONMENT=$(TEST_ENV) $(PY) -m connectors.localinfra up
-	@ENVIRONMENT=$(TEST_ENV) $(PY) -m services.devctl setup
+	@ENVIRONMENT=$(TEST_ENV) $(PY) -m devtools.localinfra up
+	@ENVIRONMENT=$(TEST_ENV) $(PY) -m devtools.devctl setup
 	@ENVIRONMENT=$(TEST_ENV) $(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
 	@ENVIRONMENT=$(TEST_ENV) $(PY) -m pytest tests/chaos $(PYTEST_ARGS)
 
@@ -62,11 +68,11 @@ test-unit: $(STAMP)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 test-stop: $(STAMP)
-	@ENVIRONMENT=$(TEST_ENV) $(PY) -m services.devctl down
+	@ENVIRONMENT=$(TEST_ENV) $(PY) -m devtools.devctl down
 
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check .
-	@$(VENV)/bin/mypy domain streams services connectors
+	@$(VENV)/bin/mypy domain streams services connectors console devtools simulator
 
 kafka-tool: $(STAMP)
 	@bin/kafka-tool $(ARGS)
@@ -75,23 +81,23 @@ kafka-tool: $(STAMP)
 # Kafka round trip in it uses the test broker if one runs (ENVIRONMENT=test unless set).
 .PHONY: test-registry
 test-registry: $(STAMP)
-	@ENVIRONMENT=$${ENVIRONMENT:-test} $(PY) -m connectors.registry run -- $(PY) -m pytest tests/registry $(PYTEST_ARGS)
+	@ENVIRONMENT=$${ENVIRONMENT:-test} $(PY) -m devtools.registry run -- $(PY) -m pytest tests/registry $(PYTEST_ARGS)
 
 .PHONY: trace
-trace: ; $(PY) -m services.console trace $(ID)
+trace: ; $(PY) -m console trace $(ID)
 
 # The fault suite: every scenario (SIGKILLs, broker and database outages, a rebalance kill,
 # misbehaving webhooks, poison for the projector) against the test environment, then the kill loop
 # (20 SIGKILLs of each worker under load); one line each, fails on any violation.
 .PHONY: chaos
 chaos: $(STAMP)
-	@ENVIRONMENT=$(TEST_ENV) $(PY) -m connectors.localinfra up
-	@ENVIRONMENT=$(TEST_ENV) $(PY) -m services.devctl setup
+	@ENVIRONMENT=$(TEST_ENV) $(PY) -m devtools.localinfra up
+	@ENVIRONMENT=$(TEST_ENV) $(PY) -m devtools.devctl setup
 	@ENVIRONMENT=$(TEST_ENV) $(PY) -m tests.chaos
 	@ENVIRONMENT=$(TEST_ENV) $(PY) -m tests.chaos.kill_loop wallet-worker payment-worker --kills 20 --every 5
 
 # Load benchmark in its own environment (ENVIRONMENT=bench, config/bench.json), started if needed:
 # `make bench` (50 payments/s for 20 s) or `make bench ARGS="--mode max"`. See docs/benchmark.md.
 .PHONY: bench
-bench: $(STAMP)
-	@$(PY) -m services.bench $(ARGS)
+bench: $(BENCH_STAMP)
+	@$(PY) -m devtools.bench $(ARGS)

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = ROOT / "config"
+LOCAL = ROOT / ".local"
 OPTIONAL_SECTIONS = frozenset({"stripe"})
 
 
@@ -257,3 +259,9 @@ def _coerce(value: Any, type_name: Any, where: str) -> Any:
     except (TypeError, ValueError):
         shown = "<hidden>" if expected.startswith("dict") else repr(value)  # mappings hold secrets
         raise ConfigError(f"{where}: expected {expected}, got {shown}") from None
+
+
+def state_dir(config: Config) -> Path:
+    """Each environment (local, test) has its own broker data, cluster and worker stores, so the
+    test suite never disturbs a system started with `make run`."""
+    return LOCAL / config.environment

@@ -7,7 +7,7 @@ import time
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.config import KafkaConfig
-from streams.topics import DECLARED_TOPICS, TopicSpec
+from connectors.topics import DECLARED_TOPICS, TopicSpec
 
 
 class TopicMismatch(RuntimeError):

@@ -8,9 +8,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from connectors.avro import Codec, EventDecodeError
+from connectors.log_reader import LogReader
 from connectors.tracing import outgoing_headers
 
 log = logging.getLogger(__name__)
@@ -50,33 +51,21 @@ class OutcomeWaiter:
     ) -> None:
         self.bootstrap_servers, self.topics, self.codec, self.keys_of = bootstrap_servers, topics, codec, keys_of
         self.waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = defaultdict(list)
-        self.consumer: AIOKafkaConsumer | None = None
+        self.reader = LogReader(bootstrap_servers)
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False, group_id=None
-        )
-        await self.consumer.start()
-        cluster = await self.consumer._client.fetch_all_metadata()
-        partitions = [
-            TopicPartition(topic, p) for topic in self.topics for p in sorted(cluster.partitions_for_topic(topic) or ())
-        ]
-        if not partitions:
+        await self.reader.start()
+        # The ends are fixed before anyone publishes, so no outcome can slip past.
+        if not await self.reader.follow_from_end(self.topics):
             raise RuntimeError(f"topics {self.topics} do not exist; run `make run` (it creates them)")
-        self.consumer.assign(partitions)
-        # Explicit offsets, fixed before anyone publishes: seek_to_end() resets lazily
-        # and races with the first fetch.
-        for tp, end in (await self.consumer.end_offsets(partitions)).items():
-            self.consumer.seek(tp, end)
         self.task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
         if self.task:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
-        if self.consumer:
-            await self.consumer.stop()
+        await self.reader.stop()
 
     def register(self, key: str) -> asyncio.Future[dict[str, Any]]:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -96,18 +85,15 @@ class OutcomeWaiter:
                     del self.waiters[key]
 
     async def _run(self) -> None:
-        assert self.consumer is not None
         while True:
-            batches = await self.consumer.getmany(timeout_ms=500)
-            for messages in batches.values():
-                for message in messages:
-                    if not self.waiters:
-                        continue
-                    try:
-                        event = self.codec.decode(message.value)
-                    except EventDecodeError:
-                        continue
-                    for key in self.keys_of(event):
-                        for future in self.waiters.pop(key, []):
-                            if not future.done():
-                                future.set_result(event)
+            for message in await self.reader.fetch(max_records=None):
+                if not self.waiters:
+                    continue
+                try:
+                    event = self.codec.decode(message.value)
+                except EventDecodeError:
+                    continue
+                for key in self.keys_of(event):
+                    for future in self.waiters.pop(key, []):
+                        if not future.done():
+                            future.set_result(event)

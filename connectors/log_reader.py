@@ -1,8 +1,10 @@
-"""Reading the event store: the partitions a key maps to, from the start to the end."""
+"""Reading the event store: the partition a key maps to, the one log reader, and point reads
+for a consumer group's worker."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -27,29 +29,112 @@ async def read_partitions(
 
 async def read_messages(bootstrap_servers: str, partitions: list[TopicPartition]) -> AsyncIterator[ConsumerRecord]:
     """Every message (with headers and timestamp) of these partitions that exists now, then stop."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None, auto_offset_reset="earliest"
-    )
-    await consumer.start()
+    reader = LogReader(bootstrap_servers)
+    await reader.start()
     try:
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        begins = await consumer.beginning_offsets(partitions)
-        pending = {tp for tp in partitions if ends[tp] > begins[tp]}
-        # Explicit offsets: seek_to_beginning() races with a fetch already under way
-        # and can silently read nothing.
-        for tp in partitions:
-            consumer.seek(tp, begins[tp])
-        while pending:
-            batches = await consumer.getmany(timeout_ms=1000)
-            for tp, messages in batches.items():
-                for message in messages:
-                    if message.offset < ends[tp]:
-                        yield message
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
+        async for message in reader.read(await reader.offsets_at(partitions, None), await reader.ends(partitions)):
+            yield message
     finally:
-        await consumer.stop()
+        await reader.stop()
+
+
+class LogReader:
+    """The one way this code base reads the event store: an assign-only consumer (no group,
+    commits nothing, disturbs no one) that reads chosen partitions from chosen offsets, either
+    up to an end (`read`) or as they grow (`add` then `fetch`). The console, the APIs' outcome
+    waiter and the benchmark's tail are built on it.
+
+    Offsets are always explicit: seek_to_beginning() and seek_to_end() right after assign()
+    race with the first fetch and can silently read nothing."""
+
+    def __init__(self, bootstrap_servers: str, request_timeout_ms: int = 40_000) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            enable_auto_commit=False,
+            group_id=None,
+            auto_offset_reset="earliest",
+            request_timeout_ms=request_timeout_ms,
+        )
+        self.assigned: dict[TopicPartition, None] = {}  # insertion-ordered set
+        self._position: dict[TopicPartition, int] = {}
+        self.cluster: Any = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        # topics() would not update partitions_for_topic(); keep the metadata ourselves.
+        self.cluster = await self.consumer._client.fetch_all_metadata()
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    def topics(self) -> set[str]:
+        return set(self.cluster.topics())
+
+    def partitions(self, topic: str) -> list[int]:
+        """The topic's partitions, none when it does not exist."""
+        return sorted(self.cluster.partitions_for_topic(topic) or ())
+
+    def all_partitions(self, topics: Iterable[str]) -> list[TopicPartition]:
+        return [TopicPartition(topic, p) for topic in topics for p in self.partitions(topic)]
+
+    async def offsets_at(self, tps: Iterable[TopicPartition], since_ms: int | None) -> dict[TopicPartition, int]:
+        """The first offset of each partition, or of its first message at or after `since_ms`."""
+        tps = list(tps)
+        if since_ms is None:
+            return dict(await self.consumer.beginning_offsets(tps))
+        found = await self.consumer.offsets_for_times({tp: since_ms for tp in tps})
+        ends = await self.consumer.end_offsets(tps)
+        return {tp: found[tp].offset if found.get(tp) else ends[tp] for tp in tps}
+
+    async def ends(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict(await self.consumer.end_offsets(list(tps)))
+
+    def add(self, starts: dict[TopicPartition, int]) -> None:
+        """Read these partitions from these offsets too, keeping where the others stand."""
+        # assign() forgets every position, so re-seek the partitions already being read.
+        keep = {tp: self._position.get(tp, 0) for tp in self.assigned if tp not in starts}
+        for tp in starts:
+            self.assigned[tp] = None
+        self.consumer.assign(list(self.assigned))
+        for tp, offset in {**keep, **starts}.items():
+            self.consumer.seek(tp, offset)
+            self._position[tp] = offset
+
+    def restart(self, starts: dict[TopicPartition, int]) -> None:
+        """Read exactly these partitions from these offsets, forgetting the others."""
+        self.assigned.clear()
+        self._position = {}
+        self.add(starts)
+
+    async def follow_from_end(self, topics: Iterable[str]) -> list[TopicPartition]:
+        """Read every partition of these topics from its end as it is now: only what comes next."""
+        tps = self.all_partitions(topics)
+        self.add(await self.ends(tps))
+        return tps
+
+    async def fetch(self, timeout_ms: int = 500, max_records: int | None = 2000) -> list[ConsumerRecord]:
+        """What arrived on the partitions being read, in order per partition."""
+        batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        out = []
+        for tp, records in batches.items():
+            out.extend(records)
+            if records:
+                self._position[tp] = records[-1].offset + 1
+        return out
+
+    async def read(
+        self, starts: dict[TopicPartition, int], ends: dict[TopicPartition, int]
+    ) -> AsyncIterator[ConsumerRecord]:
+        """Every message from starts up to (not including) ends, then stop."""
+        pending = {tp for tp in starts if ends[tp] > starts[tp]}
+        self.restart({tp: starts[tp] for tp in pending})
+        while pending:
+            for record in await self.fetch():
+                if record.offset < ends[TopicPartition(record.topic, record.partition)]:
+                    yield record
+            for tp in list(pending):
+                if await self.consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
 
 
 class PartitionReader:

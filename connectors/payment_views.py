@@ -8,8 +8,6 @@ from typing import Any
 
 import asyncpg
 
-TERMINAL = ("completed", "failed", "refunded", "partially_refunded")
-
 
 def payment_json(
     row: asyncpg.Record, operations: list[asyncpg.Record] | None = None, refunds: list[asyncpg.Record] | None = None
@@ -81,6 +79,10 @@ async def list_refunds(pool: asyncpg.Pool, payment_id: str) -> list[asyncpg.Reco
     return list(
         await pool.fetch("SELECT * FROM payment_refunds WHERE payment_id = $1 ORDER BY created_at, id", payment_id)
     )
+
+
+async def get_refund(db: asyncpg.Pool | asyncpg.Connection, refund_id: str) -> asyncpg.Record | None:
+    return await db.fetchrow("SELECT * FROM payment_refunds WHERE id = $1", refund_id)
 
 
 async def reserve_refund(

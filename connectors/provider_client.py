@@ -134,7 +134,7 @@ class CallPolicy:
 
 
 class ProviderClient:
-    """The provider simulator's HTTP API (services/provider_simulator.py)."""
+    """The provider simulator's HTTP API (simulator/provider.py)."""
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config

@@ -4,7 +4,7 @@ A charge is a PaymentIntent created and confirmed at once with the payment metho
 payment carries (`token`, e.g. pm_card_visa in test mode); a refund goes through the
 Refunds API against that PaymentIntent. Our operation id is Stripe's Idempotency-Key and
 also rides in the object's metadata with the payment id, which is how a webhook finds its
-payment and operation again (connectors/stripe_events.py).
+payment and operation again (services/provider_webhooks.py).
 
 The SDK's own retries are off: retries, timeout and circuit breaker are the port's
 (CallPolicy), the same for every provider. Nothing the SDK raises reaches a log or an

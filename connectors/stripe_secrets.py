@@ -17,9 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from connectors.config import Config, ConfigError
+from connectors.config import ROOT, Config, ConfigError, state_dir
 
-ROOT = Path(__file__).resolve().parent.parent
 KEY_NAME = "STRIPE_SECRET_KEY"
 WEBHOOK_NAME = "STRIPE_WEBHOOK_SECRET"
 FILE_NAME = "STRIPE_SECRETS_FILE"
@@ -48,7 +47,7 @@ def secrets_path(config: Config, env: Mapping[str, str] | None = None) -> Path:
     if named:
         path = Path(named)
         return path if path.is_absolute() else ROOT / path
-    return ROOT / ".local" / config.environment / "stripe.secrets"
+    return state_dir(config) / "stripe.secrets"
 
 
 def read_secrets_file(path: Path) -> dict[str, str]:

@@ -66,6 +66,7 @@ class OpenWallet:
     currency: str
     opening_balance: int
     correlation_id: str
+    actor: Principal | None = None  # who asked; the wallet's opening events act for them
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,21 @@ def revert_movement_id(movement_id: str, request_key: str) -> str:
 
 
 def open_wallet(wallet: Wallet | None, lookup: MovementLookup, command: OpenWallet, now: int) -> Decision:
+    return _acting_for(_open_wallet(wallet, lookup, command, now), command.actor)
+
+
+def decide_movement(wallet: Wallet | None, lookup: MovementLookup, command: RequireMovement, now: int) -> Decision:
+    return _acting_for(_decide_movement(wallet, lookup, command, now), command.actor)
+
+
+def _acting_for(decision: Decision, actor: Principal | None) -> Decision:
+    """Every event a command decides (or re-emits) acts for whoever gave the command."""
+    subject, roles = (None, ()) if actor is None else (actor.subject, tuple(sorted(actor.roles)))
+    events = tuple(replace(e, meta=replace(e.meta, actor_subject=subject, actor_roles=roles)) for e in decision.events)
+    return replace(decision, events=events)
+
+
+def _open_wallet(wallet: Wallet | None, lookup: MovementLookup, command: OpenWallet, now: int) -> Decision:
     if wallet is not None:
         if (wallet.user_id, wallet.currency) == (command.user_id, command.currency):
             opening = lookup(opening_movement_id(wallet.wallet_id))
@@ -199,7 +215,7 @@ def _opened(wallet: Wallet, command: OpenWallet, now: int) -> WalletOpened:
     return WalletOpened(meta, wallet.wallet_id, wallet.user_id, wallet.currency, "applied", None, None)
 
 
-def decide_movement(wallet: Wallet | None, lookup: MovementLookup, command: RequireMovement, now: int) -> Decision:
+def _decide_movement(wallet: Wallet | None, lookup: MovementLookup, command: RequireMovement, now: int) -> Decision:
     seen = lookup(command.movement_id)
     if seen is not None:
         return _redelivered(wallet, seen, command, now)

@@ -26,13 +26,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
+from connectors import topics
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config, load_config
 from connectors.logs import setup_logging
 from connectors.metrics import metrics_handler
-from domain.audit import INVARIANTS, At, Ledger, Violation
-from services.http import health
-from streams import topics
+from domain.audit import Ledger
+from domain.audit_books import INVARIANTS, At, Violation
+from services.http import health, readiness
 
 log = logging.getLogger("auditor")
 
@@ -155,9 +156,12 @@ def web_app(auditor: Auditor) -> web.Application:
     async def status(_: web.Request) -> web.Response:
         return web.json_response(auditor.status())
 
-    async def ready(_: web.Request) -> web.Response:
-        reading = auditor.consumer is not None and bool(auditor.positions)
-        return web.json_response({"status": "ready" if reading else "starting"}, status=200 if reading else 503)
+    async def reading(_: web.Request) -> dict[str, str]:
+        if auditor.consumer is not None and bool(auditor.positions):
+            return {}
+        return {"log": "not reading the log yet (starting)"}
+
+    ready = readiness(reading)
 
     async def page(_: web.Request) -> web.Response:
         return web.Response(text=render_page(auditor), content_type="text/html")

@@ -314,19 +314,44 @@ async def health(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def ready(request: web.Request) -> web.Response:
-    """Ready when PostgreSQL answers a query and Kafka a metadata request."""
-    problems = {}
-    try:
-        await request.app[POOL].fetchval("SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - readiness reports any failure
-        problems["postgres"] = str(exc) or type(exc).__name__
-    try:
-        await request.app[PUBLISHER].producer.client.fetch_all_metadata()
-    except Exception as exc:  # noqa: BLE001
-        problems["kafka"] = str(exc) or type(exc).__name__
-    status = 503 if problems else 200
-    return web.json_response({"status": "unready" if problems else "ready", "problems": problems}, status=status)
+# What one readiness check found wrong, by name; empty when all is well.
+Check = Callable[[web.Request], Awaitable[dict[str, Any]]]
+
+
+def answers(name: str, probe: Callable[[web.Request], Awaitable[Any]]) -> Check:
+    """A check that `probe` completes; its failure, whatever it is, is the problem."""
+
+    async def check(request: web.Request) -> dict[str, Any]:
+        try:
+            await probe(request)
+        except Exception as exc:  # noqa: BLE001 - readiness reports any failure
+            return {name: str(exc) or type(exc).__name__}
+        return {}
+
+    return check
+
+
+def readiness(
+    *checks: Check, details: Callable[[], dict[str, Any]] | None = None
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The one readiness page of the HTTP services: 200 "ready" when no check finds a problem,
+    else 503 "unready" with the problems; `details` adds what a supervisor may want to read."""
+
+    async def ready(request: web.Request) -> web.Response:
+        problems: dict[str, Any] = {}
+        for check in checks:
+            problems.update(await check(request))
+        body = {"status": "unready" if problems else "ready", "problems": problems, **(details() if details else {})}
+        return web.json_response(body, status=503 if problems else 200)
+
+    return ready
+
+
+# An API is ready when PostgreSQL answers a query and Kafka a metadata request.
+ready = readiness(
+    answers("postgres", lambda request: request.app[POOL].fetchval("SELECT 1")),
+    answers("kafka", lambda request: request.app[PUBLISHER].producer.client.fetch_all_metadata()),
+)
 
 
 def service_app(

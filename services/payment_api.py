@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import asyncpg
@@ -25,6 +25,7 @@ from connectors.logs import setup_logging
 from connectors.projections import ts
 from connectors.providers import offered
 from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from connectors.topics import PAYMENT_CREATED, PAYMENT_FAILED, PAYMENT_REFUND_REQUESTED, PAYMENT_SUCCEEDED
 from domain import payment as domain
 from domain.access import Action, Principal
 from domain.events import EventMeta
@@ -59,7 +60,6 @@ from services.provider_webhooks import (
     simulator_report,
 )
 from streams.envelope import actor_fields, now_ms, to_record
-from streams.topics import PAYMENT_CREATED, PAYMENT_FAILED, PAYMENT_REFUND, PAYMENT_SUCCESS
 
 log = logging.getLogger("payment_api")
 
@@ -105,18 +105,25 @@ MAX_POLL_S = 0.25
 
 
 async def wait_for_payment(
-    pool: asyncpg.Pool, payment_id: str, timeout: float, poll_s: float = POLL_S
+    pool: asyncpg.Pool, payment_id: str, timeout: float, decided: Awaitable[Any] | None = None
 ) -> asyncpg.Record | None:
-    """The payment's view row once terminal, or whatever the view holds when the time is up.
+    """The payment's view row once terminal, or whatever the view holds when the time is up:
+    the one wait of the payment API, for a new payment and for `GET ?wait=N` alike.
 
-    The pause doubles up to MAX_POLL_S: under overload the views fall behind and a fixed
-    10 ms poll from every waiting request turns into a flood of queries that slows the
-    projector further."""
+    Given `decided` (the terminal event arriving on the log), it waits for that without
+    querying, then reads the view, which trails the log by milliseconds (SETTLE_POLL_S).
+    Otherwise the pause doubles up to MAX_POLL_S: under overload the views fall behind and
+    a fixed 10 ms poll from every waiting request turns into a flood of queries that slows
+    the projector further."""
     deadline = time.monotonic() + timeout
+    poll_s = POLL_S
+    if decided is not None:
+        await decided  # bounded by the same timeout: the waiter gives up with us
+        poll_s = SETTLE_POLL_S
     while True:
         row = await views.get_payment(pool, payment_id)
         remaining = deadline - time.monotonic()
-        if (row is not None and row["status"] in views.TERMINAL) or remaining <= 0:
+        if (row is not None and row["status"] in domain.TERMINAL_STATUSES) or remaining <= 0:
             return row
         await asyncio.sleep(min(poll_s, remaining))
         poll_s = min(poll_s * 2, MAX_POLL_S)
@@ -167,7 +174,7 @@ async def _create(
         if body["wallet_id"] is not None:
             raise ApiError(400, "unknown_field", "wallet_id is only for a wallet payment", "wallet_id")
     now = now_ms()
-    created = domain.PaymentCreated(
+    created = domain.RequestPayment(
         EventMeta(derive_id("PaymentCreated", payment_id), now, payment_id, None, *actor_fields(caller)),
         payment_id,
         body["user_id"],
@@ -179,13 +186,13 @@ async def _create(
         body["description"],
         now + int(config.provider.deadline_s * 1000) if method == "external" else None,
     )
-    # Wait for the terminal event on the log, then read the view: polling PostgreSQL the
-    # whole time costs a query per waiter every POLL_S, which grows with the latency.
-    deadline = time.monotonic() + config.payment_api.outcome_timeout_s
-    future = request.app[OUTCOMES].register(payment_id)
+    # Registered before publishing, so the terminal event cannot slip past; waiting on it
+    # instead of polling PostgreSQL saves a query per waiter every POLL_S.
+    timeout = config.payment_api.outcome_timeout_s
+    outcomes = request.app[OUTCOMES]
+    future = outcomes.register(payment_id)
     await request.app[PUBLISHER].publish(PAYMENT_CREATED.name, payment_id, to_record(created))
-    await request.app[OUTCOMES].wait(payment_id, future, config.payment_api.outcome_timeout_s)
-    row = await wait_for_payment(pool, payment_id, max(0.0, deadline - time.monotonic()), SETTLE_POLL_S)
+    row = await wait_for_payment(pool, payment_id, timeout, outcomes.wait(payment_id, future, timeout))
     if row is not None:
         return 201, await payment_body(pool, row)
     return 201, {
@@ -248,8 +255,8 @@ async def refund_payment(request: web.Request) -> web.Response:
         # The refund's outcome as the views know it now (payment_refunds follows the refund's
         # events: a deadline failure or a reconciled late success included).
         status, sent = answer
-        decided = await pool.fetchval("SELECT status FROM payment_refunds WHERE id = $1", sent["refund_id"])
-        return status, {**sent, "status": decided or sent["status"]}
+        decided = await views.get_refund(pool, sent["refund_id"])
+        return status, {**sent, "status": decided["status"] if decided else sent["status"]}
 
     return await respond(request, request.app[CONFIG].payment_api, caller, body, run, current)
 
@@ -268,7 +275,7 @@ async def _refund(
     refund_id = refund_id or str(uuid.uuid4())
     requested_at = now_ms()
     async with pool.acquire() as conn, conn.transaction():
-        existing = await conn.fetchrow("SELECT * FROM payment_refunds WHERE id = $1", refund_id)
+        existing = await views.get_refund(conn, refund_id)
         if existing is not None:  # the same key ran before and failed after reserving: same refund
             return _refund_accepted(payment_id, refund_id, existing["amount"], row["currency"])
         outcome, amount = await views.reserve_refund(
@@ -295,7 +302,7 @@ async def _refund(
         # Published inside the transaction: if Kafka refuses, the reservation rolls back. If
         # Kafka accepts and the commit fails, the projector writes the reservation from the
         # event (refund_reservations), so the log stays the truth.
-        await request.app[PUBLISHER].publish(PAYMENT_REFUND.name, payment_id, to_record(requested))
+        await request.app[PUBLISHER].publish(PAYMENT_REFUND_REQUESTED.name, payment_id, to_record(requested))
     return _refund_accepted(payment_id, refund_id, amount, row["currency"])
 
 
@@ -339,7 +346,7 @@ def read_simulator_webhook(
 
 
 resources = command_resources(
-    [PAYMENT_SUCCESS.name, PAYMENT_FAILED.name], lambda event: [event["payment_id"]], pool_size=20
+    [PAYMENT_SUCCEEDED.name, PAYMENT_FAILED.name], lambda event: [event["payment_id"]], pool_size=20
 )
 
 

@@ -32,34 +32,32 @@ from connectors.config import Config, load_config
 from connectors.logs import setup_logging
 from connectors.metrics import (
     DEAD_LETTERS,
-    PROJECTION_LAG_MESSAGES,
-    PROJECTION_LAG_SECONDS,
-    PROJECTION_OLDEST_UNPROJECTED_SECONDS,
     metrics_handler,
 )
 from connectors.postgres import create_pool, migrate
 from connectors.projections import PAYMENT_VIEWS, REFUND_RESERVATIONS, WALLET_VIEWS, Projection, ProjectionNotReady
-from services.http import health
-from streams.processing import SourceMessage, dead_letter_record
-from streams.topics import (
+from connectors.topics import (
     PAYMENT_CREATED,
     PAYMENT_DLQ,
     PAYMENT_FAILED,
     PAYMENT_OPERATION_COMPLETED,
     PAYMENT_OPERATION_INCONSISTENT,
-    PAYMENT_REFUND,
     PAYMENT_REFUND_FAILED,
+    PAYMENT_REFUND_REQUESTED,
     PAYMENT_REFUNDED,
-    PAYMENT_SUCCESS,
+    PAYMENT_SUCCEEDED,
     WALLET_BALANCE_UPDATE,
     WALLET_MOVEMENT_UPDATES,
 )
+from services.http import answers, health, readiness
+from services.projection_health import ProjectionHealth
+from streams.processing import SourceMessage, dead_letter_record
 
 log = logging.getLogger("projector")
 
 PAYMENT_TOPICS = (
     PAYMENT_CREATED,
-    PAYMENT_SUCCESS,
+    PAYMENT_SUCCEEDED,
     PAYMENT_FAILED,
     PAYMENT_REFUNDED,
     PAYMENT_OPERATION_COMPLETED,
@@ -71,7 +69,7 @@ PROJECTIONS = (
     # A refund's reservation, then its outcome: the request first, so an outcome rarely waits for it.
     Projection(
         "refund_reservations",
-        (PAYMENT_REFUND.name, PAYMENT_REFUNDED.name, PAYMENT_REFUND_FAILED.name),
+        (PAYMENT_REFUND_REQUESTED.name, PAYMENT_REFUNDED.name, PAYMENT_REFUND_FAILED.name),
         REFUND_RESERVATIONS,
     ),
 )
@@ -96,62 +94,6 @@ ALL_PARTITIONS = "all partitions"
 
 def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, OUTAGE_ERRORS)
-
-
-@dataclass
-class PartitionProgress:
-    applied: int = -1  # the last offset the views hold
-    highwater: int | None = None  # the next offset the broker will write
-    first_unprojected_at: float | None = None  # broker timestamp (s) of the oldest event not yet applied
-    advanced_at: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class ProjectionHealth:
-    """What /ready and /metrics say about one projection: how far behind, since when, and why."""
-
-    name: str
-    stall_after_s: float
-    partitions: dict[TopicPartition, PartitionProgress] = field(default_factory=dict)
-    # What is being retried: a partition waiting for a cause, or every partition during an outage.
-    retrying: dict[str, str] = field(default_factory=dict)
-    dead_letters: int = 0
-
-    def progress(self, tp: TopicPartition) -> PartitionProgress:
-        return self.partitions.setdefault(tp, PartitionProgress())
-
-    def fetched(self, consumer: AIOKafkaConsumer, tp: TopicPartition, messages: list[ConsumerRecord]) -> None:
-        state = self.progress(tp)
-        state.highwater = consumer.highwater(tp)
-        pending = [m for m in messages if m.offset > state.applied]
-        if pending and state.first_unprojected_at is None:
-            state.first_unprojected_at = pending[0].timestamp / 1000
-
-    def applied(self, tp: TopicPartition, last: ConsumerRecord) -> None:
-        state = self.progress(tp)
-        if last.offset > state.applied:
-            state.applied, state.advanced_at = last.offset, time.monotonic()
-        state.first_unprojected_at = None
-        PROJECTION_LAG_SECONDS.labels(self.name).set(max(0.0, time.time() - last.timestamp / 1000))
-
-    def publish(self) -> None:
-        now = time.monotonic()
-        for tp, state in self.partitions.items():
-            lag = max(0, (state.highwater or 0) - 1 - state.applied) if state.highwater is not None else 0
-            if not lag:
-                state.advanced_at = now  # caught up: the stall clock starts when it falls behind
-            PROJECTION_LAG_MESSAGES.labels(self.name, tp.topic, str(tp.partition)).set(lag)
-            age = time.time() - state.first_unprojected_at if state.first_unprojected_at and lag else 0.0
-            PROJECTION_OLDEST_UNPROJECTED_SECONDS.labels(self.name, tp.topic, str(tp.partition)).set(max(0.0, age))
-
-    def stalled(self) -> dict[str, int]:
-        """Partitions behind their end that have not advanced for stall_after_s."""
-        now, found = time.monotonic(), {}
-        for tp, state in self.partitions.items():
-            lag = max(0, (state.highwater or 0) - 1 - state.applied) if state.highwater is not None else 0
-            if lag and now - state.advanced_at > self.stall_after_s:
-                found[f"{tp.topic}/{tp.partition}"] = lag
-        return found
 
 
 class SeekToStoredPositions(ConsumerRebalanceListener):
@@ -362,28 +304,20 @@ def decode_all(codec: Any, tp: Any, messages: list[Any]) -> list[tuple[int, dict
 
 
 async def serve_pages(config: Config, pool: asyncpg.Pool, healths: list[ProjectionHealth]) -> web.AppRunner:
-    async def ready(_: web.Request) -> web.Response:
-        """Unready while PostgreSQL does not answer or a partition behind its end has not advanced
-        for processing.stall_after_s; the body also says what is being retried and how many
-        events each projection dead-lettered since it started."""
-        problems: dict[str, Any] = {}
-        try:
-            await pool.fetchval("SELECT 1")
-        except Exception as exc:  # noqa: BLE001 - readiness reports any failure
-            problems["postgres"] = repr(exc)
-        retrying = {h.name: dict(h.retrying) for h in healths if h.retrying}
-        for h in healths:
-            stalled = h.stalled()
-            if stalled:
-                problems[f"{h.name}: stalled partitions"] = stalled
-        status = 503 if problems else 200
-        body = {
-            "status": "unready" if problems else "ready",
-            "problems": problems,
-            "retrying": retrying,  # a failure being waited out; unready once it stalls a partition
+    async def stalls(_: web.Request) -> dict[str, Any]:
+        return {f"{h.name}: stalled partitions": h.stalled() for h in healths if h.stalled()}
+
+    # Unready while PostgreSQL does not answer or a partition behind its end has not advanced for
+    # processing.stall_after_s; the body also says what is being retried (unready once it stalls
+    # a partition) and how many events each projection dead-lettered since it started.
+    ready = readiness(
+        answers("postgres", lambda _: pool.fetchval("SELECT 1")),
+        stalls,
+        details=lambda: {
+            "retrying": {h.name: dict(h.retrying) for h in healths if h.retrying},
             "dead_letters": {h.name: h.dead_letters for h in healths},
-        }
-        return web.json_response(body, status=status)
+        },
+    )
 
     app = web.Application()
     app.add_routes([web.get("/metrics", metrics_handler), web.get("/health", health), web.get("/ready", ready)])

@@ -21,13 +21,13 @@ from aiohttp import web
 
 from connectors.stripe_provider import NAME as STRIPE
 from connectors.stripe_secrets import load_stripe_secrets
+from connectors.topics import EXTERNAL_PROVIDER_EVENTS
 from domain.events import EventMeta
 from domain.ids import derive_id
 from domain.money import CURRENCIES
 from services.http import CONFIG, MAX_AMOUNT, PUBLISHER, ApiError, Field, parse_object, read_fields, read_raw
 from services.openapi import Operation
 from streams.envelope import command_record, now_ms
-from streams.topics import EXTERNAL_PROVIDER_EVENTS
 
 log = logging.getLogger(__name__)
 

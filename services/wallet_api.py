@@ -19,6 +19,7 @@ from aiohttp import web
 from connectors import wallet_views as views
 from connectors.config import Config, load_config
 from connectors.logs import setup_logging
+from connectors.topics import WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
 from domain.access import Action, Principal
 from domain.wallet import OPPOSITE, PAYMENT_MOVEMENT, revert_movement_id
 from services.http import (
@@ -39,7 +40,6 @@ from services.http import (
 from services.idempotency import Answer, Keyed, Refresh, Run, error_answer, keyed_body, respond
 from services.openapi import Operation, document
 from streams.envelope import command_record, new_meta
-from streams.topics import WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
 
 log = logging.getLogger("wallet_api")
 

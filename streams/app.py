@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import faust
 
 from connectors.avro import Codec, install_faust_codec, make_codec
-from connectors.config import Config
-from connectors.localinfra import state_dir
+from connectors.config import Config, state_dir
 from connectors.log_reader import PartitionReader
 from connectors.logs import log_handler
 from connectors.otel import setup_tracing
+from connectors.topics import TopicSpec
 from connectors.tracing import outgoing_headers
 from streams.delivery import DeliveryGuard
+from streams.ports import Sender
 from streams.processing import Handler, Processor, SourceMessage
-from streams.topics import TopicSpec
 
 log = logging.getLogger(__name__)
-
-Sender = Callable[[str, bytes | None, dict[str, Any]], Awaitable[None]]
+Steps = TypeVar("Steps")
 
 
 def make_app(name: str, config: Config, web_port: int, store: str) -> faust.App:
@@ -125,6 +123,16 @@ class Pipeline:
         return f"topics missing or with other partition counts: {', '.join(missing)}" if missing else None
 
 
+def add_agent(app: faust.App, pipeline: Pipeline, source: faust.TopicT, step: Handler, module: str) -> None:
+    """An agent named after the step it performs, consuming `source` through the pipeline.
+    Concurrency 1: one writer per partition (faust #606 loses messages with more)."""
+
+    async def agent(stream: faust.StreamT) -> None:
+        await pipeline.consume(stream, step)
+
+    app.agent(source, concurrency=1, name=f"{module}.{step.__name__}")(agent)
+
+
 def make_pipeline(app: faust.App, config: Config, codec: Codec, send: Sender, needs: list[TopicSpec]) -> Pipeline:
     reader = PartitionReader(config.kafka.bootstrap_servers, app.conf.id)
     guard = DeliveryGuard(app.conf.id, reader, lambda: app.consumer_generation_id)
@@ -134,6 +142,15 @@ def make_pipeline(app: faust.App, config: Config, codec: Codec, send: Sender, ne
     pipeline = Pipeline(app, processor, guard, reader, {spec.name: config.kafka.partitions for spec in needs})
     processor.probe = pipeline.broker_problem
     return pipeline
+
+
+@dataclass
+class Worker(Generic[Steps]):
+    """What a worker's bootstrap built: the app faust runs, its saga steps, their pipeline."""
+
+    app: faust.App
+    steps: Steps
+    pipeline: Pipeline
 
 
 async def durable(app: faust.App) -> None:

@@ -64,9 +64,15 @@ def meta_of(envelope: dict[str, Any]) -> EventMeta:
     )
 
 
+def wire_name(event: Any) -> str:
+    """The Avro record name of a domain event: its class name, unless the class keeps an older
+    wire name (`WIRE_NAME`) that the log already holds."""
+    return str(getattr(type(event), "WIRE_NAME", type(event).__name__))
+
+
 def to_record(event: Any) -> dict[str, Any]:
-    """A domain event dataclass (with a `meta` field) as the Avro record of the same name."""
-    record: dict[str, Any] = {"envelope": envelope(type(event).__name__, event.meta)}
+    """A domain event dataclass (with a `meta` field) as the Avro record of its wire name."""
+    record: dict[str, Any] = {"envelope": envelope(wire_name(event), event.meta)}
     for field in dataclasses.fields(event):
         if field.name != "meta":
             record[field.name] = _plain(getattr(event, field.name))

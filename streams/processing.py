@@ -26,10 +26,10 @@ from faust.exceptions import PartitionsMismatch
 from connectors.avro import EventDecodeError
 from connectors.metrics import DEAD_LETTERS, EVENT_LATENCY, EVENTS_PROCESSED, PROCESSING_PAUSES, PROCESSING_RETRIES
 from connectors.otel import span
+from connectors.topics import PAYMENT_DLQ
 from connectors.tracing import current_traceparent, fields_of, from_headers, log_fields
 from domain.ids import derive_id
 from streams.envelope import command_record, new_meta
-from streams.topics import PAYMENT_DLQ
 
 log = logging.getLogger(__name__)
 

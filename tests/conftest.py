@@ -10,8 +10,8 @@ import pytest
 
 from connectors.auth import issue_token
 from connectors.config import Config, load_config
-from connectors.localinfra import kafka_reachable
-from services.devctl import Process, Supervisor, processes
+from devtools.devctl import Process, Supervisor, processes
+from devtools.localinfra import kafka_reachable
 from tests.support import Api
 
 

@@ -9,8 +9,8 @@ import logging
 import sys
 
 from connectors.config import load_config
-from connectors.localinfra import kafka_reachable
-from services.devctl import Supervisor, processes
+from devtools.devctl import Supervisor, processes
+from devtools.localinfra import kafka_reachable
 from tests.chaos.scenarios import SCENARIOS, ensure_running, run_scenario
 
 

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from connectors.config import Config
-from services.devctl import Supervisor
+from devtools.devctl import Supervisor
 
 
 @pytest.fixture(scope="session")

@@ -15,11 +15,12 @@ from typing import Any
 import asyncpg
 from aiokafka import TopicPartition
 
+from connectors import topics
 from connectors.avro import SingleObjectCodec
 from connectors.config import Config
 from connectors.log_reader import read_partitions
-from domain.payment import TERMINAL, charge_operation_id, compensation_operation_id, refund_operation_id
-from streams import topics
+from domain.payment import TERMINAL_STATUSES as TERMINAL
+from domain.payment import charge_operation_id, compensation_operation_id, refund_operation_id
 
 Event = dict[str, Any]
 
@@ -27,9 +28,9 @@ LOG_TOPICS = (
     topics.WALLET_MOVEMENT_UPDATES,
     topics.WALLET_BALANCE_UPDATE,
     topics.PAYMENT_CREATED,
-    topics.PAYMENT_SUCCESS,
+    topics.PAYMENT_SUCCEEDED,
     topics.PAYMENT_FAILED,
-    topics.PAYMENT_REFUND,
+    topics.PAYMENT_REFUND_REQUESTED,
     topics.PAYMENT_REFUNDED,
     topics.PAYMENT_REFUND_FAILED,
     topics.PAYMENT_OPERATION_COMPLETED,
@@ -55,6 +56,9 @@ class LogState:
     dead_letters: list[Event] = field(default_factory=list)
     # Rows a projector could not store (dead-lettered): (view table, row id), whenever it happened.
     refused: set[tuple[str, str]] = field(default_factory=set)
+    # Ids of the letters written before the scenario: one written again (a consumer redelivered an
+    # earlier scenario's poison after a restart) is the same letter, not a new one.
+    earlier_letters: set[str] = field(default_factory=set)
     conflicts: list[str] = field(default_factory=list)  # one id decided two different ways
 
     def add(self, event: Event) -> None:
@@ -133,7 +137,10 @@ async def read_log(config: Config, dlq_from: dict[int, int] | None = None) -> Lo
         if letter["consumer"].startswith("projector:"):
             state.refused |= refused_rows(codec, letter["value"])
         if offset >= (dlq_from or {}).get(tp.partition, 0):
-            state.add(letter)
+            if letter["envelope"]["event_id"] not in state.earlier_letters:
+                state.add(letter)
+        else:
+            state.earlier_letters.add(letter["envelope"]["event_id"])
     return state
 
 

@@ -26,16 +26,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from connectors.avro import EventDecodeError, SingleObjectCodec
 from connectors.config import Config, load_config
-from connectors.localinfra import kafka_reachable
 from connectors.log_reader import read_messages
-from services.devctl import Supervisor, processes
-from streams.topics import (
+from connectors.topics import (
     PAYMENT_CREATED,
     PAYMENT_FAILED,
-    PAYMENT_SUCCESS,
+    PAYMENT_SUCCEEDED,
     WALLET_MOVEMENT_REQUIRED,
     WALLET_MOVEMENT_UPDATES,
 )
+from devtools.devctl import Supervisor, processes
+from devtools.localinfra import kafka_reachable
 from tests.chaos.scenarios import Load, ensure_running, process_named
 
 codec = SingleObjectCodec()
@@ -66,7 +66,7 @@ TARGETS = {
     "payment-worker": Target(
         "payment-worker",
         PAYMENT_CREATED.name,
-        (PAYMENT_SUCCESS.name, PAYMENT_FAILED.name),
+        (PAYMENT_SUCCEEDED.name, PAYMENT_FAILED.name),
         lambda command: command["payment_id"],
         lambda outcome: outcome["payment_id"],
     ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from connectors.config import Config
-from services.devctl import Supervisor, processes
+from devtools.devctl import Supervisor, processes
 from tests.chaos.scenarios import SCENARIOS, ensure_running, run_scenario
 
 

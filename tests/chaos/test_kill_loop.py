@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from connectors.config import Config
-from services.devctl import Supervisor
+from devtools.devctl import Supervisor
 from tests.chaos.kill_loop import kill_loop
 
 KILLS = 5

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from connectors.config import Config
-from services.devctl import Supervisor
+from devtools.devctl import Supervisor
 from tests.conftest import ensure_running
 from tests.support.audit import describe, end_offsets, open_violations_since
 

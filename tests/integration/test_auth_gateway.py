@@ -17,12 +17,12 @@ import pytest
 from connectors.auth import API_KEY_HEADER, issue_token
 from connectors.config import Config
 from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from connectors.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_CREATED, WALLET_MOVEMENT_UPDATES
 from domain.events import EventMeta
 from domain.money import Money
-from domain.payment import PaymentCreated
+from domain.payment import RequestPayment
 from services.http import MAX_WAIT_S
 from streams.envelope import now_ms, to_record
-from streams.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_CREATED, WALLET_MOVEMENT_UPDATES
 from tests.conftest import ensure_running
 from tests.integration.kafka_helpers import events_for_key, publish, saga_passed
 from tests.integration.test_payment_service import external_payment, payment_in, wallet_balance, wallet_payment
@@ -284,7 +284,7 @@ async def test_a_users_payment_that_reaches_the_topic_cannot_debit_another_users
 ) -> None:
     """The API would have answered 404; the wallet worker refuses it on its own as well."""
     payment_id = str(uuid.uuid4())
-    created = PaymentCreated(
+    created = RequestPayment(
         EventMeta(str(uuid.uuid4()), now_ms(), payment_id, None, users.alice_id, ("user",)),
         payment_id,
         users.alice_id,

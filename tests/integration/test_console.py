@@ -14,8 +14,8 @@ from aiokafka import AIOKafkaProducer
 
 from connectors.config import Config
 from connectors.log_reader import partition_for
+from connectors.topics import WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
 from streams.processing import Processor, SourceMessage
-from streams.topics import WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
 from tests.integration.kafka_helpers import codec, events_for_key
 from tests.integration.test_wallet_service import movement_command, open_wallet
 from tests.support import Api, eventually
@@ -31,7 +31,7 @@ async def db(config: Config):
 async def payments(*args: str, timeout: float = 90) -> tuple[int, str, str]:
     """Run the console as the operator would; (exit code, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.console", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "console", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
@@ -86,7 +86,7 @@ async def test_tail_decodes_an_event_produced_after_it_started(wallet_api: Api) 
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "services.console",
+        "console",
         "tail",
         WALLET_MOVEMENT_UPDATES.name,
         "--key",

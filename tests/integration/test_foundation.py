@@ -12,10 +12,10 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from connectors.avro import EventDecodeError, SingleObjectCodec
 from connectors.config import Config
 from connectors.postgres import migrate, migration_files
+from connectors.topics import DECLARED_TOPICS, WALLET_MOVEMENT_REQUIRED
+from devtools.sample_data import SAMPLE_WALLETS, load_sample_wallets, sample_event_id
 from domain.ids import derive_id
-from services.sample_data import SAMPLE_WALLETS, load_sample_wallets, sample_event_id
 from streams.envelope import command_record, new_meta
-from streams.topics import DECLARED_TOPICS, WALLET_MOVEMENT_REQUIRED
 from tests.integration.kafka_helpers import events_for_key
 
 codec = SingleObjectCodec()

@@ -23,10 +23,10 @@ from aiokafka import TopicPartition
 
 from connectors.auth import issue_token
 from connectors.config import CONFIG_DIR, Config, load_config
-from connectors.localinfra import ROOT
 from connectors.log_reader import read_messages
-from services.sample_data import SAMPLE_WALLETS
-from streams.topics import PAYMENT_DLQ
+from connectors.topics import PAYMENT_DLQ
+from devtools.localinfra import ROOT
+from devtools.sample_data import SAMPLE_WALLETS
 
 FRESH = "scratch-fresh"
 PORT_SHIFT = 700
@@ -56,18 +56,18 @@ def fresh(config: Config) -> Iterator[Config]:
         json.dumps(shifted(json.loads((CONFIG_DIR / f"{config.environment}.json").read_text()), PORT_SHIFT))
     )
     try:
-        run("connectors.localinfra", "reset")
+        run("devtools.localinfra", "reset")
         yield load_config(FRESH)
     finally:
-        subprocess.run([sys.executable, "-m", "services.devctl", "down"], cwd=ROOT,
+        subprocess.run([sys.executable, "-m", "devtools.devctl", "down"], cwd=ROOT,
                        env={**os.environ, "ENVIRONMENT": FRESH}, capture_output=True, timeout=300)  # fmt: skip
-        subprocess.run([sys.executable, "-m", "connectors.localinfra", "reset"], cwd=ROOT,
+        subprocess.run([sys.executable, "-m", "devtools.localinfra", "reset"], cwd=ROOT,
                        env={**os.environ, "ENVIRONMENT": FRESH}, capture_output=True, timeout=300)  # fmt: skip
         Path(path).unlink(missing_ok=True)
 
 
 async def test_a_system_started_on_an_empty_broker_has_the_sample_wallets(fresh: Config) -> None:
-    out = run("services.devctl", "up")
+    out = run("devtools.devctl", "up")
     assert "topics: " in out and "sample wallets: 3 opening command(s) produced" in out, out
     token = issue_token(fresh.auth, "fresh-admin", ["admin"])
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:

@@ -20,8 +20,8 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from connectors.config import Config
 from connectors.kafka_admin import ensure_topics
 from connectors.log_reader import partition_for, read_messages
-from services.devctl import Process, Supervisor
-from streams.topics import PAYMENT_DLQ, TopicSpec
+from connectors.topics import PAYMENT_DLQ, TopicSpec
+from devtools.devctl import Process, Supervisor
 from tests.integration.kafka_helpers import codec
 from tests.support import eventually
 

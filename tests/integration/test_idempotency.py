@@ -14,7 +14,7 @@ import pytest
 
 from connectors.auth import issue_token
 from connectors.config import Config
-from services.devctl import Process, Supervisor
+from devtools.devctl import Process, Supervisor
 from tests.integration.test_payment_service import new_wallet, payment_in, wallet_balance, wallet_payment
 from tests.support import Api, eventually
 

@@ -12,7 +12,7 @@ import pytest
 
 from connectors.config import Config
 from connectors.kafka_admin import admin_client, ensure_topics
-from streams.topics import ALL_TOPICS, PAYMENT_DLQ, TopicSpec
+from connectors.topics import ALL_TOPICS, PAYMENT_DLQ, TopicSpec
 
 TOOL = Path(__file__).resolve().parents[2] / "bin" / "kafka-tool"
 SUBCOMMANDS = ("topics", "consumer", "producer", "groups", "perf", "help")

@@ -15,11 +15,11 @@ import uuid
 from aiokafka import AIOKafkaProducer
 
 from connectors.config import Config
+from connectors.topics import PAYMENT_REFUNDED
 from domain.events import EventMeta
 from domain.money import Money
 from domain.payment import PaymentRefunded
 from streams.envelope import to_record
-from streams.topics import PAYMENT_REFUNDED
 from tests.integration.conftest import MoneyWitness
 from tests.integration.kafka_helpers import codec
 from tests.integration.test_payment_service import new_wallet, wallet_payment

@@ -18,13 +18,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from connectors.auth import API_KEY_HEADER, issue_token
 from connectors.config import Config
 from connectors.kafka_admin import admin_client, ensure_topics
-from connectors.localinfra import state_dir
 from connectors.log_reader import partition_for, read_messages
+from connectors.topics import ALL_TOPICS, TopicSpec
 from connectors.tracing import from_headers, trace_id_of
-from services.devctl import Process, Supervisor
-from services.sample_data import SAMPLE_WALLETS
+from devtools.devctl import Process, Supervisor
+from devtools.localinfra import state_dir
+from devtools.sample_data import SAMPLE_WALLETS
 from streams.state_page import SERVED_BY_HEADER
-from streams.topics import ALL_TOPICS, TopicSpec
 from tests.conftest import admin_token, process_named
 from tests.integration.kafka_helpers import raw_messages
 from tests.integration.test_auth_gateway import TEST_OPERATOR_KEY, token

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from connectors.config import Config
-from services.devctl import Supervisor
+from devtools.devctl import Supervisor
 from tests.conftest import ensure_running
 from tests.integration.test_payment_service import new_wallet, payment_in, wallet_balance, wallet_payment
 from tests.support import Api, eventually

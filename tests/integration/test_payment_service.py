@@ -13,7 +13,7 @@ import pytest
 
 from connectors.config import Config
 from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from streams.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_OPERATION_COMPLETED
+from connectors.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_OPERATION_COMPLETED
 from tests.integration.kafka_helpers import events_for_key, saga_passed
 from tests.support import JSON, Api, eventually
 

@@ -41,10 +41,10 @@ from connectors.provider_client import (
 from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from connectors.stripe_provider import StripeProvider
 from connectors.stripe_secrets import StripeSecrets, load_stripe_secrets
-from services import provider_simulator
 from services.http import ApiError
 from services.payment_api import read_simulator_webhook
 from services.provider_webhooks import ProviderReport, read_stripe_webhook
+from simulator import provider as provider_simulator
 from tests.support import eventually, free_port
 
 Event = Callable[[str, str, ProviderAnswer, str, str, str | None], bytes]

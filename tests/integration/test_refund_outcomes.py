@@ -11,12 +11,17 @@ import asyncpg
 import pytest
 
 from connectors.config import Config
+from connectors.topics import (
+    PAYMENT_OPERATION_INCONSISTENT,
+    PAYMENT_REFUND_FAILED,
+    PAYMENT_REFUND_REQUESTED,
+    PAYMENT_REFUNDED,
+)
 from domain import payment as domain
 from domain.events import EventMeta
 from domain.ids import derive_id
 from domain.money import Money
 from streams.envelope import now_ms, to_record
-from streams.topics import PAYMENT_OPERATION_INCONSISTENT, PAYMENT_REFUND, PAYMENT_REFUND_FAILED, PAYMENT_REFUNDED
 from tests.integration.conftest import MoneyWitness
 from tests.integration.kafka_helpers import events_for_key, publish
 from tests.integration.test_console import payments
@@ -164,7 +169,7 @@ async def test_a_wallet_refund_whose_credit_is_rejected_ends_failed_and_a_new_re
     refund_id = str(uuid.uuid4())
     meta = EventMeta(derive_id("RefundRequested", refund_id), now_ms(), body["id"], None, str(uuid.uuid4()), ("user",))
     requested = domain.RefundRequested(meta, body["id"], refund_id, Money(3_000, "USD"), "not yours")
-    await publish(config, PAYMENT_REFUND.name, body["id"], to_record(requested))
+    await publish(config, PAYMENT_REFUND_REQUESTED.name, body["id"], to_record(requested))
     payment, failed = await refund_in(payment_api, body["id"], refund_id, "failed")
     assert failed["failure_code"] == "actor_not_allowed" and payment["refunded_amount"] == 0
     await wallet_balance(wallet_api, wallet_id, 1_000)

@@ -20,9 +20,9 @@ import stripe
 
 from connectors.config import Config
 from connectors.stripe_secrets import StripeSecrets, load_stripe_secrets
+from connectors.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_CREATED, PAYMENT_OPERATION_COMPLETED
+from devtools.devctl import log_dir
 from domain.payment import charge_operation_id, refund_operation_id
-from services.devctl import log_dir
-from streams.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_CREATED, PAYMENT_OPERATION_COMPLETED
 from tests.integration.kafka_helpers import events_for_key, raw_messages, saga_passed, tailing
 from tests.integration.test_observability import scrape, total
 from tests.integration.test_payment_service import external_payment, payment_in

@@ -12,11 +12,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from connectors.config import Config
+from connectors.topics import PAYMENT_DLQ, WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
+from devtools.devctl import Supervisor
 from domain import wallet as domain
 from domain.money import Money
-from services.devctl import Supervisor
 from streams.envelope import command_record, new_meta
-from streams.topics import PAYMENT_DLQ, WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
 from tests.conftest import ensure_running
 from tests.integration.kafka_helpers import codec, events_for_key, publish, raw_messages, tailing
 from tests.support import JSON, Api, eventually

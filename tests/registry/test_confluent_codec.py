@@ -16,13 +16,14 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from fastavro import parse_schema
 from fastavro.schema import to_parsing_canonical_form
 
-from connectors.avro import ConfluentCodec, EventDecodeError, SchemaCatalog, sample_datum
+from connectors.avro import ConfluentCodec, EventDecodeError, SchemaCatalog
 from connectors.config import load_config
 from connectors.kafka_admin import admin_client, ensure_topics
 from connectors.kafka_io import EventPublisher
-from connectors.localinfra import kafka_reachable
-from connectors.registry import URL_VARIABLE
-from streams.topics import TopicSpec
+from connectors.topics import TopicSpec
+from devtools.localinfra import kafka_reachable
+from devtools.registry import URL_VARIABLE
+from tests.support.avro_samples import sample_datum
 
 REGISTRY_URL = os.environ.get(URL_VARIABLE, "")
 pytestmark = pytest.mark.skipif(not REGISTRY_URL, reason=f"needs a registry in {URL_VARIABLE}: make test-registry")

@@ -23,9 +23,9 @@ from aiokafka.errors import KafkaConnectionError
 
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import load_config
+from connectors.topics import PAYMENT_DLQ, TopicSpec
 from streams.app import make_app, make_pipeline, make_sender, raw_topic
 from streams.pages import add_worker_pages
-from streams.topics import PAYMENT_DLQ, TopicSpec
 
 COMMANDS = TopicSpec("test.flaky.commands", key="id")
 OUTCOMES = TopicSpec("test.flaky.outcomes", key="id")

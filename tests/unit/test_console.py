@@ -8,11 +8,9 @@ from typing import Any
 import pytest
 
 from connectors.avro import SingleObjectCodec
-from services.console import (
-    ConsoleError,
+from console.dlq import choose_letters
+from console.entries import (
     Entry,
-    choose_letters,
-    diff_rows,
     entry_json,
     fmt_duration,
     format_entry,
@@ -26,6 +24,8 @@ from services.console import (
     verdict,
     wallets_named,
 )
+from console.rebuild import diff_rows
+from console.sources import ConsoleError
 from streams.envelope import command_record, new_meta
 
 PAYMENT = "p-1"

@@ -1,6 +1,6 @@
 """docker-compose.kafka.yml cannot run here (no Docker), so it is checked against the
 configuration it must agree with: config/dev.json (its service names and ports),
-config/local.json (the ports it publishes), streams/topics.py, localinfra's broker
+config/local.json (the ports it publishes), connectors/topics.py, localinfra's broker
 settings and the versions of the poms. Each check is also run on a broken copy
 of the file to show that it can fail."""
 
@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from connectors.config import Config, load_config
-from connectors.localinfra import KAFKA_POM, _kafka_properties
-from connectors.registry import APICURIO_POM, CCOMPAT_PATH
-from streams.topics import ALL_TOPICS, CHANGELOG_TOPICS
+from connectors.topics import ALL_TOPICS, CHANGELOG_TOPICS
+from devtools.localinfra import KAFKA_POM, _kafka_properties
+from devtools.registry import APICURIO_POM, CCOMPAT_PATH
 
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.kafka.yml"
 # Settings that must differ in a container (addresses, paths, quorum form); all others must match.
@@ -121,7 +121,7 @@ def check_broker_settings(compose: Compose, dev: Config, local: Config) -> None:
         if key in CONTAINER_SPECIFIC:
             continue
         variable = "KAFKA_" + key.upper().replace(".", "_")
-        assert str(env.get(variable)) == value, f"{variable} should be {value} as in connectors/localinfra.py"
+        assert str(env.get(variable)) == value, f"{variable} should be {value} as in devtools/localinfra.py"
 
 
 def check_topics(compose: Compose, dev: Config, local: Config) -> None:
@@ -133,7 +133,7 @@ def check_topics(compose: Compose, dev: Config, local: Config) -> None:
     assert len(loops) == len(declared), "one loop per list of topics"
     for variable, specs in declared.items():
         names = service["environment"][variable].split()
-        assert sorted(names) == sorted(spec.name for spec in specs), f"{variable} must be streams/topics.py's"
+        assert sorted(names) == sorted(spec.name for spec in specs), f"{variable} must be connectors/topics.py's"
         loop = next((loop for loop in loops if f"${variable}" in loop), None)
         assert loop is not None, f"the script must create the topics of {variable}"
         assert loop[loop.index("--bootstrap-server") + 1] == dev.kafka.bootstrap_servers

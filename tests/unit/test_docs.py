@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from connectors.avro import SchemaCatalog
-from services.catalog_doc import render
+from devtools.catalog_doc import render
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_event_catalog_matches_the_schemas() -> None:
     written = (ROOT / "docs" / "event-catalog.md").read_text()
-    assert written == render(SchemaCatalog.default()), "run: python -m services.catalog_doc > docs/event-catalog.md"
+    assert written == render(SchemaCatalog.default()), "run: python -m devtools.catalog_doc > docs/event-catalog.md"
 
 
 def test_the_readme_starts_with_the_two_commands() -> None:

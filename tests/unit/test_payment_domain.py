@@ -16,9 +16,9 @@ def meta(name: str) -> EventMeta:
     return EventMeta(derive_id("test", name), NOW, PID, None)
 
 
-def created(method: str = "wallet", amount: int = 5_000, deadline_at: int | None = None) -> p.PaymentCreated:
+def created(method: str = "wallet", amount: int = 5_000, deadline_at: int | None = None) -> p.RequestPayment:
     wallet = method == "wallet"
-    return p.PaymentCreated(
+    return p.RequestPayment(
         meta("created"),
         PID,
         "u1",
@@ -58,7 +58,7 @@ def op(
 def given(*events: object) -> p.Payment | None:
     state: p.Payment | None = None
     for event in events:
-        if isinstance(event, p.PaymentCreated):
+        if isinstance(event, p.RequestPayment):
             decision = p.decide_created(state, event, NOW)
         elif isinstance(event, p.RefundRequested):
             decision = p.decide_refund(state, event, NOW, DEADLINE_MS)

@@ -9,16 +9,10 @@ from typing import Any
 import pytest
 from fastavro import parse_schema
 
-from connectors.avro import (
-    SCHEMAS_DIR,
-    SchemaCatalog,
-    SingleObjectCodec,
-    compatibility_problems,
-    freeze_released,
-    sample_datum,
-    snake_case,
-    unreleased,
-)
+from connectors.avro import SCHEMAS_DIR, SchemaCatalog, SingleObjectCodec
+from connectors.avro.catalog import snake_case
+from devtools.schemas import compatibility_problems, freeze_released, unreleased
+from tests.support.avro_samples import sample_datum
 
 CATALOG = SchemaCatalog.default()
 ALL_FILES = sorted(SCHEMAS_DIR.rglob("*.avsc"))
@@ -120,14 +114,14 @@ def test_canonical_forms_are_self_contained() -> None:
 
 
 def test_current_schemas_read_every_released_version() -> None:
-    assert set(CATALOG.released()) == set(TOPICS), "run `python -m connectors.avro freeze`"
+    assert set(CATALOG.released()) == set(TOPICS), "run `python -m devtools.schemas freeze`"
     assert compatibility_problems(CATALOG) == []
 
 
 def test_every_current_schema_is_frozen_before_it_reaches_the_log() -> None:
     # Data written with today's schema must decode after the next change: a change that
     # replaces an unfrozen schema leaves every event it wrote unreadable (unknown fingerprint).
-    assert unreleased(CATALOG) == [], "run `python -m connectors.avro freeze` and commit schemas/released/"
+    assert unreleased(CATALOG) == [], "run `python -m devtools.schemas freeze` and commit schemas/released/"
 
 
 def test_a_changed_schema_is_frozen_as_the_next_version_and_the_old_one_still_decodes(schemas_copy: Path) -> None:

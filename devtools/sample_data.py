@@ -13,9 +13,9 @@ from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config
 from connectors.kafka_io import EventPublisher
 from connectors.log_reader import partition_for, read_partitions
+from connectors.topics import WALLET_MOVEMENT_REQUIRED
 from domain.ids import derive_id
 from streams.envelope import command_record, new_meta
-from streams.topics import WALLET_MOVEMENT_REQUIRED
 
 # (wallet id, user id, opening balance in minor units, currency)
 SAMPLE_WALLETS = (

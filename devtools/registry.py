@@ -1,11 +1,11 @@
 """A real Confluent-compatible schema registry without Docker: Apicurio Registry 3.
 
 Maven resolves the server distribution (a Quarkus app, ~160 MB) from Maven Central
-(a pom in `connectors/infra/apicurio/`); it is unpacked into `.local/apicurio` and run
+(a pom in `devtools/infra/apicurio/`); it is unpacked into `.local/apicurio` and run
 with Java 17, schemas kept in memory. Only `make test-registry` needs it.
 
-    python -m connectors.registry install
-    python -m connectors.registry run [--port N] -- COMMAND...   # COMMAND sees REGISTRY_URL
+    python -m devtools.registry install
+    python -m devtools.registry run [--port N] -- COMMAND...   # COMMAND sees REGISTRY_URL
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from connectors.localinfra import LOCAL, ROOT, InfraError
+from devtools.localinfra import LOCAL, ROOT, InfraError
 
-APICURIO_POM = ROOT / "connectors" / "infra" / "apicurio" / "pom.xml"
+APICURIO_POM = ROOT / "devtools" / "infra" / "apicurio" / "pom.xml"
 APICURIO_HOME = LOCAL / "apicurio"
 # Where Apicurio serves the Confluent API; config's kafka.schema_registry_url ends with it.
 CCOMPAT_PATH = "/apis/ccompat/v7"
@@ -164,7 +164,7 @@ def run(command: list[str], port: int = DEFAULT_PORT) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m connectors.registry",
+        prog="python -m devtools.registry",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

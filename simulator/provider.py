@@ -25,7 +25,7 @@ These charge succeed, and the token chooses what happens to the charge's first r
 With SIMULATOR_WEBHOOKS=twice_out_of_order (the fault suite) every webhook of every
 charge and refund is delivered twice, each time the final status before the older "pending".
 
-    python -m services.provider_simulator
+    python -m simulator.provider
 """
 
 from __future__ import annotations

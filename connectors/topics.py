@@ -34,9 +34,9 @@ def changelog(app_id: str, table: str, key: str) -> TopicSpec:
 PAYMENT_CREATED = TopicSpec("payment.created", key="payment_id")
 PAYMENT_OPERATION_COMPLETED = TopicSpec("payment.payment_operation.completed", key="payment_id")
 PAYMENT_OPERATION_INCONSISTENT = TopicSpec("payment.payment_operation.inconsistent", key="payment_id")
-PAYMENT_SUCCESS = TopicSpec("payment.success", key="payment_id")
+PAYMENT_SUCCEEDED = TopicSpec("payment.success", key="payment_id")
 PAYMENT_FAILED = TopicSpec("payment.failed", key="payment_id")
-PAYMENT_REFUND = TopicSpec("payment.refund", key="payment_id")
+PAYMENT_REFUND_REQUESTED = TopicSpec("payment.refund", key="payment_id")
 PAYMENT_REFUNDED = TopicSpec("payment.refunded", key="payment_id")
 PAYMENT_REFUND_FAILED = TopicSpec("payment.refund_failed", key="payment_id")
 WALLET_MOVEMENT_REQUIRED = TopicSpec("wallet.movement_required", key="wallet_id")
@@ -55,9 +55,9 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     PAYMENT_CREATED,
     PAYMENT_OPERATION_COMPLETED,
     PAYMENT_OPERATION_INCONSISTENT,
-    PAYMENT_SUCCESS,
+    PAYMENT_SUCCEEDED,
     PAYMENT_FAILED,
-    PAYMENT_REFUND,
+    PAYMENT_REFUND_REQUESTED,
     PAYMENT_REFUNDED,
     PAYMENT_REFUND_FAILED,
     WALLET_MOVEMENT_REQUIRED,

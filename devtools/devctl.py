@@ -1,7 +1,7 @@
 """Run the whole system on this machine: infrastructure, topics, migrations, sample
 data and every service, each as a background process with a log and a pid file.
 
-    python -m services.devctl up | down | status | setup | logs NAME
+    python -m devtools.devctl up | down | status | setup | logs NAME
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from connectors import localinfra
 from connectors.auth import issue_token
 from connectors.config import Config, load_config
 from connectors.kafka_admin import ensure_topics
 from connectors.postgres import migrate
-from services.sample_data import load_sample_wallets
+from devtools import localinfra
+from devtools.sample_data import load_sample_wallets
 
 
 def run_dir(config: Config) -> Path:
@@ -73,7 +73,7 @@ def processes(config: Config) -> list[Process]:
         Process("payment-api", "services.payment_api", (), config.payment_api.port, "payment REST API, webhooks"),
         Process(
             "provider-simulator",
-            "services.provider_simulator",
+            "simulator.provider",
             (),
             config.provider.port,
             "external payment provider (simulated), signed webhooks",
@@ -238,7 +238,7 @@ def status(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m services.devctl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m devtools.devctl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("command", choices=["up", "down", "stop-services", "status", "setup", "logs"])
     parser.add_argument("name", nargs="?")

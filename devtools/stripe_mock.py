@@ -23,9 +23,9 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from connectors.config import Config
-from connectors.localinfra import LOCAL, ROOT, InfraError, _stop_pid, read_pid, say, state_dir
+from connectors.config import LOCAL, ROOT, Config, state_dir
 from connectors.stripe_secrets import KEY_NAME, WEBHOOK_NAME, StripeSecrets, secrets_path, write_secrets_file
+from devtools.infra_base import InfraError, read_pid, say, stop_pid
 
 VERSION = "v0.203.0"
 MODULE = "github.com/stripe/stripe-mock"
@@ -130,5 +130,5 @@ def start(config: Config) -> None:
 
 
 def stop(config: Config) -> None:
-    _stop_pid(home(config) / "stripe-mock.pid", "stripe-mock")
+    stop_pid(home(config) / "stripe-mock.pid", "stripe-mock")
     https_socket(config).unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""The operator console (`payments`): trace, tail, dlq, rebuild, one module each."""

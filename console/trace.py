@@ -1,0 +1,87 @@
+"""payments trace ID: every event about a payment or wallet id across every topic, in time
+order with the time between hops; --follow keeps watching."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import TextIO
+
+from aiokafka import TopicPartition
+
+from connectors.config import Config
+from connectors.topics import ALL_TOPICS, PAYMENT_DLQ
+from console.entries import (
+    WALLET_TOPICS,
+    Entry,
+    Printer,
+    is_about,
+    is_payment,
+    movements_of,
+    summary_json,
+    summary_lines,
+    timeline,
+    wallets_named,
+)
+from console.sources import Log, stop_on_signals
+
+
+async def trace(config: Config, ident: str, follow: bool, as_json: bool, since_hours: float | None, out: TextIO) -> int:
+    since_ms = None if since_hours is None else int(time.time() * 1000 - since_hours * 3_600_000)
+    async with Log(config) as log:
+        own = [log.key_partition(t.name, ident) for t in ALL_TOPICS]
+        ends = await log.ends(own)
+        found = [e async for e in log.read(await log.offsets_at(own, since_ms), ends)]
+        wallets = wallets_named(found, ident)
+        extra = [log.key_partition(t, w) for w in sorted(wallets) for t in (*WALLET_TOPICS, PAYMENT_DLQ.name)]
+        if extra:
+            extra_ends = await log.ends(extra)
+            found += [e async for e in log.read(await log.offsets_at(extra, since_ms), extra_ends)]
+            ends.update(extra_ends)
+        movements = movements_of(found, ident)
+        entries = timeline(e for e in found if is_about(e, ident, wallets, movements))
+        printer = Printer(out, as_json)
+        if not as_json:
+            kind = "payment" if is_payment(entries) else "id"
+            print(f"trace of {kind} {ident} ({len(ends)} partitions read)", file=out)
+        for entry in entries:
+            printer.entry(entry)
+        if follow:
+            entries = await _follow(log, ident, wallets, movements, ends, entries, printer, out)
+        if as_json:
+            print(summary_json(ident, entries), file=out)
+        else:
+            for line in summary_lines(ident, entries):
+                print(line, file=out)
+    return 0
+
+
+async def _follow(
+    log: Log,
+    ident: str,
+    wallets: set[str],
+    movements: set[str],
+    ends: dict[TopicPartition, int],
+    entries: list[Entry],
+    printer: Printer,
+    out: TextIO,
+) -> list[Entry]:
+    stop = asyncio.Event()
+    await stop_on_signals(stop)
+    print("following new events (Ctrl-C to stop)...", file=sys.stderr, flush=True)
+    log.restart(ends)
+    seen = list(entries)
+    while not stop.is_set():
+        for entry in await log.fetch():
+            new_wallets = wallets_named([entry], ident) - wallets
+            if new_wallets:
+                wallets |= new_wallets
+                tps = [log.key_partition(t, w) for w in new_wallets for t in (*WALLET_TOPICS, PAYMENT_DLQ.name)]
+                # Its wallet events come after this event, so start there.
+                log.add(await log.offsets_at(tps, entry.timestamp))
+            movements |= movements_of([entry], ident)
+            if is_about(entry, ident, wallets, movements):
+                printer.entry(entry)
+                seen.append(entry)
+    return timeline(seen)

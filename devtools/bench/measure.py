@@ -1,0 +1,220 @@
+"""What the benchmark measures with: process CPU, a step's latencies and throughput, the
+log's traffic, a tail of the log, and an open-loop schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import struct
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from connectors.config import Config
+from connectors.log_reader import LogReader
+from devtools import devctl, localinfra
+
+RESULTS = localinfra.ROOT / "results"
+# payment.created -> wallet.movement_required -> wallet.movement_updates
+# -> payment.payment_operation.completed -> payment.success: four consume-produce steps.
+RELAY_HOPS = 4
+HOT_BALANCE = 10**11
+COLD_BALANCE = 10**9
+FAIL_AMOUNT = 10**13  # above any balance: insufficient_funds
+MAX_LADDER = (25, 50, 100, 200, 400, 800, 1600, 3200, 6400)
+STAMP = struct.Struct("!dq")  # scheduled send time, sequence number
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# ---------------------------------------------------------------- processes
+
+
+def proc_sample(pid: int) -> tuple[float, int] | None:
+    """(CPU seconds, RSS bytes) of a process, None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    rss = next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return cpu, rss
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def stack_pids(config: Config) -> dict[str, list[int]]:
+    supervisor = devctl.Supervisor(config)
+    pids = {p.name: [pid] for p in devctl.processes(config) if (pid := supervisor.pid(p.name))}
+    kafka = localinfra.read_pid(localinfra.kafka_home(config) / "kafka.pid")
+    if kafka:
+        pids["kafka"] = [kafka]
+    postmaster = localinfra.state_dir(config) / "postgres" / "data" / "postmaster.pid"
+    with contextlib.suppress(OSError, ValueError):
+        root = int(postmaster.read_text().split()[0])
+        pids["postgres"] = [root, *children(root)]  # backends come and go; the sample is at the edges
+    return pids
+
+
+@dataclass
+class CpuWindow:
+    started: float
+    before: dict[str, dict[int, tuple[float, int]]]
+
+    @classmethod
+    def open(cls, pids: dict[str, list[int]]) -> CpuWindow:
+        return cls(time.monotonic(), snapshot(pids))
+
+    def close(self, pids: dict[str, list[int]]) -> dict[str, dict[str, float]]:
+        after, wall = snapshot(pids), time.monotonic() - self.started
+        report = {}
+        for name, group in after.items():
+            # Only processes seen at both edges: a PostgreSQL backend that came or went between them has no delta.
+            earlier = self.before.get(name, {})
+            used = sum(cpu - earlier[pid][0] for pid, (cpu, _) in group.items() if pid in earlier)
+            rss = sum(r for _, r in group.values())
+            report[name] = {"cpu_s": round(used, 2), "cpu_pct": round(100 * used / wall, 1), "rss_mb": rss / 2**20}
+        return report
+
+
+def snapshot(pids: dict[str, list[int]]) -> dict[str, dict[int, tuple[float, int]]]:
+    result = {}
+    for name, group in pids.items():
+        samples = {pid: s for pid in group if (s := proc_sample(pid))}
+        if samples:
+            result[name] = samples
+    return result
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine: the share other work takes is visible."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+# ---------------------------------------------------------------- measurement
+
+
+@dataclass
+class Step:
+    system: str
+    rate: float
+    duration: float
+    sent: int = 0
+    completed_in_window: int = 0
+    completed: int = 0
+    failed: int = 0
+    http_errors: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    latency_at: list[float] = field(default_factory=list)  # seconds since the step began
+    http_ms: list[float] = field(default_factory=list)
+    projection_lag_ms: list[float] = field(default_factory=list)
+    records_per_s: float = 0.0
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+    machine_busy_pct: float = 0.0
+
+    @property
+    def throughput(self) -> float:
+        return self.completed_in_window / self.duration
+
+    def summary(self) -> dict[str, Any]:
+        lat = self.latencies_ms
+        result = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("latencies_ms", "latency_at", "http_ms", "projection_lag_ms")
+        }
+        result.update(
+            throughput=round(self.throughput, 1),
+            p50_ms=percentile(lat, 0.50),
+            p95_ms=percentile(lat, 0.95),
+            p99_ms=percentile(lat, 0.99),
+            max_ms=max(lat, default=float("nan")),
+            http_p50_ms=percentile(self.http_ms, 0.5),
+            http_p99_ms=percentile(self.http_ms, 0.99),
+            projection_lag_p50_ms=percentile(self.projection_lag_ms, 0.5),
+            projection_lag_p99_ms=percentile(self.projection_lag_ms, 0.99),
+            projection_lag_max_ms=max(self.projection_lag_ms, default=float("nan")),
+        )
+        return result
+
+    def sustained(self, slo_p99_ms: float) -> bool:
+        return self.throughput >= 0.9 * self.rate and percentile(self.latencies_ms, 0.99) <= slo_p99_ms
+
+
+async def end_offsets_total(bootstrap: str, prefix: str | None) -> int:
+    """Records on every topic (or those starting with prefix): the difference over a step is its traffic."""
+    reader = LogReader(bootstrap)
+    await reader.start()
+    try:
+        chosen = [
+            t for t in reader.topics() if (t.startswith(prefix) if prefix else not t.startswith(("__", "bench.")))
+        ]
+        tps = reader.all_partitions(chosen)
+        return sum((await reader.ends(tps)).values()) if tps else 0
+    finally:
+        await reader.stop()
+
+
+class Tail:
+    """Reads topics from their current end and hands every message to a callback with its arrival time."""
+
+    def __init__(self, bootstrap: str, topics: list[str], on_message: Any) -> None:
+        self.topics, self.on_message = topics, on_message
+        self.reader = LogReader(bootstrap)
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.reader.start()
+        await self.reader.follow_from_end(self.topics)
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            messages = await self.reader.fetch(timeout_ms=100, max_records=None)
+            now = time.time()
+            for message in messages:
+                self.on_message(now, message.value)
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self.reader.stop()
+
+
+async def open_loop(rate: float, duration: float, fire: Any, progress: Any) -> float:
+    """Call fire(seq, scheduled_time) on a fixed timeline; return the wall-clock start."""
+    loop = asyncio.get_running_loop()
+    start_mono, start_wall = loop.time(), time.time()
+    total = int(rate * duration)
+    next_report = 1.0
+    for i in range(total):
+        offset = i / rate
+        delay = start_mono + offset - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        fire(i, start_wall + offset)
+        if offset >= next_report:
+            progress(offset)
+            next_report += 1.0
+    return start_wall

@@ -1,0 +1,153 @@
+"""The raw chain: minimal relay processes (consume, produce, nothing else), as many hops as a
+wallet payment crosses, on the same broker."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from confluent_kafka.admin import NewTopic
+
+from connectors.config import Config
+from connectors.kafka_admin import admin_client
+from devtools import localinfra
+from devtools.bench.measure import RELAY_HOPS, STAMP, Step, Tail, open_loop, say
+
+# ---------------------------------------------------------------- the raw chain
+
+
+async def relay(bootstrap: str, source: str, target: str, group: str, linger_ms: int, commit_ms: int) -> None:
+    """One hop of the raw chain: what a worker does minus decoding, logic, state and encoding."""
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=True,
+        auto_commit_interval_ms=commit_ms,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=linger_ms)
+    await consumer.start()
+    await producer.start()
+    try:
+        while True:
+            for messages in (await consumer.getmany(timeout_ms=1000)).values():
+                for message in messages:
+                    await producer.send(target, message.value, key=message.key)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+class RawChain:
+    def __init__(self, config: Config, linger_ms: int, commit_ms: int) -> None:
+        self.config, self.linger_ms, self.commit_ms = config, linger_ms, commit_ms
+        run = dt.datetime.now().strftime("%H%M%S")
+        self.topics = [f"bench.raw.{run}.{i}" for i in range(RELAY_HOPS + 1)]
+        self.relays: list[subprocess.Popen[bytes]] = []
+        self.arrivals: dict[int, float] = {}
+        self.scheduled: dict[int, float] = {}
+        self.seq = 0
+
+    def on_message(self, arrived: float, value: bytes) -> None:
+        _, seq = STAMP.unpack(value[: STAMP.size])
+        self.arrivals.setdefault(seq, arrived)
+
+    async def start(self) -> None:
+        admin = admin_client(self.config.kafka)
+        futures = admin.create_topics(
+            [NewTopic(t, num_partitions=self.config.kafka.partitions, replication_factor=1) for t in self.topics]
+        )
+        for future in futures.values():
+            future.result()
+        for i in range(RELAY_HOPS):
+            args = [self.topics[i], self.topics[i + 1], f"{self.topics[0]}.relay{i}"]
+            extra = ["--linger-ms", str(self.linger_ms), "--commit-ms", str(self.commit_ms)]
+            self.relays.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "devtools.bench",
+                        "relay",
+                        self.config.kafka.bootstrap_servers,
+                        *args,
+                        *extra,
+                    ],
+                    cwd=localinfra.ROOT,
+                )
+            )
+        self.tail = Tail(self.config.kafka.bootstrap_servers, [self.topics[-1]], self.on_message)
+        await self.tail.start()
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.config.kafka.bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=self.linger_ms,
+        )
+        await self.producer.start()
+        say(f"raw chain: {RELAY_HOPS} relay processes over {len(self.topics)} topics; waiting for them to join...")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # one message per partition must make it through before timing starts
+            probes = []
+            for _ in range(self.config.kafka.partitions * 4):
+                self.seq -= 1
+                probes.append(self.seq)
+                await self.producer.send(self.topics[0], STAMP.pack(time.time(), self.seq), key=uuid.uuid4().bytes)
+            await asyncio.sleep(1.0)
+            if all(p in self.arrivals for p in probes):
+                return
+        raise RuntimeError("the raw chain relays did not start passing messages within 60 s")
+
+    def pids(self) -> dict[str, list[int]]:
+        return {f"relay-{i + 1}": [p.pid] for i, p in enumerate(self.relays)}
+
+    async def run(self, rate: float, duration: float) -> Step:
+        step = Step("raw", rate, duration)
+        first = self.seq = max(self.seq, 0)
+        pending: set[asyncio.Future[Any]] = set()
+
+        def fire(_: int, scheduled: float) -> None:
+            self.seq += 1
+            self.scheduled[self.seq] = scheduled
+            task = asyncio.ensure_future(
+                self.producer.send(self.topics[0], STAMP.pack(scheduled, self.seq), key=uuid.uuid4().bytes)
+            )
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+        def progress(t: float) -> None:
+            done = sum(1 for s in range(first + 1, self.seq + 1) if s in self.arrivals)
+            say(f"raw  {rate:g}/s  t={t:4.0f}s  sent={self.seq - first}  arrived={done}")
+
+        start = await open_loop(rate, duration, fire, progress)
+        mine = range(first + 1, self.seq + 1)
+        step.sent = len(mine)
+        drain_until = time.monotonic() + 15
+        while time.monotonic() < drain_until and not all(s in self.arrivals for s in mine):
+            await asyncio.sleep(0.1)
+        for seq in mine:
+            if seq in self.arrivals:
+                step.completed += 1
+                step.completed_in_window += self.arrivals[seq] <= start + duration
+                step.latencies_ms.append((self.arrivals[seq] - self.scheduled[seq]) * 1000)
+                step.latency_at.append(self.scheduled[seq] - start)
+        return step
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+        await self.tail.stop()
+        for process in self.relays:
+            process.terminate()
+        for process in self.relays:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        admin_client(self.config.kafka).delete_topics(self.topics)

@@ -1,0 +1,1 @@
+"""Stand-ins for the outside world: the external payment provider."""

@@ -1,0 +1,243 @@
+"""The payment saga's steps: each takes one event, asks the domain, writes the payment's
+state, makes it durable, publishes what was decided, then performs the requests.
+
+Everything a step touches is passed in (see `streams.payment_worker.bootstrap`), so a unit
+test builds the steps with a dict for the table, a list for what they send and fake providers.
+The `payments` table is written only by steps whose source topic is keyed by payment id,
+because a table write goes to the changelog partition of the event being processed;
+`process_movement_outcome` reads a topic keyed by wallet id, so it only republishes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from connectors.provider_client import PaymentProvider, ProviderRejected, ProviderUnavailable
+from connectors.topics import (
+    PAYMENT_FAILED,
+    PAYMENT_OPERATION_COMPLETED,
+    PAYMENT_OPERATION_INCONSISTENT,
+    PAYMENT_REFUND_FAILED,
+    PAYMENT_REFUNDED,
+    PAYMENT_SUCCEEDED,
+    WALLET_MOVEMENT_REQUIRED,
+)
+from domain import payment as domain
+from domain.events import EventMeta
+from domain.ids import derive_id
+from streams.envelope import command_record, from_record, meta_of, money, now_ms, to_record
+from streams.payment_deadlines import DeadlineIndex
+from streams.payment_observations import observe_refunds_and_mismatches, observe_saga_end
+from streams.ports import Durable, Sender, Table
+
+log = logging.getLogger(__name__)
+
+# Wire names: payment.success carries PaymentSucceeded (see docs/event-catalog.md).
+OUTPUT_TOPIC = {
+    "PaymentSucceeded": PAYMENT_SUCCEEDED.name,
+    "PaymentFailed": PAYMENT_FAILED.name,
+    "PaymentOperationInconsistent": PAYMENT_OPERATION_INCONSISTENT.name,
+    "PaymentRefunded": PAYMENT_REFUNDED.name,
+    "RefundFailed": PAYMENT_REFUND_FAILED.name,
+    "PaymentOperationCompleted": PAYMENT_OPERATION_COMPLETED.name,
+}
+
+
+class UnprocessableEvent(ValueError):
+    """An event this step cannot apply; the Processor retries, then dead-letters it with this reason."""
+
+
+def expect(event: dict[str, Any], *types: str) -> str:
+    event_type: str = event["envelope"]["event_type"]
+    if event_type not in types:
+        raise UnprocessableEvent(f"unexpected event type {event_type}; expected {', '.join(types)}")
+    return event_type
+
+
+@dataclass
+class PaymentSteps:
+    payments: Table
+    send: Sender
+    durable: Durable
+    # The provider port's adapters (connectors/providers.py), by the name a payment gives.
+    providers: Mapping[str, PaymentProvider]
+    refund_deadline_ms: int
+    deadlines: DeadlineIndex = field(default_factory=DeadlineIndex)
+    now: Callable[[], int] = now_ms
+    # Deadline operations already sent by this process; a restart sends them again, harmlessly
+    # (same event id, and the payment ignores an operation it already applied).
+    sent_deadlines: set[str] = field(default_factory=set)
+
+    def load(self, payment_id: str) -> domain.Payment | None:
+        raw = self.payments.get(payment_id)
+        return domain.from_dict(raw) if raw else None
+
+    # ------------------------------------------------------------ the steps, one per agent
+
+    async def process_payment_method(self, event: dict[str, Any]) -> None:
+        """PaymentCreated: open the payment and ask its method (wallet or provider) for the money."""
+        expect(event, "PaymentCreated")
+        created = from_record(domain.RequestPayment, event)
+        await self.apply(domain.decide_created(self.load(created.payment_id), created, self.now()))
+
+    async def process_movement_outcome(self, event: dict[str, Any]) -> None:
+        """MovementUpdated of a payment's movement (debit, refund credit, compensation): its operation."""
+        if event["envelope"]["event_type"] != "MovementUpdated" or not event["payment_id"]:
+            return  # wallet openings and movements made outside a payment
+        op = domain.operation_from_movement(
+            meta_of(event["envelope"]),
+            event["payment_id"],
+            event["movement_id"],
+            event["type"],
+            money(event["amount"]),
+            event["status"] == "applied",
+            event["reason_code"],
+            event["reason"],
+        )
+        await self.publish((op,))
+
+    async def process_provider_update(self, event: dict[str, Any]) -> None:
+        """ProviderUpdate from a webhook: its operation, once the provider has decided."""
+        expect(event, "ProviderUpdate")
+        op = domain.operation_from_provider(
+            meta_of(event["envelope"]),
+            event["payment_id"],
+            event["provider"],
+            event["provider_reference"],
+            event["operation_id"],
+            event["kind"],
+            event["status"],
+            money(event["amount"]),
+            event["failure_reason"],
+            acting_for=self.load(event["payment_id"]),
+        )
+        if op is not None:
+            await self.publish((op,))
+
+    async def process_payment_operation_result(self, event: dict[str, Any]) -> None:
+        """PaymentOperationCompleted: apply it; the payment succeeds, fails, refunds or turns inconsistent."""
+        expect(event, "PaymentOperationCompleted")
+        op = from_record(domain.PaymentOperationCompleted, event)
+        decision = domain.decide_operation(self.load(op.payment_id), op, self.now())
+        if decision.rejection is not None:
+            raise UnprocessableEvent(decision.rejection[1])
+        await self.apply(decision)
+
+    async def compensate_inconsistent_operation(self, event: dict[str, Any]) -> None:
+        """PaymentOperationInconsistent: give back money taken for a payment that cannot take it."""
+        expect(event, "PaymentOperationInconsistent")
+        inconsistent = from_record(domain.PaymentOperationInconsistent, event)
+        decision = domain.decide_compensation(self.load(inconsistent.payment_id), inconsistent)
+        if decision.rejection is not None:
+            log.warning("not compensating %s: %s", inconsistent.operation_id, decision.rejection[1])
+        await self.apply(decision)
+
+    async def process_refund(self, event: dict[str, Any]) -> None:
+        """RefundRequested: ask the wallet or the provider, or refuse it."""
+        expect(event, "RefundRequested")
+        requested = from_record(domain.RefundRequested, event)
+        decision = domain.decide_refund(self.load(requested.payment_id), requested, self.now(), self.refund_deadline_ms)
+        if decision.rejection is not None:
+            log.warning(
+                "refund %s of payment %s refused: %s", requested.refund_id, requested.payment_id, decision.rejection[1]
+            )
+        await self.apply(decision)
+
+    async def enforce_deadlines(self, rebalancing: bool, monotonic_now: float) -> None:
+        """Fail the charges and refunds of this worker's partitions that waited on the provider past their deadline."""
+        if rebalancing:
+            self.deadlines.built_at = float("-inf")  # partitions move: rebuild from the table afterwards
+            return
+        self.deadlines.rebuild_if_stale(self.payments, monotonic_now)
+        now = self.now()
+        for payment_id in self.deadlines.overdue(now):
+            payment = self.load(payment_id)
+            due = None if payment is None else payment.next_deadline()
+            if payment is None or due is None or due > now:
+                self.deadlines.due_at.pop(payment_id, None)
+                continue
+            for op in domain.overdue_operations(payment, now):
+                if op.operation_id not in self.sent_deadlines:
+                    log.info("payment %s: %s passed its deadline; failing it", op.payment_id, op.kind)
+                    await self.publish((op,))
+                    self.sent_deadlines.add(op.operation_id)
+
+    # ------------------------------------------------------------ what every step ends with
+
+    async def apply(self, decision: domain.Decision) -> None:
+        """Table first, then events, then requests: a crash in between re-emits the same ids on redelivery."""
+        if decision.payment is not None:
+            self.payments[decision.payment.payment_id] = domain.to_dict(decision.payment)
+            self.deadlines.track(decision.payment)
+            await self.durable()
+        await self.publish(decision.events)
+        if decision.payment is not None:
+            observe_saga_end(decision.payment, decision.events)
+        if decision.payment is not None or decision.rejection is not None:  # decided now, not re-emitted
+            observe_refunds_and_mismatches(decision.events)
+        for effect in decision.effects:
+            await self.perform(effect)
+
+    async def publish(self, events: tuple[Any, ...]) -> None:
+        """The events as decided: the domain has stamped each with the actor it acts for."""
+        for event in events:
+            record = to_record(event)
+            await self.send(OUTPUT_TOPIC[record["envelope"]["event_type"]], event.payment_id.encode(), record)
+
+    async def perform(self, effect: domain.Effect) -> None:
+        if isinstance(effect, domain.WalletMovement):
+            await self.send(WALLET_MOVEMENT_REQUIRED.name, effect.wallet_id.encode(), movement_required(effect))
+            return
+        provider = self.providers.get(effect.provider)
+        try:
+            if provider is None:
+                raise ProviderUnavailable(f"provider {effect.provider!r} is not offered by this deployment")
+            if isinstance(effect, domain.ProviderCharge):
+                await provider.charge(
+                    effect.operation_id, effect.payment_id, effect.amount.amount, effect.amount.currency, effect.token
+                )
+            else:
+                await provider.refund(
+                    effect.operation_id,
+                    effect.payment_id,
+                    effect.charge_reference,
+                    effect.amount.amount,
+                    effect.amount.currency,
+                )
+        except ProviderRejected as exc:
+            await self.publish((domain.refused_by_provider(effect, str(exc), self.now(), exc.decline_code),))
+        except ProviderUnavailable as exc:
+            if isinstance(effect, domain.ProviderCharge) or effect.deadline_at is not None:
+                # The operation may or may not exist at the provider; its deadline fails it, and a
+                # late success is compensated (a charge) or reconciled (a refund).
+                log.warning(
+                    "%s %s not confirmed by the provider: %s", domain.effect_kind(effect), effect.operation_id, exc
+                )
+            else:
+                raise
+
+
+def movement_required(effect: domain.WalletMovement) -> dict[str, Any]:
+    """The command asking the wallet for a payment's movement; its id is the movement's."""
+    return command_record(
+        "MovementRequired",
+        EventMeta(
+            derive_id("MovementRequired", effect.movement_id),
+            now_ms(),
+            effect.payment_id,
+            None,
+            effect.actor_subject,
+            effect.actor_roles,
+        ),
+        movement_id=effect.movement_id,
+        wallet_id=effect.wallet_id,
+        type=effect.type,
+        amount=effect.amount,
+        reference=f"payment {effect.payment_id}",
+        description=effect.description,
+        reverts_movement_id=effect.reverts_movement_id,
+        payment_id=effect.payment_id,
+    )

@@ -1,0 +1,98 @@
+"""The wallet's saga step: decide a movement (or an opening) against the wallet's state,
+record the decision in the tables, make it durable, publish the outcome.
+
+Everything the step touches is passed in (see `streams.wallet_worker.bootstrap`), so a unit
+test builds it with a dict for each table and a list for what it sends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from connectors.topics import WALLET_BALANCE_UPDATE, WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
+from domain import wallet as domain
+from streams.envelope import actor_of, money, now_ms, to_record
+from streams.ports import Durable, Sender, Table
+
+log = logging.getLogger(__name__)
+
+OUTPUT_TOPIC = {
+    "MovementUpdated": WALLET_MOVEMENT_UPDATES.name,
+    "WalletOpened": WALLET_MOVEMENT_UPDATES.name,
+    "BalanceUpdated": WALLET_BALANCE_UPDATE.name,
+}
+
+
+@dataclass
+class WalletSteps:
+    wallets: Table
+    movements: Table
+    send: Sender
+    durable: Durable
+    now: Callable[[], int] = now_ms
+
+    def load_wallet(self, wallet_id: str) -> domain.Wallet | None:
+        raw = self.wallets.get(wallet_id)
+        return domain.Wallet(**raw) if raw else None
+
+    def load_movement(self, movement_id: str) -> domain.MovementRecord | None:
+        raw = self.movements.get(movement_id)
+        return domain.MovementRecord(**raw) if raw else None
+
+    async def process_movement(self, event: dict[str, Any]) -> None:
+        """A MovementRequired or WalletOpenRequested command: decide, record, publish the outcome."""
+        envelope = event["envelope"]
+        wallet = self.load_wallet(event["wallet_id"])
+        if envelope["event_type"] == "WalletOpenRequested":
+            command = domain.OpenWallet(
+                envelope["event_id"],
+                event["wallet_id"],
+                event["user_id"],
+                event["currency"],
+                event["opening_balance"],
+                envelope["correlation_id"],
+                actor_of(envelope),
+            )
+            decision = domain.open_wallet(wallet, self.load_movement, command, self.now())
+        elif envelope["event_type"] == "MovementRequired":
+            movement = domain.RequireMovement(
+                envelope["event_id"],
+                event["movement_id"],
+                event["wallet_id"],
+                event["type"],
+                money(event["amount"]),
+                envelope["correlation_id"],
+                event["reference"],
+                event["description"],
+                event["reverts_movement_id"],
+                event["payment_id"],
+                actor_of(envelope),
+            )
+            decision = domain.decide_movement(wallet, self.load_movement, movement, self.now())
+        else:
+            raise ValueError(f"unexpected event type {envelope['event_type']} on {WALLET_MOVEMENT_REQUIRED.name}")
+        await self._record(decision)
+        await self._publish(decision, event["wallet_id"].encode())
+
+    async def _record(self, decision: domain.Decision) -> None:
+        # Movement records first: if a crash keeps them but loses the wallet write, the
+        # redelivered command restores the wallet from the record (see domain.wallet).
+        for record in decision.records:
+            self.movements[record.movement_id] = dataclasses.asdict(record)
+        if decision.wallet is not None:
+            self.wallets[decision.wallet.wallet_id] = dataclasses.asdict(decision.wallet)
+        if decision.records or decision.wallet is not None:
+            await self.durable()
+
+    async def _publish(self, decision: domain.Decision, key: bytes) -> None:
+        """The outcome as decided: the domain has stamped it with the actor of the command."""
+        for outcome in decision.events:
+            if isinstance(outcome, domain.MovementUpdated) and outcome.status == "rejected":
+                log.info("movement %s rejected: %s", outcome.movement_id, outcome.reason_code)
+        for outcome in decision.events:
+            published = to_record(outcome)
+            await self.send(OUTPUT_TOPIC[published["envelope"]["event_type"]], key, published)

@@ -1,0 +1,98 @@
+"""The wallet's saga step with fakes for its tables and sender: no faust, no broker."""
+
+from __future__ import annotations
+
+import uuid
+
+from connectors.topics import WALLET_BALANCE_UPDATE, WALLET_MOVEMENT_UPDATES
+from domain.access import Principal
+from domain.money import Money
+from streams.envelope import command_record, new_meta
+from streams.wallet_steps import WalletSteps
+from tests.support.fakes import FakeDurable, FakeSender, FakeTable, Journal
+
+NOW = 1_700_000_000_000
+OPERATOR = Principal("dev-operator", frozenset({"operator"}))
+
+
+def build() -> tuple[WalletSteps, Journal, FakeSender, FakeDurable]:
+    journal = Journal()
+    send, durable = FakeSender(journal), FakeDurable(journal)
+    steps = WalletSteps(FakeTable(journal, "wallets"), FakeTable(journal, "movements"), send, durable, lambda: NOW)
+    return steps, journal, send, durable
+
+
+def open_command(wallet_id: str, balance: int) -> dict:
+    return command_record(
+        "WalletOpenRequested",
+        new_meta(),
+        wallet_id=wallet_id,
+        user_id=str(uuid.uuid4()),
+        currency="USD",
+        opening_balance=balance,
+    )
+
+
+def expense(wallet_id: str, amount: int, actor: Principal | None = OPERATOR) -> dict:
+    return command_record(
+        "MovementRequired",
+        new_meta(actor=actor),
+        movement_id=str(uuid.uuid4()),
+        wallet_id=wallet_id,
+        type="expense",
+        amount=Money(amount, "USD"),
+        reference="test",
+        description=None,
+        reverts_movement_id=None,
+        payment_id=None,
+    )
+
+
+async def test_a_movement_is_recorded_and_durable_before_its_outcome_is_published() -> None:
+    steps, journal, send, _ = build()
+    wallet_id = str(uuid.uuid4())
+    await steps.process_movement(open_command(wallet_id, 1_000))
+    journal.entries.clear()
+    send.sent.clear()
+
+    await steps.process_movement(expense(wallet_id, 300))
+
+    assert steps.wallets[wallet_id]["balance"] == 700
+    first_send = journal.kinds().index("send")
+    assert journal.kinds()[:first_send] == ["write movements", "write wallets", "durable"]
+    [updated] = send.on(WALLET_MOVEMENT_UPDATES.name)
+    assert updated["status"] == "applied" and updated["balance_after"] == 700
+    [balance] = send.on(WALLET_BALANCE_UPDATE.name)
+    assert balance["balance"]["amount"] == 700
+    # The outcome acts for whoever gave the command, keyed by the wallet.
+    assert updated["envelope"]["actor_subject"] == OPERATOR.subject
+    assert all(key == wallet_id.encode() for _, key, _ in send.sent)
+
+
+async def test_a_redelivered_command_re_emits_the_same_outcome_and_moves_no_money_twice() -> None:
+    steps, _, send, durable = build()
+    wallet_id = str(uuid.uuid4())
+    await steps.process_movement(open_command(wallet_id, 1_000))
+    command = expense(wallet_id, 300)
+    before = len(send.sent)
+    await steps.process_movement(command)
+    first = send.sent[before:]
+    durable_calls = durable.calls
+
+    await steps.process_movement(command)
+
+    assert steps.wallets[wallet_id]["balance"] == 700
+    assert first and send.sent[before + len(first) :] == first  # byte for byte: same ids, same times
+    assert durable.calls == durable_calls  # nothing new to make durable
+
+
+async def test_an_expense_beyond_the_balance_is_rejected_and_changes_no_balance() -> None:
+    steps, _, send, _ = build()
+    wallet_id = str(uuid.uuid4())
+    await steps.process_movement(open_command(wallet_id, 100))
+
+    await steps.process_movement(expense(wallet_id, 300))
+
+    assert steps.wallets[wallet_id]["balance"] == 100
+    rejected = send.on(WALLET_MOVEMENT_UPDATES.name)[-1]
+    assert rejected["status"] == "rejected" and rejected["reason_code"] == "insufficient_funds"
