@@ -19,6 +19,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"
 LOCAL = ROOT / ".local"
+OPTIONAL_SECTIONS = frozenset({"stripe"})
 
 
 class ConfigError(ValueError):
@@ -110,6 +111,20 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True)
+class StripeConfig:
+    """Stripe as a second provider. Its keys are never here: see connectors/stripe_secrets.py."""
+
+    enabled: bool  # payments may name provider "stripe" in this deployment
+    api_base: str  # https://api.stripe.com, or a local stripe-mock that `make test` starts
+    secrets_file: str  # where the keys are when not in the environment; "" = .local/<environment>/stripe.secrets
+    webhook_tolerance_s: int  # how old a Stripe-Signature timestamp may be (Stripe's default: 300)
+
+    @classmethod
+    def disabled(cls) -> StripeConfig:
+        return cls(False, "https://api.stripe.com", "", 300)
+
+
+@dataclass(frozen=True)
 class ProjectorConfig:
     metrics_port: int
 
@@ -172,6 +187,8 @@ class Config:
     auth: AuthConfig
     gateway: GatewayConfig
     log: LogConfig = field(default_factory=lambda: LogConfig("INFO", False))
+    # Optional: a deployment without this section has no Stripe.
+    stripe: StripeConfig = field(default_factory=StripeConfig.disabled)
 
 
 def load_config(environment: str | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -190,6 +207,8 @@ def load_config(environment: str | None = None, env: Mapping[str, str] | None = 
         if section.name == "environment":
             continue
         values = raw.pop(section.name, None)
+        if values is None and section.name in OPTIONAL_SECTIONS:
+            continue
         if values is None:
             raise ConfigError(f"{path}: missing section {section.name!r}")
         sections[section.name] = _build_section(section.type, section.name, values, env, path)

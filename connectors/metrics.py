@@ -29,6 +29,11 @@ EVENT_LATENCY = Histogram(
     ["agent"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
 )
+PROVIDER_CALLS = Counter(
+    "provider_calls_total",
+    "Charges and refunds sent to a provider: accepted, rejected (final) or unavailable (after every attempt)",
+    ["provider", "operation", "outcome"],
+)
 DEAD_LETTERS = Counter("dead_letters_total", "Messages written to the dead-letter topic", ["consumer", "error_type"])
 PROCESSING_PAUSES = Counter(
     "processing_pauses_total", "Times a partition paused on an infrastructure failure", ["consumer", "topic"]

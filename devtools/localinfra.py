@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.config import LOCAL, ROOT, Config, load_config, state_dir
+from devtools import stripe_mock
 from devtools.infra_base import InfraError, read_pid, say, stop_pid
 from devtools.local_postgres import pg_data_dir, postgres_ready, start_postgres, stop_postgres
 
@@ -187,10 +188,14 @@ def up(config: Config) -> None:
     LOCAL.mkdir(exist_ok=True)
     start_postgres(config)
     start_kafka(config)
+    if stripe_mock.wanted(config):
+        stripe_mock.start(config)
     say(f"infrastructure ready in {time.monotonic() - started:.1f}s")
 
 
 def down(config: Config) -> None:
+    if stripe_mock.wanted(config):
+        stripe_mock.stop(config)
     stop_kafka(config)
     stop_postgres(config)
 

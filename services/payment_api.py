@@ -8,29 +8,22 @@ worker. Reads come from the PostgreSQL views, optionally waiting for a terminal 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
 from connectors import payment_views as views
-from connectors import wallet_views
-from connectors.config import Config, load_config
+from connectors.config import Config, ProviderConfig, load_config
 from connectors.logs import setup_logging
 from connectors.projections import ts
+from connectors.providers import offered
 from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from connectors.topics import (
-    EXTERNAL_PROVIDER_EVENTS,
-    PAYMENT_CREATED,
-    PAYMENT_FAILED,
-    PAYMENT_REFUND_REQUESTED,
-    PAYMENT_SUCCEEDED,
-)
+from connectors.topics import PAYMENT_CREATED, PAYMENT_FAILED, PAYMENT_REFUND_REQUESTED, PAYMENT_SUCCEEDED
 from domain import payment as domain
 from domain.access import Action, Principal
 from domain.events import EventMeta
@@ -58,7 +51,15 @@ from services.http import (
 )
 from services.idempotency import Answer, Keyed, keyed_body, respond
 from services.openapi import Operation, document
-from streams.envelope import actor_fields, command_record, now_ms, to_record
+from services.payment_reads import WALLETS, known_wallet, payment_body, wait_for_payment
+from services.provider_webhooks import (
+    STRIPE_OPERATION,
+    ProviderReport,
+    load_webhook_secret,
+    publish_reports,
+    simulator_report,
+)
+from streams.envelope import actor_fields, now_ms, to_record
 
 log = logging.getLogger("payment_api")
 
@@ -97,46 +98,6 @@ WEBHOOK = {
         },
     ),
 }
-POLL_S = 0.05
-# Once the terminal event is on the log, the view row trails it by milliseconds.
-SETTLE_POLL_S = 0.01
-MAX_POLL_S = 0.25
-
-
-async def wait_for_payment(
-    pool: asyncpg.Pool,
-    payment_id: str,
-    timeout: float,
-    decided: Awaitable[Any] | None = None,
-    settled: bool = False,
-) -> asyncpg.Record | None:
-    """The payment's view row once terminal, or whatever the view holds when the time is up:
-    the one wait of the payment API, for a new payment and for `GET ?wait=N` alike.
-
-    Given `decided` (the terminal event arriving on the log), it waits for that without
-    querying, then reads the view, which trails the log by milliseconds (SETTLE_POLL_S).
-    Otherwise the pause doubles up to MAX_POLL_S: under overload the views fall behind and
-    a fixed 10 ms poll from every waiting request turns into a flood of queries that slows
-    the projector further."""
-    deadline = time.monotonic() + timeout
-    poll_s = SETTLE_POLL_S if settled else POLL_S
-    if decided is not None:
-        await decided  # bounded by the same timeout: the waiter gives up with us
-        poll_s = SETTLE_POLL_S
-    while True:
-        row = await views.get_payment(pool, payment_id)
-        remaining = deadline - time.monotonic()
-        if (row is not None and row["status"] in domain.TERMINAL_STATUSES) or remaining <= 0:
-            return row
-        await asyncio.sleep(min(poll_s, remaining))
-        poll_s = min(poll_s * 2, MAX_POLL_S)
-
-
-async def payment_body(pool: asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any]:
-    payment_id = str(row["id"])
-    return views.payment_json(
-        row, await views.list_operations(pool, payment_id), await views.list_refunds(pool, payment_id)
-    )
 
 
 async def create_payment(request: web.Request) -> web.Response:
@@ -176,8 +137,9 @@ async def _create(
         for name in ("provider", "token"):
             if body[name] is None:
                 raise ApiError(400, "missing_field", f"field {name!r} is required for an external payment", name)
-        if body["provider"] != config.provider.name:
-            raise ApiError(422, "unknown_provider", f"provider must be {config.provider.name!r}", "provider")
+        if body["provider"] not in offered(config):
+            choices = " or ".join(repr(name) for name in offered(config))
+            raise ApiError(422, "unknown_provider", f"provider must be {choices}", "provider")
         if body["wallet_id"] is not None:
             raise ApiError(400, "unknown_field", "wallet_id is only for a wallet payment", "wallet_id")
     now = now_ms()
@@ -219,24 +181,6 @@ async def _create(
         "status": "processing",
         "status_url": f"/api/v1/payments/{payment_id}",
     }
-
-
-WALLETS = web.AppKey("wallets", dict)
-MAX_KNOWN_WALLETS = 100_000
-
-
-async def known_wallet(known: dict[str, Any], pool: asyncpg.Pool, wallet_id: str) -> Any:
-    """A wallet's owner and currency, which never change: read once from the views, then kept.
-    A wallet not found is not kept (it may be opened a moment later)."""
-    wallet = known.get(wallet_id)
-    if wallet is None:
-        row = await wallet_views.get_wallet(pool, wallet_id)
-        if row is None:
-            return None
-        if len(known) >= MAX_KNOWN_WALLETS:
-            known.clear()
-        wallet = known[wallet_id] = {"user_id": row["user_id"], "currency": row["currency"]}
-    return wallet
 
 
 async def _check_wallet(request: web.Request, pool: asyncpg.Pool, body: dict[str, Any]) -> None:
@@ -354,36 +298,25 @@ async def provider_webhook(request: web.Request) -> web.Response:
     if provider != config.name:
         raise ApiError(404, "unknown_provider", f"no provider {provider!r}", "provider")
     raw = await read_raw(request)
-    problem = verify(
-        config.webhook_secret,
-        request.headers.get(TIMESTAMP_HEADER),
-        request.headers.get(SIGNATURE_HEADER),
-        raw,
-        int(time.time()),
-        config.webhook_tolerance_s,
-    )
-    if problem is not None:
-        log.warning("webhook from %s refused: %s", provider, problem)
-        raise ApiError(401, "invalid_signature", problem)
-    hook = read_fields(parse_object(raw), WEBHOOK, ignore_unknown=True)
-    data, payment_id = hook["data"], hook["data"]["metadata"]["payment_id"]
-    update = command_record(
-        "ProviderUpdate",
-        EventMeta(derive_id("ProviderUpdate", provider, hook["id"]), now_ms(), payment_id, None),
-        provider=provider,
-        provider_event_id=hook["id"],
-        payment_id=payment_id,
-        provider_reference=data["id"],
-        operation_id=data["metadata"]["operation_id"],
-        kind=data["object"],
-        status=data["status"],
-        amount={"amount": data["amount"], "currency": data["currency"]},
-        failure_reason=data["failure_reason"],
-        provider_timestamp=hook["created"],
-    )
-    # A replay (same provider event id) carries the same event id; the saga applies it once.
-    await request.app[PUBLISHER].publish(EXTERNAL_PROVIDER_EVENTS.name, payment_id, update)
+    try:
+        reports = read_simulator_webhook(config, request.headers, raw, int(time.time()))
+    except ApiError as exc:
+        if exc.status == 401:
+            log.warning("webhook from %s refused: %s", provider, exc.message)
+        raise
+    await publish_reports(request, provider, reports)
     return web.json_response({"received": True})
+
+
+def read_simulator_webhook(
+    config: ProviderConfig, headers: Mapping[str, str], raw: bytes, now: int
+) -> list[ProviderReport]:
+    """The simulator's side of the webhook contract (Stripe's: provider_webhooks.read_stripe_webhook)."""
+    timestamp, signature = headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER)
+    problem = verify(config.webhook_secret, timestamp, signature, raw, now, config.webhook_tolerance_s)
+    if problem is not None:
+        raise ApiError(401, "invalid_signature", problem)
+    return [simulator_report(read_fields(parse_object(raw), WEBHOOK, ignore_unknown=True))]
 
 
 resources = command_resources(
@@ -405,6 +338,7 @@ OPERATIONS = [
         body=REFUND_BODY,
         idempotent=True,
     ),
+    STRIPE_OPERATION,  # before the simulator's route, which would take "stripe" for its {provider}
     Operation(
         "POST",
         "/api/v1/webhooks/{provider}",
@@ -423,6 +357,7 @@ def create_app(config: Config) -> web.Application:
     app = service_app("payment-api", config, routes, resources, document("Payment API", OPERATIONS))
     app[ADMISSION] = Admission.of(config.payment_api)
     app[WALLETS] = {}
+    load_webhook_secret(app)
     return app
 
 

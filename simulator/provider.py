@@ -152,6 +152,11 @@ def _public(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in PRIVATE}
 
 
+def _answer(request: web.Request, obj: dict[str, Any]) -> web.Response:
+    """The object, with the Idempotency-Key it was made under echoed back, as Stripe does."""
+    return web.json_response(_public(obj), headers={"Idempotency-Key": request.headers["Idempotency-Key"]})
+
+
 async def _json(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
@@ -167,7 +172,7 @@ async def create_charge(request: web.Request) -> web.Response:
     body = await _json(request)
     key, existing = _idempotent(request, sim, body)
     if existing is not None:
-        return web.json_response(_public(existing))
+        return _answer(request, existing)
     token = body.get("token")
     amount = body.get("amount")
     if token not in TOKENS:
@@ -203,7 +208,7 @@ async def create_charge(request: web.Request) -> web.Response:
         sim.later(delay, charge, ["final", "pending"])
     elif token != "tok_no_answer":
         sim.later(delay, charge, ["final"])
-    return web.json_response(_public(charge))
+    return _answer(request, charge)
 
 
 async def create_refund(request: web.Request) -> web.Response:
@@ -211,7 +216,7 @@ async def create_refund(request: web.Request) -> web.Response:
     body = await _json(request)
     key, existing = _idempotent(request, sim, body)
     if existing is not None:
-        return web.json_response(_public(existing))
+        return _answer(request, existing)
     charge = sim.objects.get(str(body.get("charge")))
     amount = body.get("amount")
     if charge is None or charge["object"] != "charge":
@@ -247,7 +252,7 @@ async def create_refund(request: web.Request) -> web.Response:
         sim.later(sim.config.provider.late_delay_s, refund, ["final"])
     elif behaviour != "tok_refund_no_answer":
         sim.later(sim.config.provider.webhook_delay_s, refund, ["final"])
-    return web.json_response(_public(refund))
+    return _answer(request, refund)
 
 
 async def list_objects(request: web.Request) -> web.Response:

@@ -2,7 +2,7 @@
 state, makes it durable, publishes what was decided, then performs the requests.
 
 Everything a step touches is passed in (see `streams.payment_worker.bootstrap`), so a unit
-test builds the steps with a dict for the table, a list for what they send and a fake provider.
+test builds the steps with a dict for the table, a list for what they send and fake providers.
 The `payments` table is written only by steps whose source topic is keyed by payment id,
 because a table write goes to the changelog partition of the event being processed;
 `process_movement_outcome` reads a topic keyed by wallet id, so it only republishes.
@@ -11,11 +11,11 @@ because a table write goes to the changelog partition of the event being process
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from connectors.provider_client import ProviderRejected, ProviderUnavailable
+from connectors.provider_client import PaymentProvider, ProviderRejected, ProviderUnavailable
 from connectors.topics import (
     PAYMENT_FAILED,
     PAYMENT_OPERATION_COMPLETED,
@@ -50,16 +50,6 @@ class UnprocessableEvent(ValueError):
     """An event this step cannot apply; the Processor retries, then dead-letters it with this reason."""
 
 
-class Provider(Protocol):
-    async def charge(
-        self, idempotency_key: str, payment_id: str, amount: int, currency: str, token: str
-    ) -> dict[str, Any]: ...
-
-    async def refund(
-        self, idempotency_key: str, payment_id: str, charge: str, amount: int, currency: str
-    ) -> dict[str, Any]: ...
-
-
 def expect(event: dict[str, Any], *types: str) -> str:
     event_type: str = event["envelope"]["event_type"]
     if event_type not in types:
@@ -72,7 +62,8 @@ class PaymentSteps:
     payments: Table
     send: Sender
     durable: Durable
-    provider: Provider
+    # The provider port's adapters (connectors/providers.py), by the name a payment gives.
+    providers: Mapping[str, PaymentProvider]
     refund_deadline_ms: int
     deadlines: DeadlineIndex = field(default_factory=DeadlineIndex)
     now: Callable[[], int] = now_ms
@@ -200,13 +191,16 @@ class PaymentSteps:
         if isinstance(effect, domain.WalletMovement):
             await self.send(WALLET_MOVEMENT_REQUIRED.name, effect.wallet_id.encode(), movement_required(effect))
             return
+        provider = self.providers.get(effect.provider)
         try:
+            if provider is None:
+                raise ProviderUnavailable(f"provider {effect.provider!r} is not offered by this deployment")
             if isinstance(effect, domain.ProviderCharge):
-                await self.provider.charge(
+                await provider.charge(
                     effect.operation_id, effect.payment_id, effect.amount.amount, effect.amount.currency, effect.token
                 )
             else:
-                await self.provider.refund(
+                await provider.refund(
                     effect.operation_id,
                     effect.payment_id,
                     effect.charge_reference,
@@ -214,7 +208,7 @@ class PaymentSteps:
                     effect.amount.currency,
                 )
         except ProviderRejected as exc:
-            await self.publish((domain.refused_by_provider(effect, str(exc), self.now()),))
+            await self.publish((domain.refused_by_provider(effect, str(exc), self.now(), exc.decline_code),))
         except ProviderUnavailable as exc:
             if isinstance(effect, domain.ProviderCharge) or effect.deadline_at is not None:
                 # The operation may or may not exist at the provider; its deadline fails it, and a

@@ -11,7 +11,7 @@ import time
 
 from connectors.avro import make_codec
 from connectors.config import Config, load_config
-from connectors.provider_client import ProviderClient
+from connectors.providers import make_providers
 from connectors.topics import (
     EXTERNAL_PROVIDER_EVENTS,
     PAYMENT_CREATED,
@@ -52,9 +52,8 @@ def bootstrap(config: Config | None = None) -> Worker[PaymentSteps]:
     app = make_app(PAYMENT_WORKER, config, config.payment_worker.web_port, config.payment_worker.store)
     payments = app.Table("payments", default=None, partitions=config.kafka.partitions)
     send = make_sender(app, codec)
-    steps = PaymentSteps(
-        payments, send, lambda: durable(app), ProviderClient(config.provider), int(config.provider.deadline_s * 1000)
-    )
+    providers = make_providers(config)  # by the name a payment gives; Stripe's secrets are loaded now
+    steps = PaymentSteps(payments, send, lambda: durable(app), providers, int(config.provider.deadline_s * 1000))
     # The step each source topic feeds; concurrency 1 everywhere: one writer per payment
     # partition, and faust #606 with more.
     step_of: dict[TopicSpec, Handler] = {

@@ -54,7 +54,6 @@ from devtools.bench.stack import OurStack, prepare_wallets
 
 def stack_settings(config: Config) -> dict[str, Any]:
     """What shapes the numbers, read from the code and configuration that run."""
-    from services import payment_api
     from streams.app import make_app
 
     conf = make_app("bench-settings", config, config.payment_worker.web_port, "memory://").conf
@@ -72,11 +71,7 @@ def stack_settings(config: Config) -> dict[str, Any]:
         "broker_max_poll_records": conf.broker_max_poll_records,
         "processing_guarantee": str(conf.processing_guarantee),
         "api_publisher": "acks=all, idempotent, linger_ms=1",
-        "api_wait": (
-            f"terminal event from Kafka, then the view row every {payment_api.SETTLE_POLL_S * 1000:.0f} ms"
-            if hasattr(payment_api, "SETTLE_POLL_S")
-            else f"poll PostgreSQL every {payment_api.POLL_S * 1000:.0f} ms"
-        )
+        "api_wait": "a wallet payment is answered from its terminal event (no view read); others read the view"
         + f", up to {config.payment_api.outcome_timeout_s:g} s",
         "projector": "getmany 1000 records, one transaction per partition batch",
     }

@@ -135,8 +135,12 @@ def operation_from_provider(
     )
 
 
-def refused_by_provider(effect: ProviderCharge | ProviderRefund, message: str, now: int) -> PaymentOperationCompleted:
-    """A refusal is final: it becomes the operation's failed outcome, like a decline by webhook."""
+def refused_by_provider(
+    effect: ProviderCharge | ProviderRefund, message: str, now: int, decline_code: str | None = None
+) -> PaymentOperationCompleted:
+    """A refusal is final: it becomes the operation's failed outcome, like a decline by webhook.
+    A card declined while the charge was confirmed fails with the provider's code, as its
+    webhook would; any other refusal is provider_rejected."""
     meta = EventMeta(
         derive_id("PaymentOperationCompleted", effect.operation_id),
         now,
@@ -154,7 +158,7 @@ def refused_by_provider(effect: ProviderCharge | ProviderRefund, message: str, n
         effect.amount,
         "provider",
         None,
-        "provider_rejected",
+        decline_code or "provider_rejected",
         message[:500],
     )
 

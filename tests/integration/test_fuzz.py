@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 import schemathesis
+import stripe
 import yarl
 from confluent_kafka import Consumer, TopicPartition
 from hypothesis import HealthCheck, given, settings
@@ -27,6 +28,7 @@ from connectors.auth import issue_token
 from connectors.avro import SingleObjectCodec
 from connectors.config import Config
 from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from connectors.stripe_secrets import load_stripe_secrets
 from connectors.topics import (
     EXTERNAL_PROVIDER_EVENTS,
     PAYMENT_CREATED,
@@ -151,7 +153,8 @@ def test_wallet_api_survives_fuzzing(payment_system: Config, command_log: Comman
 
 
 def test_payment_api_survives_fuzzing(payment_system: Config, command_log: CommandLog) -> None:
-    assert fuzz(service_schema(payment_system, payment_system.payment_api.port), command_log) == 4
+    # Create, get, refund, and the two webhooks (the simulator's and Stripe's).
+    assert fuzz(service_schema(payment_system, payment_system.payment_api.port), command_log) == 5
 
 
 # ---------------------------------------------------------------- hostile shapes, on every operation
@@ -278,13 +281,16 @@ def body_shapes(schema: dict[str, Any], base: dict[str, Any]) -> list[Shape]:
 FORM = "application/x-www-form-urlencoded"
 LATIN1_JSON = "application/json; charset=latin-1"
 GZIP_JSON = {**JSON_TYPE, "Content-Encoding": "gzip"}
+
+
+def bad_created(as_text: str) -> list[tuple[str, Any, int]]:
+    """What no webhook's `created` may be: too late, negative, text, a fraction, a boolean."""
+    return [("created", value, 422) for value in (10**30, -1, as_text, 1.5, True)]
+
+
 # (field, value, status): what a signed webhook may not carry, beyond the shapes of any body.
 WEBHOOK_VALUES: list[tuple[str, Any, int]] = [
-    ("created", 10**30, 422),
-    ("created", -1, 422),
-    ("created", "1700000000000", 422),
-    ("created", 1.5, 422),
-    ("created", True, 422),
+    *bad_created("1700000000000"),
     ("data.metadata.operation_id", 123, 422),
     ("data.metadata.operation_id", {"a": 1}, 422),
     ("data.metadata.operation_id", ["x"], 422),
@@ -298,6 +304,26 @@ WEBHOOK_VALUES: list[tuple[str, Any, int]] = [
     ("id", 12345, 422),
     ("data", None, 400),
 ]
+STRIPE_HOOK = "/api/v1/webhooks/stripe"
+# The same for a Stripe event's envelope (its objects' fields: tests/unit/test_stripe_webhooks.py).
+STRIPE_WEBHOOK_VALUES: list[tuple[str, Any, int]] = [
+    *bad_created("1700000000"),
+    ("id", 12345, 422),
+    ("type", ["payment_intent.succeeded"], 422),
+    ("data.object", "x", 422),
+    ("data.object.id", None, 400),
+    ("data", None, 400),
+]
+
+
+def webhook_signature(config: Config, template: str, body: bytes) -> dict[str, str]:
+    """Headers that sign `body` as the webhook's provider does, so that only its content is judged."""
+    now = int(time.time())
+    if template == STRIPE_HOOK:
+        payload = body.decode(errors="replace")  # bytes that are not UTF-8 are refused before the signature
+        secret = load_stripe_secrets(config).webhook_secret
+        return {"Stripe-Signature": stripe.WebhookSignature.generate_signature_header(payload, secret, now)}
+    return {TIMESTAMP_HEADER: str(now), SIGNATURE_HEADER: sign(config.provider.webhook_secret, now, body)}
 
 
 def operation_shapes(template: str, op: dict[str, Any], ids: dict[str, str]) -> list[Shape]:
@@ -322,8 +348,8 @@ def operation_shapes(template: str, op: dict[str, Any], ids: dict[str, str]) -> 
         schema = op["requestBody"]["content"]["application/json"]["schema"]
         base = valid_value(schema)
         shapes += body_shapes(schema, base)
-        if op.get("security") == []:  # the webhook
-            for name, value, status in WEBHOOK_VALUES:
+        if op.get("security") == []:  # a webhook
+            for name, value, status in STRIPE_WEBHOOK_VALUES if template == STRIPE_HOOK else WEBHOOK_VALUES:
                 shapes.append(
                     Shape(f"{name}={value!r}", status, name, None, encoded(replaced(base, name, value)), JSON_TYPE)
                 )
@@ -369,9 +395,7 @@ async def test_hostile_shapes_on_every_operation_are_refused_and_change_nothing(
             for shape in operation_shapes(template, op, resources.ids):
                 headers = {**credential, **shape.headers}
                 if op.get("security") == [] and shape.body is not None:  # a webhook is signed, every byte
-                    now = int(time.time())
-                    headers[TIMESTAMP_HEADER] = str(now)
-                    headers[SIGNATURE_HEADER] = sign(config.provider.webhook_secret, now, shape.body)
+                    headers.update(webhook_signature(config, template, shape.body))
                 for base_url in (f"http://127.0.0.1:{port}", f"http://127.0.0.1:{config.gateway.port}"):
                     path = shape.path or template.format(**resources.ids)
                     status, body = await send(http, base_url, method.upper(), path, headers, shape.body)

@@ -19,36 +19,37 @@ PAYER = ("payer-subject", ("user",))
 
 
 class RefusingProvider:
-    def __init__(self) -> None:
+    def __init__(self, decline_code: str | None = None) -> None:
         self.charges: list[str] = []
+        self.decline_code = decline_code
 
     async def charge(self, idempotency_key: str, payment_id: str, amount: int, currency: str, token: str) -> Any:
         self.charges.append(idempotency_key)
-        raise ProviderRejected(402, {"error": "card declined"})
+        raise ProviderRejected(402, {"error": "card declined"}, self.decline_code)
 
     async def refund(self, idempotency_key: str, payment_id: str, charge: str, amount: int, currency: str) -> Any:
         raise AssertionError("no refund expected")
 
 
-def build(provider: Any = None) -> tuple[PaymentSteps, Journal, FakeSender]:
+def build(provider: Any = None, providers: dict[str, Any] | None = None) -> tuple[PaymentSteps, Journal, FakeSender]:
     journal = Journal()
     send = FakeSender(journal)
     steps = PaymentSteps(
         FakeTable(journal, "payments"),
         send,
         FakeDurable(journal),
-        provider or RefusingProvider(),
+        providers if providers is not None else {"simulator": provider or RefusingProvider()},
         60_000,
         now=lambda: NOW,
     )
     return steps, journal, send
 
 
-def created(method: str = "wallet") -> domain.RequestPayment:
+def created(method: str = "wallet", provider_name: str = "simulator") -> domain.RequestPayment:
     payment_id = str(uuid.uuid4())
     meta = EventMeta(str(uuid.uuid4()), NOW, payment_id, None, *PAYER)
     wallet = str(uuid.uuid4()) if method == "wallet" else None
-    provider, token = ("simulator", "tok_visa") if method == "external" else (None, None)
+    provider, token = (provider_name, "tok_visa") if method == "external" else (None, None)
     return domain.RequestPayment(
         meta, payment_id, str(uuid.uuid4()), Money(5_000, "USD"), method, wallet, provider, token, "test", None
     )
@@ -123,3 +124,26 @@ async def test_a_charge_the_provider_refuses_becomes_its_failed_operation() -> N
     assert failed["status"] == "failed" and failed["failure_code"] == "provider_rejected"
     assert failed["operation_id"] == provider.charges[0]
     assert failed["envelope"]["actor_subject"] == PAYER[0]
+
+
+async def test_a_charge_goes_to_the_provider_the_payment_names() -> None:
+    simulator, stripe = RefusingProvider(), RefusingProvider("card_declined")
+    steps, _, send = build(providers={"simulator": simulator, "stripe": stripe})
+    event = created("external", "stripe")
+
+    await steps.process_payment_method(to_record(event))
+
+    assert simulator.charges == [] and len(stripe.charges) == 1
+    # A card declined while confirming fails with the provider's code, as its webhook would.
+    [failed] = send.on(PAYMENT_OPERATION_COMPLETED.name)
+    assert failed["status"] == "failed" and failed["failure_code"] == "card_declined"
+
+
+async def test_a_charge_to_a_provider_not_offered_waits_for_its_deadline() -> None:
+    steps, _, send = build(providers={"simulator": RefusingProvider()})
+    event = created("external", "stripe")
+
+    await steps.process_payment_method(to_record(event))
+
+    assert steps.payments[event.payment_id]["status"] == "processing"
+    assert send.on(PAYMENT_OPERATION_COMPLETED.name) == []

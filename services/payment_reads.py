@@ -1,0 +1,75 @@
+"""What the payment API reads: a payment from the views, waiting for it to be decided, and the
+wallets it has already looked up (their owner and currency never change)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from connectors import payment_views as views
+from connectors import wallet_views
+from domain import payment as domain
+
+POLL_S = 0.05
+# Once the terminal event is on the log, the view row trails it by milliseconds.
+SETTLE_POLL_S = 0.01
+MAX_POLL_S = 0.25
+
+
+async def wait_for_payment(
+    pool: asyncpg.Pool,
+    payment_id: str,
+    timeout: float,
+    decided: Awaitable[Any] | None = None,
+    settled: bool = False,
+) -> asyncpg.Record | None:
+    """The payment's view row once terminal, or whatever the view holds when the time is up:
+    the one wait of the payment API, for a new payment and for `GET ?wait=N` alike.
+
+    Given `decided` (the terminal event arriving on the log), it waits for that without
+    querying, then reads the view, which trails the log by milliseconds (SETTLE_POLL_S).
+    Otherwise the pause doubles up to MAX_POLL_S: under overload the views fall behind and
+    a fixed 10 ms poll from every waiting request turns into a flood of queries that slows
+    the projector further."""
+    deadline = time.monotonic() + timeout
+    poll_s = SETTLE_POLL_S if settled else POLL_S
+    if decided is not None:
+        await decided  # bounded by the same timeout: the waiter gives up with us
+        poll_s = SETTLE_POLL_S
+    while True:
+        row = await views.get_payment(pool, payment_id)
+        remaining = deadline - time.monotonic()
+        if (row is not None and row["status"] in domain.TERMINAL_STATUSES) or remaining <= 0:
+            return row
+        await asyncio.sleep(min(poll_s, remaining))
+        poll_s = min(poll_s * 2, MAX_POLL_S)
+
+
+async def payment_body(pool: asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any]:
+    payment_id = str(row["id"])
+    return views.payment_json(
+        row, await views.list_operations(pool, payment_id), await views.list_refunds(pool, payment_id)
+    )
+
+
+WALLETS = web.AppKey("wallets", dict)
+MAX_KNOWN_WALLETS = 100_000
+
+
+async def known_wallet(known: dict[str, Any], pool: asyncpg.Pool, wallet_id: str) -> Any:
+    """A wallet's owner and currency, which never change: read once from the views, then kept.
+    A wallet not found is not kept (it may be opened a moment later)."""
+    wallet = known.get(wallet_id)
+    if wallet is None:
+        row = await wallet_views.get_wallet(pool, wallet_id)
+        if row is None:
+            return None
+        if len(known) >= MAX_KNOWN_WALLETS:
+            known.clear()
+        wallet = known[wallet_id] = {"user_id": row["user_id"], "currency": row["currency"]}
+    return wallet
