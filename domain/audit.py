@@ -42,6 +42,7 @@ class Ledger:
         self.seen_movements: set[str] = set()
         self.violations: list[Violation] = []
         self.currency_open: dict[str, Violation] = {}
+        self.pending: set[str] = set()  # payments with news not judged yet
 
     # ------------------------------------------------------------ reading the log
 
@@ -55,6 +56,7 @@ class Ledger:
     def _payment(self, event: Event, at: At, now: float) -> PaymentBook:
         book = self.payments[event["payment_id"]]
         book.last_at, book.last_news, book.judged = at, now, False
+        self.pending.add(event["payment_id"])
         return book
 
     def _on_MovementUpdated(self, event: Event, at: At, now: float) -> None:
@@ -104,6 +106,7 @@ class Ledger:
             payment = self.payments[owner]
             payment.movements[movement_id] = movement
             payment.last_news, payment.judged = now, False
+            self.pending.add(owner)
 
     def _owner_of_reverted(self, event: Event) -> str | None:
         reverted = self.movements.get(event["reverts_movement_id"] or "")
@@ -179,15 +182,19 @@ class Ledger:
     # ------------------------------------------------------------ judging
 
     def judge(self, now: float, quiet_s: float, grace_s: float) -> None:
-        for payment_id, book in self.payments.items():
-            if book.judged or book.created is None or book.last_at is None:
+        for payment_id in list(self.pending):
+            book = self.payments[payment_id]
+            if book.created is None or book.last_at is None:
                 continue
             quiet = now - book.last_news
             if (self._settled(book) and quiet >= quiet_s) or quiet >= grace_s:
                 self._judge_payment(payment_id, book)
                 book.judged = True
+                self.pending.discard(payment_id)
         for wallet_id, wallet in self.wallets.items():
-            gap = None if wallet.gap_reported or now - wallet.last_news < grace_s else self._gap(wallet)
+            unbroken = not wallet.versions or max(wallet.versions) == len(wallet.versions)
+            quiet = now - wallet.last_news >= grace_s
+            gap = None if wallet.gap_reported or unbroken or not quiet else self._gap(wallet)
             if gap is not None:
                 wallet.gap_reported = True
                 version, at = gap
@@ -302,16 +309,31 @@ class Ledger:
             lambda: dict.fromkeys(("balances", "openings", "incomes", "expenses"), 0)
         )
         for wallet_id, book in self.wallets.items():
-            if book.balance is None or any(v not in book.versions for v in range(1, book.balance[0] + 1)):
-                continue
-            figures = totals[book.currency]
-            figures["balances"] += book.balance[1]
+            own = self._wallet_figures(wallet_id, book)
+            if own is not None:
+                figures = totals[book.currency]
+                for kind, amount in own.items():
+                    figures[kind] += amount
+        return dict(totals)
+
+    @staticmethod
+    def _wallet_figures(wallet_id: str, book: WalletBook) -> dict[str, int] | None:
+        """This wallet's share of its currency's figures, or None while its history up to its
+        latest balance is incomplete; kept until the wallet reads something new."""
+        key = (book.balance, len(book.versions))
+        if book.figures is not None and book.figures[0] == key:
+            return book.figures[1]
+        own: dict[str, int] | None = None
+        if book.balance is not None and all(v in book.versions for v in range(1, book.balance[0] + 1)):
+            own = dict.fromkeys(("balances", "openings", "incomes", "expenses"), 0)
+            own["balances"] = book.balance[1]
             opening = opening_movement_id(wallet_id)
             for version in range(1, book.balance[0] + 1):
                 m = book.versions[version]
                 kind = "openings" if m.movement_id == opening else "incomes" if m.delta > 0 else "expenses"
-                figures[kind] += abs(m.delta)
-        return dict(totals)
+                own[kind] += abs(m.delta)
+        book.figures = (key, own)
+        return own
 
     def _last_at(self) -> At:
         latest = [b.balance[2] for b in self.wallets.values() if b.balance is not None]
@@ -331,4 +353,4 @@ class Ledger:
         return counts
 
     def unjudged(self) -> int:
-        return sum(1 for b in self.payments.values() if not b.judged and b.created is not None)
+        return sum(1 for p in self.pending if self.payments[p].created is not None)

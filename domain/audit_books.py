@@ -55,6 +55,9 @@ class WalletBook:
     unmatched: dict[int, tuple[int, At]] = field(default_factory=dict)  # updates whose movement is not read yet
     last_news: float = 0.0
     gap_reported: bool = False
+    # (balance, versions read) -> this wallet's figures: recomputed only when either moved,
+    # so judging the books costs a pass over the wallets, not over their whole history.
+    figures: tuple[Any, dict[str, int] | None] | None = None
 
 
 @dataclass

@@ -85,7 +85,7 @@ class Auditor:
                     for message in messages:
                         self.read(tp, message.offset, message.value, now)
                     self.positions[tp] = messages[-1].offset + 1
-                self.publish()
+                self.report_new()
             judging.cancel()
         finally:
             await consumer.stop()
@@ -107,7 +107,17 @@ class Auditor:
             await asyncio.sleep(JUDGE_EVERY_S)
 
     def publish(self) -> None:
-        """Metrics and the log line of every violation found since the last call."""
+        """Every metric, after judging: the books' figures cost a pass over the wallets."""
+        self.report_new()
+        for invariant, count in self.ledger.open_counts().items():
+            VIOLATIONS_OPEN.labels(invariant).set(count)
+        for currency, figures in self.ledger.currency_totals().items():
+            for kind, amount in figures.items():
+                LEDGER.labels(currency, kind).set(amount)
+        LAG.set(sum(self.lag().values()))
+
+    def report_new(self) -> None:
+        """The counter and the log line of every violation found since the last call."""
         for violation in self.ledger.violations[self.reported :]:
             VIOLATIONS_TOTAL.labels(violation.invariant).inc()
             log.error(
@@ -119,12 +129,6 @@ class Auditor:
                 violation.message,
             )
         self.reported = len(self.ledger.violations)
-        for invariant, count in self.ledger.open_counts().items():
-            VIOLATIONS_OPEN.labels(invariant).set(count)
-        for currency, figures in self.ledger.currency_totals().items():
-            for kind, amount in figures.items():
-                LEDGER.labels(currency, kind).set(amount)
-        LAG.set(sum(self.lag().values()))
 
     def lag(self) -> dict[str, int]:
         if self.consumer is None:
