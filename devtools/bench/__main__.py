@@ -166,7 +166,7 @@ async def bench(args: argparse.Namespace, config: Config) -> dict[str, Any]:
         await asyncio.gather(watcher, return_exceptions=True)
         await ours.tail.stop()
         await pool.close()
-    if args.mode == "overload":
+    if args.mode == "overload" or args.skip_raw:
         return {"settings": settings, "ours": our_steps, "raw": []}
     chain = RawChain(config, int(settings["producer_linger_ms"]), int(settings["broker_commit_interval_s"] * 1000))
     raw_steps: list[Step] = []
@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--duration", type=float, help="seconds of load (fixed 20, overload 30)")
     parser.add_argument("--workers", type=int, default=1, help="processes of each worker (scale-out)")
+    parser.add_argument("--skip-raw", action="store_true", help="measure our stack only, not the raw relay chain")
     parser.add_argument("--step-duration", type=float, default=6, help="seconds per rate step, max mode")
     parser.add_argument("--slo-p99-ms", type=float, default=1000, help="max mode: a step counts if p99 stays below")
     # Not $ENVIRONMENT: an exported ENVIRONMENT=test must not point the load at the test system.

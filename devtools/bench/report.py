@@ -9,7 +9,10 @@ from devtools.bench.measure import Step, percentile
 
 
 def headline(steps: list[Step], mode: str, slo: float) -> Step:
-    """The step to compare: the only one, or in max mode the fastest that met the target."""
+    """The step to compare: the only one, or in max mode the fastest that met the target (an
+    empty step when a system was not measured)."""
+    if not steps:
+        return Step("skipped", 0.0, 1.0)
     if mode == "fixed":
         return steps[0]
     good = [s for s in steps if s.sustained(slo)]
