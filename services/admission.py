@@ -26,9 +26,22 @@ RETRY_AFTER_S = 1
 
 
 @dataclass
+class Ticket:
+    """An admitted request. Its wait counts as the system's lag until it is known to be
+    waiting on someone else (an external provider's webhook), when it stops counting."""
+
+    admission: Admission
+    number: int
+
+    def waits_on_others(self) -> None:
+        self.admission.waiting.pop(self.number, None)
+
+
+@dataclass
 class Admission:
     max_in_flight: int
     max_behind_s: float
+    in_flight: int = 0
     # ticket -> when it was admitted, oldest first (dicts keep insertion order)
     waiting: dict[int, float] = field(default_factory=dict)
     tickets: itertools.count[int] = field(default_factory=itertools.count)
@@ -38,15 +51,15 @@ class Admission:
         return cls(config.max_in_flight, config.max_behind_s)
 
     def refusal(self, now: float) -> str | None:
-        if len(self.waiting) >= self.max_in_flight:
-            return f"{len(self.waiting)} requests already in flight"
+        if self.in_flight >= self.max_in_flight:
+            return f"{self.in_flight} requests already in flight"
         oldest = next(iter(self.waiting.values()), now)
         if now - oldest > self.max_behind_s:
             return f"the oldest request in flight has waited {now - oldest:.1f}s"
         return None
 
     @asynccontextmanager
-    async def admitted(self, endpoint: str) -> AsyncIterator[None]:
+    async def admitted(self, endpoint: str) -> AsyncIterator[Ticket]:
         now = time.monotonic()
         why = self.refusal(now)
         if why is not None:
@@ -57,12 +70,15 @@ class Admission:
                 f"the system is at capacity ({why}); retry after {RETRY_AFTER_S}s",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
-        ticket = next(self.tickets)
-        self.waiting[ticket] = now
+        ticket = Ticket(self, next(self.tickets))
+        self.waiting[ticket.number] = now
+        self.in_flight += 1
         try:
-            yield
+            yield ticket
         finally:
-            del self.waiting[ticket]
+            self.in_flight -= 1
+            ticket.waits_on_others()
 
 
 ADMISSION = web.AppKey("admission", Admission)
+TICKET = "admission_ticket"  # request key: the create handler's Ticket

@@ -29,7 +29,7 @@ from domain.access import Action, Principal
 from domain.events import EventMeta
 from domain.ids import derive_id
 from domain.money import Money
-from services.admission import ADMISSION, Admission
+from services.admission import ADMISSION, TICKET, Admission
 from services.http import (
     CONFIG,
     MAX_WAIT_S,
@@ -77,6 +77,9 @@ PAYMENT_BODY = {
 REFUND_BODY = {"amount": Field("amount", required=False), "reason": Field("string", required=False, multiline=True)}
 GET_QUERY = {"wait": Field("number", required=False, minimum=0, maximum=MAX_WAIT_S)}
 PAYMENT_ID = {"payment_id": Field("uuid")}
+# A POST may answer a wallet payment from its terminal event before the view has it; a refund
+# asked right after waits this long for the view to catch up instead of refusing it.
+REFUND_VIEW_WAIT_S = 3.0
 LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: a later provider clock is not a clock
 # What we read of a provider's event; providers add fields over time, so others are ignored.
 WEBHOOK = {
@@ -102,7 +105,8 @@ WEBHOOK = {
 
 async def create_payment(request: web.Request) -> web.Response:
     caller = require(request, Action.CREATE_PAYMENT)
-    async with request.app[ADMISSION].admitted("create_payment"):
+    async with request.app[ADMISSION].admitted("create_payment") as ticket:
+        request[TICKET] = ticket
         return await _create_payment(request, caller)
 
 
@@ -142,6 +146,8 @@ async def _create(
             raise ApiError(422, "unknown_provider", f"provider must be {choices}", "provider")
         if body["wallet_id"] is not None:
             raise ApiError(400, "unknown_field", "wallet_id is only for a wallet payment", "wallet_id")
+        # Its outcome waits on the provider's webhook: a long wait here is not our lag.
+        request[TICKET].waits_on_others()
     now = now_ms()
     created = domain.RequestPayment(
         EventMeta(derive_id("PaymentCreated", payment_id), now, payment_id, None, *actor_fields(caller)),
@@ -239,7 +245,7 @@ async def _refund(
     request: web.Request, caller: Principal, payment_id: str, body: dict[str, Any], refund_id: str | None
 ) -> Answer:
     pool = request.app[POOL]
-    row = await views.get_payment(pool, payment_id)
+    row = await wait_for_payment(pool, payment_id, REFUND_VIEW_WAIT_S, settled=True)
     if row is None:
         raise ApiError(404, "payment_not_found", f"payment {payment_id} not found", "payment_id")
     if row["status"] == "refunded":

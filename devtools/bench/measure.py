@@ -23,7 +23,7 @@ RELAY_HOPS = 4
 HOT_BALANCE = 10**11
 COLD_BALANCE = 10**9
 FAIL_AMOUNT = 10**13  # above any balance: insufficient_funds
-MAX_LADDER = (25, 50, 100, 200, 400, 800, 1600, 3200, 6400)
+MAX_LADDER = (25, 35, 50, 70, 100, 140, 200, 400, 800, 1600, 3200, 6400)
 STAMP = struct.Struct("!dq")  # scheduled send time, sequence number
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from connectors.config import Config
-from devtools.devctl import Supervisor
+from devtools.devctl import Supervisor, processes
 from tests.conftest import ensure_running
 from tests.support.audit import describe, end_offsets, open_violations_since
 
@@ -46,3 +46,14 @@ def money_witness(config: Config, supervisor: Supervisor) -> Iterator[MoneyWitne
     found = asyncio.run(settled_violations(config, witness.started_at, config.auditor.grace_s + 30))
     unexpected = [describe(v) for v in found if v["subject"] not in witness.planted]
     assert not unexpected, f"the money auditor found {len(unexpected)} violation(s) in this run: {unexpected[:5]}"
+
+
+@pytest.fixture(autouse=True)
+def services_restored(config: Config, supervisor: Supervisor) -> Iterator[None]:
+    """A test that kills a service and then fails before restarting it must not fail every test
+    after it: whatever ran before the test runs again after it."""
+    running = [p.name for p in processes(config) if supervisor.pid(p.name)]
+    yield
+    dead = [name for name in running if not supervisor.pid(name)]
+    if dead:
+        ensure_running(config, supervisor, *dead)

@@ -72,7 +72,7 @@ async def test_an_avro_event_round_trips_through_a_real_topic_with_its_envelope(
         method="wallet",
     )
     received = codec.decode(await produce_and_consume(config, scratch_topic, codec.encode(event)))
-    assert received == event
+    assert received == {**event, "operation": None}  # an optional field left out reads as its default
     assert received["envelope"]["occurred_at"] == meta.occurred_at
     assert received["envelope"]["causation_id"] == meta.causation_id
 

@@ -25,11 +25,12 @@ async def test_a_request_beyond_the_in_flight_bound_is_refused_at_once_and_one_s
             raise AssertionError("admitted past the bound")
     assert (refused.value.status, refused.value.code) == (503, "overloaded")
     assert refused.value.headers == {"Retry-After": "1"}
-    assert len(admission.waiting) == 2  # the refusal took no slot
+    assert admission.in_flight == 2  # the refusal took no slot
     release.set()
     await asyncio.gather(*holders)
     async with admission.admitted("create_payment"):
-        assert len(admission.waiting) == 1
+        assert admission.in_flight == 1
+    assert (admission.in_flight, admission.waiting) == (0, {})
 
 
 def test_a_request_is_refused_while_the_oldest_in_flight_has_waited_too_long() -> None:
@@ -37,3 +38,12 @@ def test_a_request_is_refused_while_the_oldest_in_flight_has_waited_too_long() -
     admission.waiting[0] = 10.0  # admitted at t=10 s and still waiting
     assert admission.refusal(now=10.4) is None
     assert "waited 0.6s" in (admission.refusal(now=10.6) or "")
+
+
+async def test_a_request_waiting_on_a_provider_holds_a_slot_but_its_wait_is_not_lag() -> None:
+    admission = Admission(max_in_flight=2, max_behind_s=0.5)
+    async with admission.admitted("create_payment") as ticket:
+        ticket.waits_on_others()
+        assert admission.refusal(now=1e12) is None  # however long it has waited
+        async with admission.admitted("create_payment"):
+            assert "2 requests already in flight" in (admission.refusal(now=0.0) or "")
