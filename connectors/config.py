@@ -77,10 +77,9 @@ class ProcessingConfig:
     # A consumer behind the end of a partition that has not advanced for this long is stalled:
     # its readiness turns unready (workers and the projector alike).
     stall_after_s: float
-    # An agent takes up to batch_max events at once, waiting at most batch_within_s for more;
+    # An agent takes what its queue holds, up to batch_max events, without waiting for more;
     # the producer waits up to producer_linger_s to fill a batch of records.
     batch_max: int
-    batch_within_s: float
     producer_linger_s: float
 
 

@@ -1,12 +1,12 @@
 """The faust app factory shared by the workers, and how their agents consume: in batches.
 
-An agent takes what its partitions hold (up to `processing.batch_max` events, waiting at most
-`processing.batch_within_s` for more), runs each event through the delivery guard and the
+An agent takes what its partitions already hold (up to `processing.batch_max` events, without
+waiting for more: `streams/batching.py`), runs each event through the delivery guard and the
 processor, and only then, once for the whole batch, makes the table writes durable and
 publishes what the steps decided; faust acknowledges the batch after that. So a batch costs one
 changelog round trip instead of one per event, a SIGKILL anywhere in it loses nothing (the
 events are redelivered, the decisions found in the recovered tables re-emitted), and at low
-load a batch is one event and waits no longer than `batch_within_s`.
+load a batch is one event and waits for nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
 import faust
 from faust.streams import _current_event
@@ -27,6 +27,7 @@ from connectors.logs import log_handler
 from connectors.otel import setup_tracing
 from connectors.topics import TopicSpec
 from connectors.tracing import outgoing_headers
+from streams.batching import take_available
 from streams.delivery import DeliveryGuard
 from streams.ports import Sender
 from streams.processing import Handler, Processor, SourceMessage
@@ -120,10 +121,9 @@ class Pipeline:
     reader: PartitionReader
     needs: dict[str, int]  # topic -> partitions this worker cannot work without
     batch_max: int = 500
-    batch_within_s: float = 0.005
 
     async def consume(self, stream: faust.StreamT, handler: Handler) -> None:
-        batches = cast(Any, stream).take_events(self.batch_max, within=self.batch_within_s)  # not on StreamT
+        batches = take_available(stream, self.batch_max)
         async for events in batches:
             batch = Batch()
             token = CURRENT_BATCH.set(batch)
@@ -206,7 +206,6 @@ def make_pipeline(app: faust.App, config: Config, codec: Codec, send: Sender, ne
         reader,
         {spec.name: config.kafka.partitions for spec in needs},
         config.processing.batch_max,
-        config.processing.batch_within_s,
     )
     processor.probe = pipeline.broker_problem
     return pipeline
