@@ -58,7 +58,8 @@ class ApiConfig:
     outcome_timeout_s: float
     idempotency_window_s: float  # how long an Idempotency-Key is remembered; after it a key starts afresh
     # Admission: a command is refused (503, Retry-After) while this many wait for their outcome,
-    # or while the oldest of them has waited longer than max_behind_s (the saga is behind).
+    # or while the oldest of them has waited longer than max_behind_s, or once behind while more
+    # wait than the saga completes in max_behind_s (services/admission.py).
     max_in_flight: int
     max_behind_s: float
 

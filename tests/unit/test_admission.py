@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from services.admission import Admission
+from services.admission import MIN_QUEUE, Admission
 from services.http import ApiError
 
 
@@ -47,3 +47,17 @@ async def test_a_request_waiting_on_a_provider_holds_a_slot_but_its_wait_is_not_
         assert admission.refusal(now=1e12) is None  # however long it has waited
         async with admission.admitted("create_payment"):
             assert "2 requests already in flight" in (admission.refusal(now=0.0) or "")
+
+
+def test_once_behind_a_queue_longer_than_the_saga_drains_in_max_behind_s_is_refused() -> None:
+    admission = Admission(max_in_flight=1000, max_behind_s=1.0)
+    admission.finished.extend([9.5 + i / 100 for i in range(40)])  # 40 completed in the last second
+    admission.waiting.update({i: 10.0 for i in range(41)})  # 41 waiting since t=10 s
+    assert admission.refusal(now=10.2) is None  # not behind yet: a burst is let in
+    assert "41 requests wait, 40 complete in 1s" in (admission.refusal(now=10.3) or "")
+    del admission.waiting[0]
+    assert admission.refusal(now=10.3) is None  # 40 waiting drain within the second
+    admission.finished.clear()  # a quiet second: the rate reads 0, a short queue is still let in
+    assert admission.refusal(now=10.3) is not None
+    admission.waiting = {i: 10.0 for i in range(MIN_QUEUE)}
+    assert admission.refusal(now=10.3) is None
