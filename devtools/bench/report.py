@@ -44,7 +44,7 @@ def table(ours: Step, raw: Step) -> str:
     lag = "{:.0f}/{:.0f}/{:.0f}".format(
         o["projection_lag_p50_ms"], o["projection_lag_p99_ms"], o["projection_lag_max_ms"]
     )
-    lines.append(f"{'projection lag p50/p99/max':<28}{lag:>14}  ms (terminal event -> PostgreSQL row, 10 ms polls)")
+    lines.append(f"{'projection lag p50/p99/max':<28}{lag:>14}  ms (terminal event -> PostgreSQL row, 50 ms polls)")
     lines.append(f"{'machine CPU busy %':<28}{ours.machine_busy_pct:>14.0f}{raw.machine_busy_pct:>14.0f}")
     lines.append("")
     lines.append(table_cpu(ours))
