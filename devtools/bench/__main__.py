@@ -46,7 +46,7 @@ from devtools.bench.measure import (
     stack_pids,
 )
 from devtools.bench.relay import RawChain, relay
-from devtools.bench.report import headline, plot, table, table_cpu
+from devtools.bench.report import headline, plot, plot_overload, table, table_cpu
 from devtools.bench.stack import OurStack, prepare_wallets
 
 # ---------------------------------------------------------------- orchestration
@@ -296,10 +296,11 @@ def overload_report(args: argparse.Namespace, config: Config, step: Step, load_b
     print(table_cpu(step))
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"bench-{stamp}.json"
+    path, png_path = RESULTS / f"bench-{stamp}.json", RESULTS / f"bench-{stamp}.png"
     payload = {"mode": "overload", "args": vars(args), "loadavg_before": load_before, "step": s, "verdicts": verdicts}
     path.write_text(json.dumps(payload, indent=2, default=str))
-    say(f"wrote {path.relative_to(localinfra.ROOT)}")
+    plot_overload(png_path, step, args.rate)
+    say(f"wrote {path.relative_to(localinfra.ROOT)} and {png_path.relative_to(localinfra.ROOT)}")
     return 0 if all(verdicts.values()) else 1
 
 

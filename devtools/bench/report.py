@@ -127,3 +127,40 @@ def plot(path: Path, result: dict[str, Any], mode: str, ours: Step, raw: Step) -
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_overload(path: Path, step: Step, best_rate: float) -> None:
+    """Left: how long accepted payments and refusals took. Right: per second of the run, the
+    accepted payments (by send time) and their latency, against the best sustained rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    for values, colour, label in (
+        (step.latencies_ms, "tab:blue", "accepted: scheduled POST to terminal event"),
+        (step.shed_ms, "tab:red", "refused: scheduled POST to 503"),
+    ):
+        lat = sorted(values)
+        if lat:
+            left.plot(lat, [i / len(lat) for i in range(len(lat))], color=colour, label=f"{label} ({len(lat)})")
+    left.set(xscale="log", xlabel="ms (log)", ylabel="share at or below", title=f"Overload at {step.rate:g}/s")
+    left.grid(True, which="both", alpha=0.3)
+    left.legend()
+    bins: dict[int, list[float]] = {}
+    for at, ms in zip(step.latency_at, step.latencies_ms, strict=True):
+        bins.setdefault(int(at), []).append(ms)
+    xs = sorted(bins)
+    right.bar(xs, [len(bins[x]) for x in xs], color="tab:blue", alpha=0.4, label="accepted per second")
+    right.axhline(best_rate, color="tab:green", linestyle=":", label=f"best sustained {best_rate:g}/s")
+    right.axhline(step.rate, color="tab:red", linestyle=":", label=f"offered {step.rate:g}/s")
+    right.set(xlabel="seconds into the run (send time)", ylabel="payments per second", title="Accepted over time")
+    latency = right.twinx()
+    latency.plot(xs, [percentile(bins[x], 0.99) for x in xs], color="black", label="accepted p99, ms")
+    latency.set(ylabel="accepted p99 latency, ms", ylim=(0, None))
+    right.legend(loc="upper left")
+    latency.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
