@@ -124,7 +124,9 @@ async def _create_payment(request: web.Request, caller: Principal) -> web.Respon
     async def current(answer: Answer) -> Answer:
         status, sent = answer
         row = await views.get_payment(pool, sent["id"])
-        return answer if row is None else (status, await payment_body(pool, row))
+        if row is None or (row["status"] not in domain.TERMINAL_STATUSES and sent.get("status") != row["status"]):
+            return answer  # the views have not caught up with what was answered: never replay an older state
+        return status, await payment_body(pool, row)
 
     return await respond(request, request.app[CONFIG].payment_api, caller, body, run, current)
 

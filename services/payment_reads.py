@@ -59,14 +59,22 @@ async def payment_body(pool: asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any
 
 WALLETS = web.AppKey("wallets", dict)
 MAX_KNOWN_WALLETS = 100_000
+WALLET_VIEW_WAIT_S = 0.5  # the views trail the log by the projector's lag (tens of ms)
 
 
 async def known_wallet(known: dict[str, Any], pool: asyncpg.Pool, wallet_id: str) -> Any:
     """A wallet's owner and currency, which never change: read once from the views, then kept.
-    A wallet not found is not kept (it may be opened a moment later)."""
+    A wallet not found is not kept (it may be opened a moment later). The wallet API answers an
+    opening from its event, before the projector has written the view, so a wallet not found is
+    looked for again for up to WALLET_VIEW_WAIT_S: open-then-pay must not answer 404."""
     wallet = known.get(wallet_id)
     if wallet is None:
         row = await wallet_views.get_wallet(pool, wallet_id)
+        deadline, pause = time.monotonic() + WALLET_VIEW_WAIT_S, SETTLE_POLL_S
+        while row is None and time.monotonic() < deadline:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
+            row = await wallet_views.get_wallet(pool, wallet_id)
         if row is None:
             return None
         if len(known) >= MAX_KNOWN_WALLETS:
