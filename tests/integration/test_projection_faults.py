@@ -34,7 +34,7 @@ from domain.payment import PaymentRefunded
 from streams.envelope import command_record, new_meta, to_record
 from tests.conftest import ensure_running
 from tests.integration.conftest import MoneyWitness
-from tests.integration.kafka_helpers import codec, events_for_key, publish
+from tests.integration.kafka_helpers import codec, end_offsets, events_for_key, publish
 from tests.integration.test_wallet_service import open_wallet, projected_balance
 from tests.support import Api, eventually
 
@@ -161,7 +161,7 @@ async def test_already_projected_events_fed_again_change_nothing(
     supervisor.stop("projector")
     await db.execute("DELETE FROM projection_offsets WHERE projection = 'wallet_views'")
     ensure_running(config, supervisor, "projector")
-    ends = await _end_offsets(config, (WALLET_BALANCE_UPDATE.name, "wallet.movement_updates"))
+    ends = await end_offsets(config, WALLET_BALANCE_UPDATE.name, "wallet.movement_updates")
 
     async def caught_up() -> bool:
         rows = await db.fetch(
@@ -179,7 +179,7 @@ async def test_already_projected_events_fed_again_change_nothing(
     [first] = [e for e in await events_for_key(config, WALLET_BALANCE_UPDATE.name, wallet_id) if e["version"] == 1]
     assert first["balance"]["amount"] != 1_800
     await publish(config, WALLET_BALANCE_UPDATE.name, wallet_id, first)
-    ends = await _end_offsets(config, (WALLET_BALANCE_UPDATE.name,))
+    ends = await end_offsets(config, WALLET_BALANCE_UPDATE.name)
     await eventually(caught_up, timeout=30, what="the projector past the stale update")
     assert await _wallet_rows(db, wallet_id) == before
 
@@ -215,15 +215,3 @@ async def _wallet_rows(db: asyncpg.Connection, wallet_id: str) -> tuple[Any, ...
     wallet = await db.fetchrow("SELECT balance, version, last_event_id FROM wallets WHERE id = $1", wallet_id)
     movements = await db.fetch("SELECT * FROM wallet_movements WHERE wallet_id = $1 ORDER BY id", wallet_id)
     return tuple(wallet), tuple(tuple(m) for m in movements)
-
-
-async def _end_offsets(config: Config, topics: tuple[str, ...]) -> dict[TopicPartition, int]:
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers, group_id=None)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(t, p) for t in topics for p in range(config.kafka.partitions)]
-        return dict(await consumer.end_offsets(parts))
-    finally:
-        await consumer.stop()
