@@ -94,9 +94,15 @@ class Admission:
         self.in_flight += 1
         try:
             yield ticket
+        except BaseException:
+            # A refused or failed request says nothing of the saga's rate: a flood of bad
+            # bodies must not make room for more waiting.
+            ticket.waits_on_others()
+            raise
+        else:
+            ticket.done()
         finally:
             self.in_flight -= 1
-            ticket.done()
 
 
 ADMISSION = web.AppKey("admission", Admission)

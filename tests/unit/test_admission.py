@@ -61,3 +61,13 @@ def test_once_behind_a_queue_longer_than_the_saga_drains_in_max_behind_s_is_refu
     assert admission.refusal(now=10.3) is not None
     admission.waiting = {i: 10.0 for i in range(MIN_QUEUE)}
     assert admission.refusal(now=10.3) is None
+
+
+async def test_a_refused_body_does_not_count_as_the_saga_completing() -> None:
+    admission = Admission(max_in_flight=10, max_behind_s=1.0)
+    with pytest.raises(ApiError):
+        async with admission.admitted("create_payment"):
+            raise ApiError(422, "invalid_amount", "no", "amount")
+    async with admission.admitted("create_payment"):
+        pass
+    assert (admission.in_flight, admission.waiting, len(admission.finished)) == (0, {}, 1)
