@@ -55,7 +55,12 @@ class Ledger:
 
     def _payment(self, event: Event, at: At, now: float) -> PaymentBook:
         book = self.payments[event["payment_id"]]
-        book.last_at, book.last_news, book.judged = at, now, False
+        # A payment's events span topics, and the order they are read in across topics is not
+        # the order they happened in: a violation names the latest event of the story, by time.
+        occurred = event["envelope"].get("occurred_at")
+        if occurred is None or book.last_occurred is None or occurred >= book.last_occurred:
+            book.last_at, book.last_occurred = at, occurred
+        book.last_news, book.judged = now, False
         self.pending.add(event["payment_id"])
         return book
 

@@ -72,6 +72,7 @@ class PaymentBook:
     flagged: set[str] = field(default_factory=set)  # operation ids the saga called inconsistent
     movements: dict[str, Movement] = field(default_factory=dict)  # its own and reverts of them
     last_at: At | None = None
+    last_occurred: Any = None  # the envelope's occurred_at of the event at last_at
     last_news: float = 0.0
     judged: bool = False
     open: dict[str, Violation] = field(default_factory=dict)  # invariant -> open violation

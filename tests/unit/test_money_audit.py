@@ -133,6 +133,24 @@ def test_a_manual_revert_of_the_debit_plus_a_refund_pays_twice_and_is_reported()
     assert log.judge() == [("payment_matches_movements", P)]
 
 
+def test_a_violation_names_the_payments_latest_event_by_time_whatever_the_order_topics_are_read_in() -> None:
+    def at_ms(occurred_at: int, event: dict[str, Any]) -> dict[str, Any]:
+        event["envelope"]["occurred_at"] = occurred_at
+        return event
+
+    log = Log()
+    log.move(opening_movement_id(W), "income", 10_000)
+    charge = charge_operation_id(P, "wallet")
+    refunded = ev("PaymentRefunded", payment_id=P, refund_id="r", amount=usd(5_000), refunded_total=usd(5_000))
+    at_refund = log.add(at_ms(4, refunded), "payment.refunded")  # its topic happened to be read first
+    log.add(at_ms(1, ev("PaymentCreated", payment_id=P, amount=usd(5_000), method="wallet")), "payment.created")
+    log.move(charge, "expense", 5_000, P)
+    log.add(at_ms(2, ev("PaymentOperationCompleted", payment_id=P, operation_id=charge, amount=usd(5_000))))
+    log.add(at_ms(3, ev("PaymentSucceeded", payment_id=P)), "payment.success")
+    assert log.judge() == [("payment_matches_movements", P)]
+    assert [v.at for v in log.ledger.violations] == [at_refund]
+
+
 def test_a_payment_is_judged_only_once_quiet_and_settled() -> None:
     log = Log()
     paid_from_wallet(log)
