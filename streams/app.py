@@ -3,17 +3,17 @@
 An agent takes what its partitions already hold (up to `processing.batch_max` events, without
 waiting for more: `streams/batching.py`), runs each event through the delivery guard and the
 processor, and only then, once for the whole batch, makes the table writes durable and
-publishes what the steps decided; faust acknowledges the batch after that. So a batch costs one
-changelog round trip instead of one per event, a SIGKILL anywhere in it loses nothing (the
-events are redelivered, the decisions found in the recovered tables re-emitted), and at low
-load a batch is one event and waits for nothing.
+publishes what the steps decided (`streams/durability.py`); faust acknowledges the batch after
+that. So a batch costs one changelog round trip instead of one per event (two when a table's
+writes must follow the others', as the wallet's follow its movement records), a SIGKILL anywhere
+in it loses nothing (the events are redelivered, the decisions found in the recovered tables
+re-emitted), and at low load a batch is one event and waits for nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import weakref
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -29,6 +29,7 @@ from connectors.topics import TopicSpec
 from connectors.tracing import outgoing_headers
 from streams.batching import take_available
 from streams.delivery import DeliveryGuard
+from streams.durability import CURRENT_BATCH, Batch, ChangelogAcks, release
 from streams.ports import Sender
 from streams.processing import Handler, Processor, SourceMessage
 
@@ -81,17 +82,6 @@ def raw_topic(app: faust.App, name: str, partitions: int | None = None) -> faust
     return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=partitions)
 
 
-@dataclass
-class Batch:
-    """What the steps of one batch publish, held until the batch's table writes are durable."""
-
-    outbox: list[tuple[faust.TopicT, bytes | None, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
-    dirty: bool = False  # a step wrote a table: flush the changelogs before publishing
-
-
-CURRENT_BATCH: ContextVar[Batch | None] = ContextVar("current_batch", default=None)
-
-
 def make_sender(app: faust.App, codec: Codec) -> Sender:
     topics: dict[str, faust.TopicT] = {}  # built once: a topic object per send costs ~50 us
 
@@ -121,8 +111,10 @@ class Pipeline:
     reader: PartitionReader
     needs: dict[str, int]  # topic -> partitions this worker cannot work without
     batch_max: int = 500
+    changelogs: ChangelogAcks = field(default_factory=ChangelogAcks)
 
     async def consume(self, stream: faust.StreamT, handler: Handler) -> None:
+        self.changelogs.watch(self.app.producer)
         batches = take_available(stream, self.batch_max)
         async for events in batches:
             batch = Batch()
@@ -150,15 +142,29 @@ class Pipeline:
             await self._stop_worker(f"cannot handle {source.topic}@{source.partition}/{source.offset}", exc)
 
     async def _release(self, batch: Batch) -> None:
-        """State before outcome: the batch's table writes reach their changelogs, then what it
-        decided is published; faust acknowledges the batch only after this returns."""
+        """State before outcome (streams/durability.py); faust acknowledges the batch only after
+        this returns."""
         try:
-            if batch.dirty:
-                await self.app.producer.flush()
-            for topic, key, value, headers in batch.outbox:
-                await topic.send(key=key, value=value, headers=headers, force=True)
+            await release(batch, self.changelogs.all_acked, self._publish)
         except Exception as exc:  # noqa: BLE001 - re-raised after the worker is stopped
-            await self._stop_worker("cannot publish a batch's outcomes", exc)
+            await self._stop_worker("cannot make a batch durable or publish its outcomes", exc)
+
+    @staticmethod
+    async def _publish(topic: faust.TopicT, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        await topic.send(key=key, value=value, headers=headers, force=True)
+
+    async def durable(self) -> None:
+        """Make every table write so far durable on its changelog before what was decided is published.
+
+        If the worker dies after publishing, the redelivered message must find the decision in the
+        recovered table and re-emit it, never decide again against older state. Inside a batch
+        the wait is the batch's (see `_release`), once for all its writes."""
+        batch = CURRENT_BATCH.get()
+        if batch is not None:
+            batch.dirty = True
+            return
+        self.changelogs.watch(self.app.producer)
+        await self.changelogs.all_acked()
 
     async def _stop_worker(self, what: str, exc: Exception) -> None:
         log.critical("%s: %s: %r; stopping the worker", self.app.conf.id, what, exc)
@@ -218,17 +224,3 @@ class Worker(Generic[Steps]):
     app: faust.App
     steps: Steps
     pipeline: Pipeline
-
-
-async def durable(app: faust.App) -> None:
-    """Make every table write so far durable on its changelog before what was decided is published.
-
-    If the worker dies after publishing, the redelivered message must find the decision in the
-    recovered table and re-emit it, never decide again against older state; faust sends
-    changelog records through a buffer, so without this a SIGKILL can keep the outcome and lose
-    the state. Inside a batch the flush is the batch's (see `Pipeline._release`), once for all."""
-    batch = CURRENT_BATCH.get()
-    if batch is not None:
-        batch.dirty = True
-        return
-    await app.producer.flush()

@@ -30,12 +30,20 @@ from connectors.topics import (
     TopicSpec,
 )
 from domain.access import Action
-from streams.app import Worker, add_agent, durable, make_app, make_pipeline, make_sender, raw_topic
+from streams.app import Worker, add_agent, make_app, make_pipeline, make_sender, raw_topic
 from streams.pages import add_worker_pages
 from streams.payment_steps import PaymentSteps
 from streams.processing import Handler
 from streams.state_page import add_state_page
 
+SOURCES = (
+    PAYMENT_CREATED,
+    WALLET_MOVEMENT_UPDATES,
+    EXTERNAL_PROVIDER_EVENTS,
+    PAYMENT_OPERATION_COMPLETED,
+    PAYMENT_OPERATION_INCONSISTENT,
+    PAYMENT_REFUND_REQUESTED,
+)
 OUTPUTS = (
     PAYMENT_SUCCEEDED,
     PAYMENT_FAILED,
@@ -53,7 +61,8 @@ def bootstrap(config: Config | None = None) -> Worker[PaymentSteps]:
     payments = app.Table("payments", default=None, partitions=config.kafka.partitions)
     send = make_sender(app, codec)
     providers = make_providers(config)  # by the name a payment gives; Stripe's secrets are loaded now
-    steps = PaymentSteps(payments, send, lambda: durable(app), providers, int(config.provider.deadline_s * 1000))
+    pipeline = make_pipeline(app, config, codec, send, [*SOURCES, *OUTPUTS, PAYMENTS_CHANGELOG])
+    steps = PaymentSteps(payments, send, pipeline.durable, providers, int(config.provider.deadline_s * 1000))
     # The step each source topic feeds; concurrency 1 everywhere: one writer per payment
     # partition, and faust #606 with more.
     step_of: dict[TopicSpec, Handler] = {
@@ -64,7 +73,7 @@ def bootstrap(config: Config | None = None) -> Worker[PaymentSteps]:
         PAYMENT_OPERATION_INCONSISTENT: steps.compensate_inconsistent_operation,
         PAYMENT_REFUND_REQUESTED: steps.process_refund,
     }
-    pipeline = make_pipeline(app, config, codec, send, [*step_of, *OUTPUTS, PAYMENTS_CHANGELOG])
+    assert set(step_of) == set(SOURCES), "every source topic has its step"
     for spec, step in step_of.items():
         add_agent(app, pipeline, raw_topic(app, spec.name, config.kafka.partitions), step, __name__)
 

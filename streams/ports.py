@@ -1,6 +1,6 @@
 """What a saga step is given, so that a unit test can hand it fakes: a table to read and write
 its aggregate's state, a sender to publish records, and a barrier that returns once the
-table writes so far are durable (see `streams.app.durable`)."""
+table writes so far are durable (see `streams.app.Pipeline.durable`)."""
 
 from __future__ import annotations
 

@@ -79,8 +79,10 @@ class WalletSteps:
         await self._publish(decision, event["wallet_id"].encode())
 
     async def _record(self, decision: domain.Decision) -> None:
-        # Movement records first: if a crash keeps them but loses the wallet write, the
-        # redelivered command restores the wallet from the record (see domain.wallet).
+        # The wallet is durable only after its movement records (the worker gives this step a
+        # `streams.durability.WrittenLast` wallets table): if a crash keeps the records but loses
+        # the wallet write, the redelivered command restores the wallet from them (domain.wallet).
+        # The other way round, a wallet ahead of its records, would decide the command again.
         for record in decision.records:
             self.movements[record.movement_id] = dataclasses.asdict(record)
         if decision.wallet is not None:

@@ -22,7 +22,8 @@ from connectors.topics import (
     WALLETS_CHANGELOG,
 )
 from domain.access import Action
-from streams.app import Worker, add_agent, durable, make_app, make_pipeline, make_sender, raw_topic
+from streams.app import Worker, add_agent, make_app, make_pipeline, make_sender, raw_topic
+from streams.durability import WrittenLast
 from streams.pages import add_worker_pages
 from streams.state_page import add_state_page
 from streams.wallet_steps import WalletSteps
@@ -49,7 +50,9 @@ def bootstrap(config: Config | None = None) -> Worker[WalletSteps]:
             MOVEMENTS_CHANGELOG,
         ],
     )
-    steps = WalletSteps(wallets, movements, send, lambda: durable(app))
+    # A wallet's new version reaches its changelog only after the movement records that explain
+    # it: a crash then leaves the wallet behind its records (repaired on redelivery), never ahead.
+    steps = WalletSteps(WrittenLast(wallets), movements, send, pipeline.durable)
     commands = raw_topic(app, WALLET_MOVEMENT_REQUIRED.name, config.kafka.partitions)
 
     add_agent(app, pipeline, commands, steps.process_movement, __name__)

@@ -2,7 +2,9 @@
 load while one worker is SIGKILLed again and again, each time once it has emitted `every`
 more outcomes since it came back (progress decides when, never a sleep). Afterwards every
 command offset written to the worker's command topic during the loop must have an outcome,
-and no command may have been decided two different ways.
+no command may have been decided two different ways, and every wallet's applied outcomes must
+form an unbroken chain (each version once, each balance the previous plus the movement): a
+version without an outcome is money moved that nobody was told about.
 
     python -m tests.chaos.kill_loop wallet-worker payment-worker --kills 20
 """
@@ -79,6 +81,36 @@ class Outcomes:
 
     by_command: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     count: int = 0
+    # wallet id -> version -> (movement id, signed amount, balance after), from applied outcomes
+    chains: dict[str, dict[int, set[tuple[str, int, int]]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(set))
+    )
+
+    def add(self, event: Event, answered: str) -> None:
+        self.by_command[answered].add(event["envelope"]["event_id"])
+        self.count += 1
+        if event["envelope"]["event_type"] == "MovementUpdated" and event["status"] == "applied":
+            amount = event["amount"]["amount"] * (1 if event["type"] == "income" else -1)
+            chain = self.chains[event["wallet_id"]]
+            chain[event["wallet_version"]].add((event["movement_id"], amount, event["balance_after"]))
+
+    def broken_chains(self) -> list[str]:
+        """Per wallet opened during the loop (its version 1 seen): every version once, balances chained.
+        Older wallets are left out: a redelivery may re-emit one of their outcomes from before the loop."""
+        broken = []
+        for wallet_id, chain in self.chains.items():
+            if 1 not in chain:
+                continue
+            for version in range(1, max(chain) + 1):
+                decided = chain.get(version, set())
+                if len(decided) != 1:
+                    broken.append(f"wallet {wallet_id} v{version}: {len(decided)} applied outcome(s) {sorted(decided)}")
+                    continue
+                (_, amount, balance), *_ = decided
+                before = chain.get(version - 1, {("", 0, 0)})
+                if len(before) == 1 and next(iter(before))[2] + amount != balance:
+                    broken.append(f"wallet {wallet_id} v{version}: {balance} is not v{version - 1}'s {amount:+}")
+        return broken
 
 
 async def watch(config: Config, target: Target, outcomes: Outcomes, ready: asyncio.Event) -> None:
@@ -96,8 +128,7 @@ async def watch(config: Config, target: Target, outcomes: Outcomes, ready: async
                     event = codec.decode(message.value)
                     answered = target.answers(event)
                     if answered is not None:
-                        outcomes.by_command[answered].add(event["envelope"]["event_id"])
-                        outcomes.count += 1
+                        outcomes.add(event, answered)
     finally:
         await consumer.stop()
 
@@ -133,22 +164,24 @@ class LoopReport:
     commands: int
     missing: dict[int, list[int]]
     decided_twice: list[str]
+    broken_chains: list[str]
     gaps_healed: int
     seconds: float
 
     @property
     def ok(self) -> bool:
-        return not self.missing and not self.decided_twice
+        return not self.missing and not self.decided_twice and not self.broken_chains
 
     def line(self) -> str:
         head = (
             f"{'pass' if self.ok else 'FAIL'} kill loop {self.worker}: {self.kills} SIGKILLs, "
             f"{self.commands} commands, {sum(map(len, self.missing.values()))} without an outcome, "
-            f"{len(self.decided_twice)} decided twice, {self.gaps_healed} skipped offsets read back, "
-            f"{self.seconds:.0f}s"
+            f"{len(self.decided_twice)} decided twice, {len(self.broken_chains)} wallet versions out of chain, "
+            f"{self.gaps_healed} skipped offsets read back, {self.seconds:.0f}s"
         )
         details = [f"    partition {p}: offsets {offsets}" for p, offsets in self.missing.items()]
-        return "\n".join([head, *details, *(f"    decided twice: {c}" for c in self.decided_twice[:10])])
+        twice = [f"    decided twice: {c}" for c in self.decided_twice[:10]]
+        return "\n".join([head, *details, *twice, *(f"    {b}" for b in self.broken_chains[:10])])
 
 
 def missing_outcomes(commands: dict[str, tuple[int, int]], outcomes: Outcomes) -> dict[int, list[int]]:
@@ -223,6 +256,7 @@ async def kill_loop(
         len(commands),
         missing_outcomes(commands, outcomes),
         twice,
+        outcomes.broken_chains(),
         gaps_in_log(supervisor, worker, log_from),
         time.monotonic() - began,
     )

@@ -145,8 +145,13 @@ async def test_an_idempotency_key_replays_the_first_response_and_refuses_another
     assert first[0] == 201 and first == second
     status, conflict = await payment_api.post("/api/v1/payments", {**body, "amount": 2_600}, headers=key)
     assert status == 409 and conflict["error"]["code"] == "idempotency_conflict"
-    assert await db.fetchval("SELECT count(*) FROM payments WHERE wallet_id = $1", wallet_id) == 1
     await wallet_balance(wallet_api, wallet_id, 7_500)
+
+    async def payment_rows() -> int | None:
+        # The answer comes from the saga's terminal event, the view follows it a moment later.
+        return await db.fetchval("SELECT count(*) FROM payments WHERE wallet_id = $1", wallet_id) or None
+
+    assert await eventually(payment_rows, what="the payment in the view") == 1
 
 
 async def test_a_hundred_concurrent_payments_never_overdraw_the_wallet(
