@@ -4,7 +4,9 @@ more outcomes since it came back (progress decides when, never a sleep). Afterwa
 command offset written to the worker's command topic during the loop must have an outcome,
 no command may have been decided two different ways, and every wallet's applied outcomes must
 form an unbroken chain (each version once, each balance the previous plus the movement): a
-version without an outcome is money moved that nobody was told about.
+version without an outcome is money moved that nobody was told about. Finally the worker's
+group must have committed everything it handled: a commit that stops moving is not a loss, but
+the next restart would handle the whole backlog again.
 
     python -m tests.chaos.kill_loop wallet-worker payment-worker --kills 20
 """
@@ -39,6 +41,7 @@ from connectors.topics import (
 from devtools.devctl import Supervisor, processes
 from devtools.localinfra import kafka_reachable
 from tests.chaos.scenarios import Load, ensure_running, process_named
+from tests.support.commits import commits_behind
 
 codec = SingleObjectCodec()
 Event = dict[str, Any]
@@ -165,23 +168,26 @@ class LoopReport:
     missing: dict[int, list[int]]
     decided_twice: list[str]
     broken_chains: list[str]
+    uncommitted: dict[int, tuple[int, int]]  # partition -> (committed, end) where behind
     gaps_healed: int
     seconds: float
 
     @property
     def ok(self) -> bool:
-        return not self.missing and not self.decided_twice and not self.broken_chains
+        return not self.missing and not self.decided_twice and not self.broken_chains and not self.uncommitted
 
     def line(self) -> str:
         head = (
             f"{'pass' if self.ok else 'FAIL'} kill loop {self.worker}: {self.kills} SIGKILLs, "
             f"{self.commands} commands, {sum(map(len, self.missing.values()))} without an outcome, "
             f"{len(self.decided_twice)} decided twice, {len(self.broken_chains)} wallet versions out of chain, "
-            f"{self.gaps_healed} skipped offsets read back, {self.seconds:.0f}s"
+            f"{self.gaps_healed} skipped offsets read back, "
+            f"{len(self.uncommitted)} partitions not committed to the end, {self.seconds:.0f}s"
         )
         details = [f"    partition {p}: offsets {offsets}" for p, offsets in self.missing.items()]
         twice = [f"    decided twice: {c}" for c in self.decided_twice[:10]]
-        return "\n".join([head, *details, *twice, *(f"    {b}" for b in self.broken_chains[:10])])
+        behind = [f"    partition {p} committed {c} of {e}" for p, (c, e) in self.uncommitted.items()]
+        return "\n".join([head, *details, *twice, *(f"    {b}" for b in self.broken_chains[:10]), *behind])
 
 
 def missing_outcomes(commands: dict[str, tuple[int, int]], outcomes: Outcomes) -> dict[int, list[int]]:
@@ -245,6 +251,7 @@ async def kill_loop(
                 await _until(lambda: not missing_outcomes(commands, outcomes), settle_s, "every command's outcome")
             except TimeoutError:
                 pass  # reported below, offset by offset
+            behind = {tp.partition: c for tp, c in (await commits_behind(config, worker, end, 30.0)).items()}
         finally:
             done.set()
             watcher.cancel()
@@ -257,6 +264,7 @@ async def kill_loop(
         missing_outcomes(commands, outcomes),
         twice,
         outcomes.broken_chains(),
+        behind,
         gaps_in_log(supervisor, worker, log_from),
         time.monotonic() - began,
     )

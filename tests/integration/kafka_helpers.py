@@ -6,19 +6,17 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from connectors.avro import SingleObjectCodec
 from connectors.config import Config
 from connectors.kafka_io import EventPublisher
 from connectors.log_reader import partition_for, read_partitions
+from tests.support.commits import commits_behind
 
 codec = SingleObjectCodec()
-_NONE = SimpleNamespace(offset=-1)  # a partition the group never committed
 
 
 async def events_for_key(config: Config, topic: str, key: str) -> list[dict[str, Any]]:
@@ -62,20 +60,10 @@ async def consumed(config: Config, group: str, *topics: str, timeout: float = 30
     """Wait until `group` has committed past everything now on `topics`: a negative check that
     follows proves the consumer saw the messages in question, instead of hoping a sleep was enough."""
     ends = {tp: end for tp, end in (await end_offsets(config, *topics)).items() if end > 0}
-    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka.bootstrap_servers)
-    await admin.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            committed = await admin.list_consumer_group_offsets(group, partitions=list(ends))
-            behind = {tp: end for tp, end in ends.items() if (committed.get(tp) or _NONE).offset < end}
-            if not behind:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{group} has not consumed {behind} after {timeout:.0f}s")
-            await asyncio.sleep(0.2)
-    finally:
-        await admin.close()
+    behind = await commits_behind(config, group, ends, timeout)
+    if behind:
+        ends_not_reached = {tp: end for tp, (_, end) in behind.items()}
+        raise AssertionError(f"{group} has not consumed {ends_not_reached} after {timeout:.0f}s")
 
 
 async def projected(config: Config, db: Any, projection: str, *topics: str, timeout: float = 30.0) -> None:
