@@ -51,7 +51,7 @@ from services.http import (
 )
 from services.idempotency import Answer, Keyed, keyed_body, respond
 from services.openapi import Operation, document
-from services.payment_reads import WALLETS, known_wallet, payment_body, wait_for_payment
+from services.payment_reads import WALLETS, known_wallet, knows_all_of, payment_body, wait_for_payment
 from services.provider_webhooks import (
     STRIPE_OPERATION,
     ProviderReport,
@@ -124,9 +124,10 @@ async def _create_payment(request: web.Request, caller: Principal) -> web.Respon
     async def current(answer: Answer) -> Answer:
         status, sent = answer
         row = await views.get_payment(pool, sent["id"])
-        if row is None or (row["status"] not in domain.TERMINAL_STATUSES and sent.get("status") != row["status"]):
+        shown = None if row is None else await payment_body(pool, row)
+        if shown is None or not knows_all_of(shown, sent):
             return answer  # the views have not caught up with what was answered: never replay an older state
-        return status, await payment_body(pool, row)
+        return status, shown
 
     return await respond(request, request.app[CONFIG].payment_api, caller, body, run, current)
 

@@ -57,6 +57,19 @@ async def payment_body(pool: asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any
     )
 
 
+def knows_all_of(shown: dict[str, Any], answered: dict[str, Any]) -> bool:
+    """Whether a payment as the views show it now holds everything an earlier answer said: the
+    views trail the log, and each of their tables follows its own topic, so a terminal row can
+    come before its operations. An idempotent replay must never take a step back."""
+    if shown["status"] != answered.get("status") and shown["status"] not in domain.TERMINAL_STATUSES:
+        return False
+    for items in ("operations", "refunds"):
+        present = {item["id"] for item in shown.get(items, ())}
+        if any(item["id"] not in present for item in answered.get(items, ())):
+            return False
+    return True
+
+
 WALLETS = web.AppKey("wallets", dict)
 MAX_KNOWN_WALLETS = 100_000
 WALLET_VIEW_WAIT_S = 0.5  # the views trail the log by the projector's lag (tens of ms)
