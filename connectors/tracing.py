@@ -8,8 +8,8 @@ So one trace id covers a whole payment, across services and topics.
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 from contextvars import ContextVar
 
 TRACEPARENT_HEADER = "traceparent"
@@ -19,7 +19,8 @@ current_traceparent: ContextVar[str | None] = ContextVar("traceparent", default=
 
 
 def new_traceparent(trace_id: str | None = None) -> str:
-    return f"00-{trace_id or secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    # W3C asks for unique ids, not secret ones; the OS's entropy pool cost 1.5 % of a worker's CPU.
+    return f"00-{trace_id or f'{random.getrandbits(128) or 1:032x}'}-{random.getrandbits(64) or 1:016x}-01"
 
 
 def trace_id_of(traceparent: str | None) -> str | None:

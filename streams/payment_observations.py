@@ -16,7 +16,10 @@ def observe_saga_end(payment: domain.Payment, events: tuple[Any, ...]) -> None:
     for event in events:
         status = domain.SAGA_ENDINGS.get(type(event).__name__)
         if status is not None:
-            log.info(
+            # A line per payment is the log's largest cost under load (4 % of the worker's CPU at
+            # 100/s); successes are counted in the metrics, failures stay in the log.
+            log.log(
+                logging.DEBUG if status == "completed" else logging.INFO,
                 "payment %s %s%s",
                 payment.payment_id,
                 status,
