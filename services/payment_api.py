@@ -51,7 +51,14 @@ from services.http import (
 )
 from services.idempotency import Answer, Keyed, keyed_body, respond
 from services.openapi import Operation, document
-from services.payment_reads import WALLETS, known_wallet, knows_all_of, payment_body, wait_for_payment
+from services.payment_reads import (
+    WALLETS,
+    body_knowing,
+    known_wallet,
+    knows_all_of,
+    payment_body,
+    wait_for_payment,
+)
 from services.provider_webhooks import (
     STRIPE_OPERATION,
     ProviderReport,
@@ -176,6 +183,9 @@ async def _create(
         return 201, views.decided_json(body, payment_id, now, decided)
     remaining = max(0.0, timeout - (now_ms() - now) / 1000)
     row = await wait_for_payment(pool, payment_id, remaining, settled=decided is not None)
+    if row is not None and decided is not None:
+        # The view's operations follow their own topic and can trail its terminal row.
+        return 201, await body_knowing(pool, row, views.decided_json(body, payment_id, now, decided))
     if row is not None:
         return 201, await payment_body(pool, row)
     return 201, {

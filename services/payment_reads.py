@@ -19,6 +19,8 @@ POLL_S = 0.05
 # Once the terminal event is on the log, the view row trails it by milliseconds.
 SETTLE_POLL_S = 0.01
 MAX_POLL_S = 0.25
+# How long an answer waits for the views to catch up with a terminal event already seen.
+SHOW_DECIDED_S = 1.0
 
 
 async def wait_for_payment(
@@ -55,6 +57,22 @@ async def payment_body(pool: asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any
     return views.payment_json(
         row, await views.list_operations(pool, payment_id), await views.list_refunds(pool, payment_id)
     )
+
+
+async def body_knowing(
+    pool: asyncpg.Pool, row: asyncpg.Record, decided: dict[str, Any], within_s: float = SHOW_DECIDED_S
+) -> dict[str, Any]:
+    """The payment as the views show it once they hold what its terminal event said (`decided`);
+    the event's own account if they still do not after `within_s`."""
+    deadline = time.monotonic() + within_s
+    while True:
+        shown = await payment_body(pool, row)
+        if knows_all_of(shown, decided):
+            return shown
+        if time.monotonic() >= deadline:
+            return decided
+        await asyncio.sleep(SETTLE_POLL_S)
+        row = await views.get_payment(pool, shown["id"]) or row
 
 
 def knows_all_of(shown: dict[str, Any], answered: dict[str, Any]) -> bool:

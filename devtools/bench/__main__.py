@@ -45,7 +45,7 @@ from devtools.bench.measure import (
     say,
     stack_pids,
 )
-from devtools.bench.relay import RawChain, relay
+from devtools.bench.relay import RAW_KINDS, RawChain, faust_relay, relay
 from devtools.bench.report import headline, plot, plot_overload, table, table_cpu
 from devtools.bench.stack import OurStack, prepare_wallets
 
@@ -149,7 +149,7 @@ async def bench(args: argparse.Namespace, config: Config) -> dict[str, Any]:
     bench_pid = {"bench (load generator)": [os.getpid()]}
     try:
         await ours.run(5, 2)  # warm-up: connections, faust fetchers, the first PostgreSQL plans
-        for rate in rates:
+        for rate in [] if args.skip_ours else rates:
             say(f"our stack at {rate:g} payments/s for {step_s:g} s ({args.workers} process(es) per worker)")
             step = await measure(
                 ours.run(rate, step_s),
@@ -168,7 +168,9 @@ async def bench(args: argparse.Namespace, config: Config) -> dict[str, Any]:
         await pool.close()
     if args.mode == "overload" or args.skip_raw:
         return {"settings": settings, "ours": our_steps, "raw": []}
-    chain = RawChain(config, int(settings["producer_linger_ms"]), int(settings["broker_commit_interval_s"] * 1000))
+    chain = RawChain(
+        config, int(settings["producer_linger_ms"]), int(settings["broker_commit_interval_s"] * 1000), args.raw_kind
+    )
     raw_steps: list[Step] = []
     await chain.start()
     try:
@@ -194,7 +196,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.add_argument(name)
         parser.add_argument("--linger-ms", type=int, default=1)
         parser.add_argument("--commit-ms", type=int, default=1000)
+        parser.add_argument("--kind", choices=RAW_KINDS, default="aiokafka")
+        parser.add_argument("--environment", default="bench")
         a = parser.parse_args(argv[1:])
+        if a.kind == "faust":  # faust's worker owns the loop and the signals
+            faust_relay(a.environment, a.source, a.target, a.group)
+            return 0
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(relay(a.bootstrap, a.source, a.target, a.group, a.linger_ms, a.commit_ms))
         return 0
@@ -208,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="seconds of load (fixed 20, overload 30)")
     parser.add_argument("--workers", type=int, default=1, help="processes of each worker (scale-out)")
     parser.add_argument("--skip-raw", action="store_true", help="measure our stack only, not the raw relay chain")
+    parser.add_argument("--skip-ours", action="store_true", help="measure the raw relay chain only")
+    parser.add_argument(
+        "--raw-kind",
+        choices=RAW_KINDS,
+        default="aiokafka",
+        help="relays of bare aiokafka (the broker's limit) or of faust as the workers run it (faust's own cost)",
+    )
     parser.add_argument("--step-duration", type=float, default=6, help="seconds per rate step, max mode")
     parser.add_argument("--slo-p99-ms", type=float, default=500, help="max mode: a step counts if p99 stays below (ms)")
     # Not $ENVIRONMENT: an exported ENVIRONMENT=test must not point the load at the test system.

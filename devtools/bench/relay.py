@@ -21,6 +21,8 @@ from devtools.bench.measure import RELAY_HOPS, STAMP, Step, Tail, open_loop, say
 
 # ---------------------------------------------------------------- the raw chain
 
+RAW_KINDS = ("aiokafka", "faust")
+
 
 async def relay(bootstrap: str, source: str, target: str, group: str, linger_ms: int, commit_ms: int) -> None:
     """One hop of the raw chain: what a worker does minus decoding, logic, state and encoding."""
@@ -45,9 +47,32 @@ async def relay(bootstrap: str, source: str, target: str, group: str, linger_ms:
         await consumer.stop()
 
 
+def faust_relay(environment: str, source: str, target: str, group: str) -> None:
+    """One hop of the faust chain: a worker's app, agent and batching (`streams.app`), with no
+    decoding, logic, table or delivery guard: what faust itself costs a hop as our workers use it."""
+    import faust
+
+    from connectors.config import load_config
+    from streams.app import make_app, raw_topic
+    from streams.batching import take_available
+
+    config = load_config(environment)
+    app = make_app(group, config, 0, "memory://")
+    app.conf.web_enabled = False
+    out = raw_topic(app, target, config.kafka.partitions)
+
+    @app.agent(raw_topic(app, source, config.kafka.partitions), concurrency=1, name=f"{group}.relay")
+    async def hop(stream: faust.StreamT) -> None:
+        async for events in take_available(stream, config.processing.batch_max):
+            for event in events:
+                await out.send(key=event.message.key, value=event.message.value, force=True)
+
+    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+
+
 class RawChain:
-    def __init__(self, config: Config, linger_ms: int, commit_ms: int) -> None:
-        self.config, self.linger_ms, self.commit_ms = config, linger_ms, commit_ms
+    def __init__(self, config: Config, linger_ms: int, commit_ms: int, kind: str = "aiokafka") -> None:
+        self.config, self.linger_ms, self.commit_ms, self.kind = config, linger_ms, commit_ms, kind
         run = dt.datetime.now().strftime("%H%M%S")
         self.topics = [f"bench.raw.{run}.{i}" for i in range(RELAY_HOPS + 1)]
         self.relays: list[subprocess.Popen[bytes]] = []
@@ -69,6 +94,7 @@ class RawChain:
         for i in range(RELAY_HOPS):
             args = [self.topics[i], self.topics[i + 1], f"{self.topics[0]}.relay{i}"]
             extra = ["--linger-ms", str(self.linger_ms), "--commit-ms", str(self.commit_ms)]
+            extra += ["--kind", self.kind, "--environment", self.config.environment]
             self.relays.append(
                 subprocess.Popen(
                     [
@@ -92,7 +118,7 @@ class RawChain:
             linger_ms=self.linger_ms,
         )
         await self.producer.start()
-        say(f"raw chain: {RELAY_HOPS} relay processes over {len(self.topics)} topics; waiting for them to join...")
+        say(f"raw chain: {RELAY_HOPS} {self.kind} relays over {len(self.topics)} topics; waiting for them to join...")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # one message per partition must make it through before timing starts
             probes = []
