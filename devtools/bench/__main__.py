@@ -135,10 +135,7 @@ async def measure(step_coro: Any, pids: dict[str, list[int]], bootstrap: str, pr
     return step
 
 
-async def bench(args: argparse.Namespace, config: Config) -> dict[str, Any]:
-    settings = stack_settings(config)
-    rates = list(MAX_LADDER) if args.mode == "max" else [args.offered]
-    step_s = args.step_duration if args.mode == "max" else args.duration
+async def bench_ours(args: argparse.Namespace, config: Config, rates: list[float], step_s: float) -> list[Step]:
     wallets = await prepare_wallets(config, args.hot, args.cold)
     ours = OurStack(config, wallets, args.hot_share, args.fail_share)
     pool = await asyncpg.create_pool(config.postgres.dsn, min_size=1, max_size=2)
@@ -149,7 +146,7 @@ async def bench(args: argparse.Namespace, config: Config) -> dict[str, Any]:
     bench_pid = {"bench (load generator)": [os.getpid()]}
     try:
         await ours.run(5, 2)  # warm-up: connections, faust fetchers, the first PostgreSQL plans
-        for rate in [] if args.skip_ours else rates:
+        for rate in rates:
             say(f"our stack at {rate:g} payments/s for {step_s:g} s ({args.workers} process(es) per worker)")
             step = await measure(
                 ours.run(rate, step_s),
@@ -166,12 +163,21 @@ async def bench(args: argparse.Namespace, config: Config) -> dict[str, Any]:
         await asyncio.gather(watcher, return_exceptions=True)
         await ours.tail.stop()
         await pool.close()
+    return our_steps
+
+
+async def bench(args: argparse.Namespace, config: Config) -> dict[str, Any]:
+    settings = stack_settings(config)
+    rates = list(MAX_LADDER) if args.mode == "max" else [args.offered]
+    step_s = args.step_duration if args.mode == "max" else args.duration
+    our_steps = [] if args.skip_ours else await bench_ours(args, config, rates, step_s)
     if args.mode == "overload" or args.skip_raw:
         return {"settings": settings, "ours": our_steps, "raw": []}
     chain = RawChain(
         config, int(settings["producer_linger_ms"]), int(settings["broker_commit_interval_s"] * 1000), args.raw_kind
     )
     raw_steps: list[Step] = []
+    bench_pid = {"bench (load generator)": [os.getpid()]}
     await chain.start()
     try:
         await chain.run(5, 2)
@@ -240,8 +246,13 @@ def main(argv: list[str] | None = None) -> int:
         args.rate = args.rate or 50.0
         args.offered, args.duration = args.rate, args.duration or 20.0
     config = load_config(args.environment)
-    ensure_stack(config)
-    peers = args.peers = ensure_workers(config, args.workers)
+    if args.skip_ours:  # the chain needs the broker only; our idle services would share the cores
+        localinfra.up(config)
+        devctl.stop_services(config)
+        peers = args.peers = []
+    else:
+        ensure_stack(config)
+        peers = args.peers = ensure_workers(config, args.workers)
     load_before = os.getloadavg()
     try:
         result = asyncio.run(bench(args, config))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import socket
 import subprocess
 import sys
 import time
@@ -57,7 +58,10 @@ def faust_relay(environment: str, source: str, target: str, group: str) -> None:
     from streams.batching import take_available
 
     config = load_config(environment)
-    app = make_app(group, config, 0, "memory://")
+    with socket.socket() as probe:  # web is off, but faust wants a valid port (and names the data dir after it)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = make_app(group, config, port, "memory://")
     app.conf.web_enabled = False
     out = raw_topic(app, target, config.kafka.partitions)
 
@@ -129,6 +133,9 @@ class RawChain:
             await asyncio.sleep(1.0)
             if all(p in self.arrivals for p in probes):
                 return
+            exited = [f"relay-{n + 1}: {p.returncode}" for n, p in enumerate(self.relays) if p.poll() is not None]
+            if exited:
+                raise RuntimeError(f"the raw chain cannot start, relays exited: {', '.join(exited)}")
         raise RuntimeError("the raw chain relays did not start passing messages within 60 s")
 
     def pids(self) -> dict[str, list[int]]:
