@@ -51,6 +51,7 @@ async def relay(bootstrap: str, source: str, target: str, group: str, linger_ms:
 def faust_relay(environment: str, source: str, target: str, group: str) -> None:
     """One hop of the faust chain: a worker's app, agent and batching (`streams.app`), with no
     decoding, logic, table or delivery guard: what faust itself costs a hop as our workers use it."""
+    # Imported here: the aiokafka relays must not load faust and the workers' code.
     import faust
 
     from connectors.config import load_config
