@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="seconds of load (fixed 20, overload 30)")
     parser.add_argument("--workers", type=int, default=1, help="processes of each worker (scale-out)")
     parser.add_argument("--skip-raw", action="store_true", help="measure our stack only, not the raw relay chain")
-    parser.add_argument("--skip-ours", action="store_true", help="measure the raw relay chain only (stops our services)")
+    parser.add_argument("--skip-ours", action="store_true", help="measure the relay chain only (stops our services)")
     parser.add_argument(
         "--raw-kind",
         choices=RAW_KINDS,
