@@ -54,6 +54,20 @@ OUTPUTS = (
 )
 
 
+def step_of(steps: PaymentSteps) -> dict[TopicSpec, Handler]:
+    """The step each source topic feeds (the history loader drives the same map in process)."""
+    steps_by_source: dict[TopicSpec, Handler] = {
+        PAYMENT_CREATED: steps.process_payment_method,
+        WALLET_MOVEMENT_UPDATES: steps.process_movement_outcome,
+        EXTERNAL_PROVIDER_EVENTS: steps.process_provider_update,
+        PAYMENT_OPERATION_COMPLETED: steps.process_payment_operation_result,
+        PAYMENT_OPERATION_INCONSISTENT: steps.compensate_inconsistent_operation,
+        PAYMENT_REFUND_REQUESTED: steps.process_refund,
+    }
+    assert set(steps_by_source) == set(SOURCES), "every source topic has its step"
+    return steps_by_source
+
+
 def bootstrap(config: Config | None = None) -> Worker[PaymentSteps]:
     config = config or load_config()
     codec = make_codec(config.kafka.schema_registry_url or None)
@@ -63,18 +77,8 @@ def bootstrap(config: Config | None = None) -> Worker[PaymentSteps]:
     providers = make_providers(config)  # by the name a payment gives; Stripe's secrets are loaded now
     pipeline = make_pipeline(app, config, codec, send, [*SOURCES, *OUTPUTS, PAYMENTS_CHANGELOG])
     steps = PaymentSteps(payments, send, pipeline.durable, providers, int(config.provider.deadline_s * 1000))
-    # The step each source topic feeds; concurrency 1 everywhere: one writer per payment
-    # partition, and faust #606 with more.
-    step_of: dict[TopicSpec, Handler] = {
-        PAYMENT_CREATED: steps.process_payment_method,
-        WALLET_MOVEMENT_UPDATES: steps.process_movement_outcome,
-        EXTERNAL_PROVIDER_EVENTS: steps.process_provider_update,
-        PAYMENT_OPERATION_COMPLETED: steps.process_payment_operation_result,
-        PAYMENT_OPERATION_INCONSISTENT: steps.compensate_inconsistent_operation,
-        PAYMENT_REFUND_REQUESTED: steps.process_refund,
-    }
-    assert set(step_of) == set(SOURCES), "every source topic has its step"
-    for spec, step in step_of.items():
+    # Concurrency 1 everywhere: one writer per payment partition, and faust #606 with more.
+    for spec, step in step_of(steps).items():
         add_agent(app, pipeline, raw_topic(app, spec.name, config.kafka.partitions), step, __name__)
 
     @app.timer(interval=1.0)

@@ -327,8 +327,20 @@ class Payment:
         return min(due, default=None)
 
 
+_PAYMENT_FIELDS = tuple(f.name for f in dataclasses.fields(Payment))
+_REFUND_FIELDS = tuple(f.name for f in dataclasses.fields(Refund))
+
+
 def to_dict(payment: Payment) -> dict[str, Any]:
-    return dataclasses.asdict(payment)
+    """What `dataclasses.asdict` gives, without its deep copy of every value: every field is
+    immutable but the two mappings, which are copied. asdict was a fifth of a saga step's CPU."""
+    values = {name: getattr(payment, name) for name in _PAYMENT_FIELDS}
+    values["operations"] = dict(payment.operations)
+    values["refunds"] = {
+        refund_id: {name: getattr(refund, name) for name in _REFUND_FIELDS}
+        for refund_id, refund in payment.refunds.items()
+    }
+    return values
 
 
 def from_dict(raw: dict[str, Any]) -> Payment:

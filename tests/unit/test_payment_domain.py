@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from domain import payment as p
 from domain.events import EventMeta
 from domain.ids import derive_id
@@ -354,3 +356,13 @@ def test_refund_outcomes_survive_the_table_round_trip() -> None:
     state = given(*EXTERNAL_PAID, refund("r1", 2_000), provider_refund("r1", "failed", amount=2_000))
     assert state is not None and state.refunds["r1"].failure_code == "expired_or_canceled_card"
     assert p.from_dict(p.to_dict(state)) == state
+
+
+def test_the_table_row_is_what_asdict_would_write_and_shares_no_mutable_state() -> None:
+    state = given(*EXTERNAL_PAID, refund("r1", 2_000), provider_refund("r1", "failed", amount=2_000))
+    assert state is not None and state.operations and state.refunds
+    row = p.to_dict(state)
+    assert row == dataclasses.asdict(state)
+    row["operations"].clear()
+    row["refunds"].clear()
+    assert state.operations and state.refunds, "the row is a copy: writing it never changes the state"
