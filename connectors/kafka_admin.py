@@ -54,3 +54,11 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float = 30.
             return
         time.sleep(0.2)
     raise TimeoutError(f"topics {names} have partitions without a leader after {timeout:.0f}s")
+
+
+def cluster_id(config: KafkaConfig, timeout: float = 10.0) -> str | None:
+    """The cluster's id, or None when the broker does not answer in `timeout`."""
+    try:
+        return str(admin_client(config).list_topics(timeout=timeout).cluster_id)
+    except Exception:  # noqa: BLE001 - unreachable is the answer
+        return None

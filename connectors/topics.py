@@ -50,6 +50,8 @@ PAYMENT_WORKER = "payment-worker"
 WALLETS_CHANGELOG = changelog(WALLET_WORKER, "wallets", key="wallet_id")
 MOVEMENTS_CHANGELOG = changelog(WALLET_WORKER, "movements", key="movement_id")
 PAYMENTS_CHANGELOG = changelog(PAYMENT_WORKER, "payments", key="payment_id")
+# Only the payments still waiting on a provider, so a restart or a sweep never reads every payment.
+OPEN_PAYMENTS_CHANGELOG = changelog(PAYMENT_WORKER, "open_payments", key="payment_id")
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     PAYMENT_CREATED,
@@ -66,6 +68,11 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     EXTERNAL_PROVIDER_EVENTS,
     PAYMENT_DLQ,
 )
-CHANGELOG_TOPICS: tuple[TopicSpec, ...] = (WALLETS_CHANGELOG, MOVEMENTS_CHANGELOG, PAYMENTS_CHANGELOG)
+CHANGELOG_TOPICS: tuple[TopicSpec, ...] = (
+    WALLETS_CHANGELOG,
+    MOVEMENTS_CHANGELOG,
+    PAYMENTS_CHANGELOG,
+    OPEN_PAYMENTS_CHANGELOG,
+)
 # Everything the setup creates before a worker starts: the event store and the tables' changelogs.
 DECLARED_TOPICS: tuple[TopicSpec, ...] = ALL_TOPICS + CHANGELOG_TOPICS

@@ -53,6 +53,7 @@ from domain.events import EventMeta
 from domain.ids import derive_id
 from domain.money import Money
 from streams.envelope import actor_fields, command_record, to_record
+from streams.payment_deadlines import DeadlineIndex
 from streams.payment_steps import PaymentSteps
 from streams.payment_worker import SOURCES, step_of
 from streams.processing import Handler
@@ -92,7 +93,8 @@ class Saga:
 
     def __post_init__(self) -> None:
         wallet = WalletSteps(self.wallets, self.movements, self.send, _Nothing(), now=self.clock)
-        payment = PaymentSteps(self.payments, self.send, _Nothing(), {}, DAY_MS, now=self.clock)
+        deadlines = DeadlineIndex({})  # wallet payments never wait on a provider: nothing is open
+        payment = PaymentSteps(self.payments, self.send, _Nothing(), {}, DAY_MS, deadlines, now=self.clock)
         self.routes = {spec.name: step for spec, step in step_of(payment).items()}
         self.routes[WALLET_MOVEMENT_REQUIRED.name] = wallet.process_movement
         assert {s.name for s in SOURCES} <= set(self.routes)

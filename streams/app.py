@@ -23,6 +23,7 @@ from faust.types import TP
 
 from connectors.avro import Codec, install_faust_codec, make_codec
 from connectors.config import Config, state_dir
+from connectors.kafka_admin import cluster_id
 from connectors.log_reader import PartitionReader
 from connectors.logs import log_handler
 from connectors.otel import setup_tracing
@@ -31,6 +32,7 @@ from connectors.tracing import outgoing_headers
 from streams.batching import take_available
 from streams.delivery import DeliveryGuard
 from streams.durability import CURRENT_BATCH, Batch, ChangelogAcks, release
+from streams.local_store import match_store_to_log
 from streams.ports import Sender
 from streams.processing import Handler, Processor, SourceMessage
 
@@ -42,6 +44,8 @@ def make_app(name: str, config: Config, web_port: int, store: str) -> faust.App:
     install_faust_codec(make_codec(config.kafka.schema_registry_url or None))
     datadir = state_dir(config) / "faust" / f"{name}-{web_port}"
     datadir.mkdir(parents=True, exist_ok=True)
+    if store.startswith("rocksdb"):
+        match_store_to_log(datadir, lambda: cluster_id(config.kafka))
     setup_tracing(name)
     return faust.App(
         name,

@@ -65,7 +65,7 @@ class PaymentSteps:
     # The provider port's adapters (connectors/providers.py), by the name a payment gives.
     providers: Mapping[str, PaymentProvider]
     refund_deadline_ms: int
-    deadlines: DeadlineIndex = field(default_factory=DeadlineIndex)
+    deadlines: DeadlineIndex
     now: Callable[[], int] = now_ms
     # Deadline operations already sent by this process; a restart sends them again, harmlessly
     # (same event id, and the payment ignores an operation it already applied).
@@ -81,7 +81,7 @@ class PaymentSteps:
         """PaymentCreated: open the payment and ask its method (wallet or provider) for the money."""
         expect(event, "PaymentCreated")
         created = from_record(domain.RequestPayment, event)
-        await self.apply(domain.decide_created(self.load(created.payment_id), created, self.now()))
+        await self.apply(domain.decide_created(self.load(created.payment_id), created, self.now()), created.payment_id)
 
     async def process_movement_outcome(self, event: dict[str, Any]) -> None:
         """MovementUpdated of a payment's movement (debit, refund credit, compensation): its operation."""
@@ -124,7 +124,7 @@ class PaymentSteps:
         decision = domain.decide_operation(self.load(op.payment_id), op, self.now())
         if decision.rejection is not None:
             raise UnprocessableEvent(decision.rejection[1])
-        await self.apply(decision)
+        await self.apply(decision, op.payment_id)
 
     async def compensate_inconsistent_operation(self, event: dict[str, Any]) -> None:
         """PaymentOperationInconsistent: give back money taken for a payment that cannot take it."""
@@ -133,7 +133,7 @@ class PaymentSteps:
         decision = domain.decide_compensation(self.load(inconsistent.payment_id), inconsistent)
         if decision.rejection is not None:
             log.warning("not compensating %s: %s", inconsistent.operation_id, decision.rejection[1])
-        await self.apply(decision)
+        await self.apply(decision, inconsistent.payment_id)
 
     async def process_refund(self, event: dict[str, Any]) -> None:
         """RefundRequested: ask the wallet or the provider, or refuse it."""
@@ -144,14 +144,14 @@ class PaymentSteps:
             log.warning(
                 "refund %s of payment %s refused: %s", requested.refund_id, requested.payment_id, decision.rejection[1]
             )
-        await self.apply(decision)
+        await self.apply(decision, requested.payment_id)
 
     async def enforce_deadlines(self, rebalancing: bool, monotonic_now: float) -> None:
         """Fail the charges and refunds of this worker's partitions that waited on the provider past their deadline."""
         if rebalancing:
             self.deadlines.built_at = float("-inf")  # partitions move: rebuild from the table afterwards
             return
-        self.deadlines.rebuild_if_stale(self.payments, monotonic_now)
+        self.deadlines.rebuild_if_stale(monotonic_now)
         now = self.now()
         for payment_id in self.deadlines.overdue(now):
             payment = self.load(payment_id)
@@ -167,11 +167,18 @@ class PaymentSteps:
 
     # ------------------------------------------------------------ what every step ends with
 
-    async def apply(self, decision: domain.Decision) -> None:
+    async def apply(self, decision: domain.Decision, payment_id: str) -> None:
         """Table first, then events, then requests: a crash in between re-emits the same ids on redelivery."""
         if decision.payment is not None:
             self.payments[decision.payment.payment_id] = domain.to_dict(decision.payment)
             self.deadlines.track(decision.payment)
+            await self.durable()
+        elif (row := self.payments.get(payment_id)) is not None:
+            # Nothing new to decide: a redelivery, most likely. The local store (RocksDB) takes a
+            # write before its changelog record is acknowledged, so a SIGKILL can leave it ahead
+            # of the changelog; writing the row again brings the changelog level with it.
+            self.payments[payment_id] = row
+            self.deadlines.track(domain.from_dict(row), rewrite=True)
             await self.durable()
         await self.publish(decision.events)
         if decision.payment is not None:

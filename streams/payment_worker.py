@@ -14,6 +14,7 @@ from connectors.config import Config, load_config
 from connectors.providers import make_providers
 from connectors.topics import (
     EXTERNAL_PROVIDER_EVENTS,
+    OPEN_PAYMENTS_CHANGELOG,
     PAYMENT_CREATED,
     PAYMENT_DLQ,
     PAYMENT_FAILED,
@@ -32,6 +33,7 @@ from connectors.topics import (
 from domain.access import Action
 from streams.app import Worker, add_agent, make_app, make_pipeline, make_sender, raw_topic
 from streams.pages import add_worker_pages
+from streams.payment_deadlines import DeadlineIndex
 from streams.payment_steps import PaymentSteps
 from streams.processing import Handler
 from streams.state_page import add_state_page
@@ -73,10 +75,14 @@ def bootstrap(config: Config | None = None) -> Worker[PaymentSteps]:
     codec = make_codec(config.kafka.schema_registry_url or None)
     app = make_app(PAYMENT_WORKER, config, config.payment_worker.web_port, config.payment_worker.store)
     payments = app.Table("payments", default=None, partitions=config.kafka.partitions)
+    open_payments = app.Table("open_payments", default=None, partitions=config.kafka.partitions)
     send = make_sender(app, codec)
     providers = make_providers(config)  # by the name a payment gives; Stripe's secrets are loaded now
-    pipeline = make_pipeline(app, config, codec, send, [*SOURCES, *OUTPUTS, PAYMENTS_CHANGELOG])
-    steps = PaymentSteps(payments, send, pipeline.durable, providers, int(config.provider.deadline_s * 1000))
+    pipeline = make_pipeline(
+        app, config, codec, send, [*SOURCES, *OUTPUTS, PAYMENTS_CHANGELOG, OPEN_PAYMENTS_CHANGELOG]
+    )
+    refund_deadline_ms = int(config.provider.deadline_s * 1000)
+    steps = PaymentSteps(payments, send, pipeline.durable, providers, refund_deadline_ms, DeadlineIndex(open_payments))
     # Concurrency 1 everywhere: one writer per payment partition, and faust #606 with more.
     for spec, step in step_of(steps).items():
         add_agent(app, pipeline, raw_topic(app, spec.name, config.kafka.partitions), step, __name__)

@@ -19,3 +19,9 @@ class Table(Protocol):
     def __setitem__(self, key: str, value: Any) -> None: ...
 
     def items(self) -> Iterable[tuple[str, Any]]: ...
+
+
+class DeletableTable(Table, Protocol):
+    """A table whose rows can be removed (a tombstone on its changelog)."""
+
+    def __delitem__(self, key: str) -> None: ...

@@ -75,8 +75,28 @@ class WalletSteps:
             decision = domain.decide_movement(wallet, self.load_movement, movement, self.now())
         else:
             raise ValueError(f"unexpected event type {envelope['event_type']} on {WALLET_MOVEMENT_REQUIRED.name}")
-        await self._record(decision)
+        if decision.records or decision.wallet is not None:
+            await self._record(decision)
+        else:
+            await self._rewrite(
+                event["wallet_id"], event.get("movement_id") or domain.opening_movement_id(event["wallet_id"])
+            )
         await self._publish(decision, event["wallet_id"].encode())
+
+    async def _rewrite(self, wallet_id: str, movement_id: str) -> None:
+        """A command whose effect the tables already hold (a redelivery) writes that state again.
+        The local store (RocksDB) takes a write before its changelog record is acknowledged: a
+        SIGKILL in between leaves the store ahead of the changelog, and only the redelivered
+        command, which finds its decision there, can bring the changelog level with it."""
+        rows = [(self.movements, movement_id, self.movements.get(movement_id))]
+        rows.append((self.wallets, wallet_id, self.wallets.get(wallet_id)))  # after the record (WrittenLast)
+        written = False
+        for table, key, row in rows:
+            if row:
+                table[key] = row
+                written = True
+        if written:
+            await self.durable()
 
     async def _record(self, decision: domain.Decision) -> None:
         # The wallet is durable only after its movement records (the worker gives this step a
@@ -87,8 +107,7 @@ class WalletSteps:
             self.movements[record.movement_id] = dataclasses.asdict(record)
         if decision.wallet is not None:
             self.wallets[decision.wallet.wallet_id] = dataclasses.asdict(decision.wallet)
-        if decision.records or decision.wallet is not None:
-            await self.durable()
+        await self.durable()
 
     async def _publish(self, decision: domain.Decision, key: bytes) -> None:
         """The outcome as decided: the domain has stamped it with the actor of the command."""

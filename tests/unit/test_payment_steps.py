@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
@@ -11,6 +12,7 @@ from domain import payment as domain
 from domain.events import EventMeta
 from domain.money import Money
 from streams.envelope import to_record
+from streams.payment_deadlines import DeadlineIndex
 from streams.payment_steps import PaymentSteps
 from tests.support.fakes import FakeDurable, FakeSender, FakeTable, Journal
 
@@ -40,6 +42,7 @@ def build(provider: Any = None, providers: dict[str, Any] | None = None) -> tupl
         FakeDurable(journal),
         providers if providers is not None else {"simulator": provider or RefusingProvider()},
         60_000,
+        DeadlineIndex(FakeTable(journal, "open_payments")),
         now=lambda: NOW,
     )
     return steps, journal, send
@@ -100,16 +103,22 @@ async def test_the_applied_debit_completes_the_payment_acting_for_the_payer() ->
     assert succeeded["envelope"]["actor_roles"] == list(PAYER[1])
 
 
-async def test_a_redelivered_operation_re_emits_the_same_success() -> None:
-    steps, _, send = build()
+async def test_a_redelivered_operation_re_emits_the_same_success_after_writing_its_state_again() -> None:
+    steps, journal, send = build()
     event = created()
     await steps.process_payment_method(to_record(event))
     op = debit_applied(event)
     await steps.process_payment_operation_result(to_record(op))
+    row = dict(steps.payments[event.payment_id])
+    redelivered_at = len(journal.entries)
+
     await steps.process_payment_operation_result(to_record(op))
 
     first, again = send.on(PAYMENT_SUCCEEDED.name)
     assert first == again
+    # A local store ahead of its changelog (SIGKILL before the acknowledgement) is brought level.
+    assert steps.payments[event.payment_id] == row
+    assert journal.kinds()[redelivered_at:] == ["write payments", "durable", "send"]
 
 
 async def test_a_charge_the_provider_refuses_becomes_its_failed_operation() -> None:
@@ -147,3 +156,20 @@ async def test_a_charge_to_a_provider_not_offered_waits_for_its_deadline() -> No
 
     assert steps.payments[event.payment_id]["status"] == "processing"
     assert send.on(PAYMENT_OPERATION_COMPLETED.name) == []
+
+
+async def test_only_payments_still_waiting_are_kept_open_and_a_restart_finds_their_deadline_there() -> None:
+    steps, _, send = build(providers={"simulator": RefusingProvider()})
+    waiting = dataclasses.replace(created("external", "stripe"), deadline_at=NOW + 4_000)
+    await steps.process_payment_method(to_record(waiting))
+    open_payments = steps.deadlines.open_payments
+    assert dict(open_payments.items()) == {waiting.payment_id: NOW + 4_000}
+
+    restarted = DeadlineIndex(open_payments)  # a new process: the index is read from its table
+    steps.deadlines, steps.now = restarted, lambda: NOW + 5_000
+    await steps.enforce_deadlines(False, 0.0)
+    [timed_out] = send.on(PAYMENT_OPERATION_COMPLETED.name)
+    await steps.process_payment_operation_result(timed_out)
+
+    assert steps.payments[waiting.payment_id]["status"] == "failed"
+    assert dict(open_payments.items()) == {}, "a settled payment leaves the open table"
