@@ -125,7 +125,8 @@ AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 LIMITER = web.AppKey("limiter", RateLimiter)
 WAITS = web.AppKey("waits", WaitSlots)
 SETTINGS = web.AppKey("settings", GatewayConfig)
-ROUTE = "route"  # the request's metrics label, once its path is known
+REQUEST_ID = web.RequestKey("request_id", str)
+ROUTE = web.RequestKey("route", str)  # the request's metrics label, once its path is known
 
 
 class Pools:
@@ -176,7 +177,7 @@ async def gateway_middleware(
     started = time.perf_counter()
     given = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = given if CALLER_REQUEST_ID.match(given) else str(uuid.uuid4())
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     try:
         response = await handler(request)
     except web.HTTPException as exc:  # e.g. 413 from client_max_size, 405 on /health
@@ -221,7 +222,7 @@ def credential_of(request: web.Request, path: str) -> str:
     try:
         principal, credential = request.app[AUTHENTICATOR].authenticate(authorization, api_key)
     except AuthError as exc:
-        log.info("refused %s %s [%s]: %s", request.method, path, request["request_id"], exc)
+        log.info("refused %s %s [%s]: %s", request.method, path, request[REQUEST_ID], exc)
         raise Refused(401, "unauthenticated", str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
     log.debug("%s %s by %s", request.method, path, principal.subject)
     return credential
@@ -229,6 +230,7 @@ def credential_of(request: web.Request, path: str) -> str:
 
 def admit(request: web.Request) -> tuple[str, str, str]:
     """The canonical path, its upstream and the credential, once every rule lets it through."""
+    request[ROUTE] = "unrouted"  # a refused path names no route
     path = canonical_path(request.rel_url.raw_path)
     request[ROUTE] = route_label(path)
     upstream = upstream_for(request.app[SETTINGS], path)
@@ -274,7 +276,7 @@ async def forward(request: web.Request, upstream: str, path: str, waiting: bool)
     settings = request.app[SETTINGS]
     body = await request.read()  # bounded by client_max_size: larger bodies get 413
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-    headers[REQUEST_ID_HEADER] = request["request_id"]
+    headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
     headers["X-Forwarded-For"] = request.remote or ""
     url = yarl.URL(upstream + encoded_path(path), encoded=True).with_query(request.query)
     try:
@@ -299,7 +301,7 @@ async def forward(request: web.Request, upstream: str, path: str, waiting: bool)
     except TimeoutError:
         return error_response(504, "upstream_timeout", "the service did not answer in time")
     except aiohttp.ClientError as exc:
-        log.warning("upstream %s unreachable [%s]: %r", upstream, request["request_id"], exc)
+        log.warning("upstream %s unreachable [%s]: %r", upstream, request[REQUEST_ID], exc)
         return error_response(502, "upstream_unavailable", "the service is not reachable")
 
 
