@@ -272,13 +272,15 @@ async def proxy(request: web.Request) -> web.StreamResponse:
 
 
 async def forward(request: web.Request, upstream: str, path: str, waiting: bool) -> web.StreamResponse:
-    """The canonical path and the query as parsed here, sent on the pool for its kind."""
+    """The canonical path and the query, sent on the pool for its kind."""
     settings = request.app[SETTINGS]
     body = await request.read()  # bounded by client_max_size: larger bodies get 413
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
     headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
     headers["X-Forwarded-For"] = request.remote or ""
-    url = yarl.URL(upstream + encoded_path(path), encoded=True).with_query(request.query)
+    # The query goes as it came: the gateway read it with the same parser as the service will.
+    query = request.rel_url.raw_query_string
+    url = yarl.URL(upstream + encoded_path(path) + (f"?{query}" if query else ""), encoded=True)
     try:
         async with (
             request.app[POOLS]
