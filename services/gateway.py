@@ -38,8 +38,8 @@ from connectors.metrics import (
     HTTP_REQUESTS,
     metrics_handler,
 )
-from services.gateway_rules import Refused, WaitSlots, asks_to_wait, canonical_path, encoded_path, single_header
-from services.http import MAX_WAIT_S, answers, error_response, needs_credentials, readiness
+from services.gateway_rules import WaitSlots, asks_to_wait, canonical_path, encoded_path, single_header
+from services.http import MAX_WAIT_S, ApiError, answers, error_response, needs_credentials, readiness
 
 log = logging.getLogger("gateway")
 
@@ -162,7 +162,7 @@ def route_label(path: str) -> str:
     return "unrouted"
 
 
-def refusal(refused: Refused) -> web.Response:
+def refusal(refused: ApiError) -> web.Response:
     GATEWAY_REFUSALS.labels(refused.code).inc()
     response = error_response(refused.status, refused.code, refused.message, refused.field)
     response.headers.update(refused.headers)
@@ -182,7 +182,7 @@ async def gateway_middleware(
         response = await handler(request)
     except web.HTTPException as exc:  # e.g. 413 from client_max_size, 405 on /health
         code = exc.reason.lower().replace(" ", "_")
-        response = refusal(Refused(exc.status, code, exc.reason))
+        response = refusal(ApiError(exc.status, code, exc.reason))
     response.headers[REQUEST_ID_HEADER] = request_id
     resource = request.match_info.route.resource
     route = request.get(ROUTE) or (resource.canonical if resource is not None else "unmatched")
@@ -223,7 +223,7 @@ def credential_of(request: web.Request, path: str) -> str:
         principal, credential = request.app[AUTHENTICATOR].authenticate(authorization, api_key)
     except AuthError as exc:
         log.info("refused %s %s [%s]: %s", request.method, path, request[REQUEST_ID], exc)
-        raise Refused(401, "unauthenticated", str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
+        raise ApiError(401, "unauthenticated", str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
     log.debug("%s %s by %s", request.method, path, principal.subject)
     return credential
 
@@ -235,24 +235,24 @@ def admit(request: web.Request) -> tuple[str, str, str]:
     request[ROUTE] = route_label(path)
     upstream = upstream_for(request.app[SETTINGS], path)
     if upstream is None:
-        raise Refused(404, "not_found", "no such route")
+        raise ApiError(404, "not_found", "no such route")
     credential = credential_of(request, path)
     wait_s = request.app[LIMITER].take(credential, time.monotonic())
     if wait_s > 0:
         message = "too many requests for this credential; retry later"
-        raise Refused(429, "rate_limited", message, headers={"Retry-After": str(max(1, math.ceil(wait_s)))})
+        raise ApiError(429, "rate_limited", message, headers={"Retry-After": str(max(1, math.ceil(wait_s)))})
     if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
-        # Refused, not decompressed: aiohttp would inflate it and forward the header with the
+        # ApiError, not decompressed: aiohttp would inflate it and forward the header with the
         # plain bytes, and a few compressed KiB can inflate to far more than the body limit.
         message = "send the body uncompressed"
-        raise Refused(415, "unsupported_encoding", message, "Content-Encoding", {"Accept-Encoding": "identity"})
+        raise ApiError(415, "unsupported_encoding", message, "Content-Encoding", {"Accept-Encoding": "identity"})
     return path, upstream, credential
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:
     try:
         path, upstream, credential = admit(request)
-    except Refused as refused:
+    except ApiError as refused:
         return refusal(refused)
     waiting = asks_to_wait(request.query.getall("wait", []))
     if not waiting:

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
+from services.http import ApiError
+
 # RFC 3986 pchar without pct-encoded: what a segment may hold after decoding. Every one of
 # them is sent as is, so the re-encoded path is the decoded one, byte for byte.
 SEGMENT_SAFE = "-._~!$&'()*+,;=:@"
@@ -24,23 +26,12 @@ MALFORMED_ESCAPE = re.compile(r"%(?![0-9a-fA-F]{2})")
 ZERO = re.compile(r"0+(\.0+)?")
 
 
-class Refused(Exception):
-    """A request the gateway will not forward: an HTTP status, a code and the field at fault."""
-
-    def __init__(
-        self, status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
-        self.headers = headers or {}
-
-
-def _bad_path(message: str) -> Refused:
-    return Refused(400, "invalid_path", message, "path")
+def _bad_path(message: str) -> ApiError:
+    return ApiError(400, "invalid_path", message, "path")
 
 
 def canonical_path(raw: str) -> str:
-    """The one decoded path a raw request path names, or Refused (400, field "path")."""
+    """The one decoded path a raw request path names, or ApiError (400, field "path")."""
     if not raw.startswith("/"):
         raise _bad_path("the path must start with /")
     if not (raw.isascii() and raw.isprintable()) or " " in raw:
@@ -69,10 +60,10 @@ def encoded_path(canonical: str) -> str:
 
 
 def single_header(values: Sequence[str], name: str) -> str | None:
-    """The header's one value, None when absent; Refused when sent more than once, since
+    """The header's one value, None when absent; ApiError when sent more than once, since
     the gateway and a service may not pick the same one."""
     if len(values) > 1:
-        raise Refused(400, "invalid_header", f"send {name} at most once", name)
+        raise ApiError(400, "invalid_header", f"send {name} at most once", name)
     return values[0] if values else None
 
 
@@ -92,15 +83,15 @@ class WaitSlots:
     held: dict[str, int] = field(default_factory=dict)
     parked: int = 0
 
-    def take(self, credential: str) -> Refused | None:
+    def take(self, credential: str) -> ApiError | None:
         """None when the credential may park one more wait (and it now holds it)."""
         mine = self.held.get(credential, 0)
         if mine >= self.per_credential:
             message = f"at most {self.per_credential} waiting reads per credential; retry later"
-            return Refused(429, "too_many_waits", message, "wait", {"Retry-After": "1"})
+            return ApiError(429, "too_many_waits", message, "wait", {"Retry-After": "1"})
         if self.parked >= self.total:
             message = "the gateway holds as many waiting reads as it can; retry later"
-            return Refused(503, "overloaded", message, "wait", {"Retry-After": "1"})
+            return ApiError(503, "overloaded", message, "wait", {"Retry-After": "1"})
         self.held[credential] = mine + 1
         self.parked += 1
         return None

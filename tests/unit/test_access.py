@@ -125,7 +125,6 @@ def test_the_wallet_refuses_a_debit_whose_actor_does_not_own_it() -> None:
     assert outcome(command(None))[0] == "applied"  # written before actors existed
 
 
-
 def test_a_verified_token_is_remembered_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
     import jwt
 

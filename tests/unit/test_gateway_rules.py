@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from services.gateway import route_label
-from services.gateway_rules import Refused, WaitSlots, asks_to_wait, canonical_path, encoded_path, single_header
+from services.gateway_rules import WaitSlots, asks_to_wait, canonical_path, encoded_path, single_header
+from services.http import ApiError
 
 PAYMENT = "/api/v1/payments/6f1c1a52-2d7e-4b8e-9a39-0b1f3c9f0f11"
 
@@ -59,7 +60,7 @@ def test_a_plain_path_is_its_own_canonical_form_and_is_forwarded_unchanged(raw: 
     ],
 )
 def test_every_path_that_could_be_read_two_ways_is_refused_naming_the_path(raw: str) -> None:
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(ApiError) as refused:
         canonical_path(raw)
     assert (refused.value.status, refused.value.code, refused.value.field) == (400, "invalid_path", "path")
 
@@ -67,7 +68,7 @@ def test_every_path_that_could_be_read_two_ways_is_refused_naming_the_path(raw: 
 def test_a_credential_header_sent_twice_is_refused_and_once_is_taken() -> None:
     assert single_header([], "Authorization") is None
     assert single_header(["Bearer a"], "Authorization") == "Bearer a"
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(ApiError) as refused:
         single_header(["Bearer a", "Bearer b"], "Authorization")
     assert (refused.value.status, refused.value.field) == (400, "Authorization")
 
