@@ -242,7 +242,7 @@ def admit(request: web.Request) -> tuple[str, str, str]:
         message = "too many requests for this credential; retry later"
         raise ApiError(429, "rate_limited", message, headers={"Retry-After": str(max(1, math.ceil(wait_s)))})
     if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
-        # ApiError, not decompressed: aiohttp would inflate it and forward the header with the
+        # Refused, not decompressed: aiohttp would inflate it and forward the header with the
         # plain bytes, and a few compressed KiB can inflate to far more than the body limit.
         message = "send the body uncompressed"
         raise ApiError(415, "unsupported_encoding", message, "Content-Encoding", {"Accept-Encoding": "identity"})
