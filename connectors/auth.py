@@ -18,6 +18,8 @@ import secrets
 import sys
 import time
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 import jwt
 
@@ -27,6 +29,10 @@ from domain.access import ROLES, Principal
 API_KEY_HEADER = "X-Api-Key"
 ALGORITHM = "HS256"
 LEEWAY_S = 30  # clock skew between the issuer and us
+# The longest a token may live (exp - iat, and exp - now) when auth.token_ttl_s is shorter:
+# tokens minted for a day by hand still work, an exp of 1e20 does not.
+MIN_MAX_LIFETIME_S = 86_400
+MAX_SUBJECT_LENGTH = 200
 
 
 class AuthError(Exception):
@@ -52,6 +58,42 @@ def issue_token(config: AuthConfig, subject: str, roles: list[str], ttl_s: int |
     }
     key = config.jwt_keys[config.signing_kid]
     return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": config.signing_kid})
+
+
+def _numeric_date(claims: Mapping[str, Any], name: str) -> int | None:
+    """A time claim as whole seconds: PyJWT takes int("1700000000") and int(1e20) alike."""
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise AuthError(f"claim {name} must be an integer number of seconds")
+    return value
+
+
+def check_claims(claims: Mapping[str, Any], now: float, max_lifetime_s: int) -> int:
+    """The token's expiry once its claims have the types and bounds we issue, else AuthError.
+
+    The signature says who wrote the token, not that what they wrote is sane: a string or
+    astronomically large `exp` would make a stolen token good for ever."""
+    for name in ("sub", "iss", "aud"):
+        if not isinstance(claims.get(name), str) or not claims[name]:
+            raise AuthError(f"claim {name} must be a non-empty string")
+    if len(claims["sub"]) > MAX_SUBJECT_LENGTH:
+        raise AuthError("invalid subject")
+    exp, iat, nbf = (_numeric_date(claims, name) for name in ("exp", "iat", "nbf"))
+    if exp is None or iat is None:
+        raise AuthError("claims exp and iat are required")
+    if iat > now + LEEWAY_S:
+        raise AuthError("token issued in the future")
+    if nbf is not None and nbf > now + LEEWAY_S:
+        raise AuthError("token not yet valid")
+    if exp <= now - LEEWAY_S:
+        raise AuthError("token expired")
+    if exp <= iat or exp - iat > max_lifetime_s + LEEWAY_S or exp > now + max_lifetime_s + LEEWAY_S:
+        raise AuthError(f"token lifetime must be positive and at most {max_lifetime_s} s")
+    return exp
 
 
 def hash_api_key(key: str) -> str:
@@ -91,6 +133,8 @@ class Authenticator:
         return self.verify(token.strip())
 
     def verify(self, token: str) -> tuple[Principal, str]:
+        # Only a token that passed every check is remembered; its time checks (iat, nbf) only
+        # grow truer while it waits, and exp is checked again on every use.
         known = self.verified.get(token)
         if known is not None and time.time() < known[2] + LEEWAY_S:
             return known[0], known[1]
@@ -122,11 +166,10 @@ class Authenticator:
             raise AuthError("token expired") from None
         except jwt.PyJWTError as exc:
             raise AuthError(f"invalid token: {exc}") from None
+        expires = check_claims(claims, time.time(), max(self.config.token_ttl_s, MIN_MAX_LIFETIME_S))
         subject = claims["sub"]
-        if not isinstance(subject, str) or not 0 < len(subject) <= 200:
-            raise AuthError("invalid subject")
         # Rate limits follow the subject: minting more tokens buys no more requests.
-        return Principal(subject, _roles(claims.get("roles"))), "sub:" + subject, float(claims["exp"])
+        return Principal(subject, _roles(claims.get("roles"))), "sub:" + subject, float(expires)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -163,6 +163,9 @@ class GatewayConfig:
     upstream_timeout_s: float
     rate_per_s: float  # sustained requests per second per credential
     burst: int  # requests a credential may send at once before the rate applies
+    upstream_connections: int  # connections to each API for ordinary requests, apart from long-polls
+    max_waits: int  # long-polls (?wait>0) parked at once in all, and each API's long-poll connections
+    max_waits_per_credential: int  # long-polls one credential may park at once (429 beyond)
 
 
 @dataclass(frozen=True)

@@ -119,3 +119,8 @@ def http_metrics_middleware(service: str) -> Callable[..., Awaitable[web.StreamR
             HTTP_LATENCY.labels(service, request.method, route).observe(time.perf_counter() - started)
 
     return middleware
+
+GATEWAY_REFUSALS = Counter(
+    "gateway_refusals_total", "Requests the gateway answered itself without forwarding, by reason", ["reason"]
+)
+GATEWAY_PARKED_WAITS = Gauge("gateway_parked_long_polls", "Long-polls (?wait>0) the gateway holds open upstream now")

@@ -1,7 +1,9 @@
 """The API gateway: one port in front of the payment and wallet APIs.
 
-It authenticates (the services check again: nothing behind it trusts the network),
-limits each credential to a token bucket (429 with Retry-After), caps body size and
+It decides on one canonical path and forwards exactly that path (services/gateway_rules.py),
+authenticates (the services check again: nothing behind it trusts the network), limits each
+credential to a token bucket (429 with Retry-After) and to a few parked long-polls, keeps
+long-polls and ordinary requests on separate upstream connection pools, caps body size and
 upstream time, and gives every request an X-Request-Id that the services see.
 
 A small aiohttp proxy rather than nginx: nginx cannot verify our kid-selected JWTs or
@@ -23,12 +25,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
+import yarl
 from aiohttp import web
 
 from connectors.auth import API_KEY_HEADER, Authenticator, AuthError
 from connectors.config import Config, GatewayConfig, load_config
 from connectors.logs import setup_logging
-from services.http import MAX_WAIT_S, error_response, needs_credentials, serve
+from connectors.metrics import (
+    GATEWAY_PARKED_WAITS,
+    GATEWAY_REFUSALS,
+    HTTP_LATENCY,
+    HTTP_REQUESTS,
+    metrics_handler,
+)
+from services.gateway_rules import WaitSlots, asks_to_wait, canonical_path, encoded_path, single_header
+from services.http import MAX_WAIT_S, ApiError, answers, error_response, needs_credentials, readiness
 
 log = logging.getLogger("gateway")
 
@@ -53,6 +64,10 @@ HOP_BY_HOP = frozenset(
 PAYMENT_PREFIXES = ("/api/v1/payments", "/api/v1/webhooks/")
 WALLET_PREFIXES = ("/api/v1/wallet", "/api/v1/movement/")
 MAX_BUCKETS = 100_000  # idle buckets are dropped past this, so many credentials cannot fill memory
+# Metrics labels stay few whatever callers send: the API family of a path, known methods.
+ROUTE_FAMILIES = frozenset({"payments", "webhooks", "wallet", "wallets", "movement"})
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+READY_TIMEOUT_S = 2.0  # an upstream slower than this to say it is ready counts as not ready
 
 
 @dataclass
@@ -108,22 +123,72 @@ def upstream_timeout_s(settings: GatewayConfig, wait: str | None) -> float:
 
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 LIMITER = web.AppKey("limiter", RateLimiter)
-CLIENT = web.AppKey("client", aiohttp.ClientSession)
+WAITS = web.AppKey("waits", WaitSlots)
 SETTINGS = web.AppKey("settings", GatewayConfig)
+REQUEST_ID = web.RequestKey("request_id", str)
+ROUTE = web.RequestKey("route", str)  # the request's metrics label, once its path is known
+
+
+class Pools:
+    """A client session per upstream and kind (ordinary or long-poll), each with its own
+    connection limit: long-polls parked by one caller cannot take the connections that every
+    other request needs, and a slow wallet API cannot take the payment API's."""
+
+    def __init__(self, settings: GatewayConfig) -> None:
+        self.sessions = {
+            (upstream, waiting): aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=settings.max_waits if waiting else settings.upstream_connections),
+                auto_decompress=False,
+            )
+            for upstream in (settings.payment_upstream, settings.wallet_upstream)
+            for waiting in (False, True)
+        }
+
+    def session(self, upstream: str, waiting: bool) -> aiohttp.ClientSession:
+        return self.sessions[(upstream, waiting)]
+
+    async def close(self) -> None:
+        for session in self.sessions.values():
+            await session.close()
+
+
+POOLS = web.AppKey("pools", Pools)
+
+
+def route_label(path: str) -> str:
+    parts = path.split("/", 4)
+    if len(parts) > 3 and parts[1:3] == ["api", "v1"] and parts[3] in ROUTE_FAMILIES:
+        return "/api/v1/" + parts[3]
+    return "unrouted"
+
+
+def refusal(refused: ApiError) -> web.Response:
+    GATEWAY_REFUSALS.labels(refused.code).inc()
+    response = error_response(refused.status, refused.code, refused.message, refused.field)
+    response.headers.update(refused.headers)
+    return response
 
 
 @web.middleware
-async def request_id_middleware(
+async def gateway_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    """Request ids, aiohttp's own refusals as JSON, and the request metrics."""
+    started = time.perf_counter()
     given = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = given if CALLER_REQUEST_ID.match(given) else str(uuid.uuid4())
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     try:
         response = await handler(request)
-    except web.HTTPException as exc:  # e.g. 413 from client_max_size
-        response = error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+    except web.HTTPException as exc:  # e.g. 413 from client_max_size, 405 on /health
+        code = exc.reason.lower().replace(" ", "_")
+        response = refusal(ApiError(exc.status, code, exc.reason))
     response.headers[REQUEST_ID_HEADER] = request_id
+    resource = request.match_info.route.resource
+    route = request.get(ROUTE) or (resource.canonical if resource is not None else "unmatched")
+    method = request.method if request.method in METHODS else "OTHER"
+    HTTP_REQUESTS.labels("gateway", method, route, str(response.status)).inc()
+    HTTP_LATENCY.labels("gateway", method, route).observe(time.perf_counter() - started)
     return response
 
 
@@ -131,49 +196,104 @@ async def health(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def proxy(request: web.Request) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
-    upstream = upstream_for(settings, request.path)
+def upstream_ready(upstream: Callable[[GatewayConfig], str]) -> Callable[[web.Request], Awaitable[None]]:
+    async def probe(request: web.Request) -> None:
+        base = upstream(request.app[SETTINGS])
+        timeout = aiohttp.ClientTimeout(total=READY_TIMEOUT_S)
+        async with request.app[POOLS].session(base, False).get(base + "/ready", timeout=timeout) as response:
+            if response.status != 200:
+                raise RuntimeError(f"{base}/ready answered {response.status}")
+
+    return probe
+
+
+ready = readiness(
+    answers("payment_api", upstream_ready(lambda s: s.payment_upstream)),
+    answers("wallet_api", upstream_ready(lambda s: s.wallet_upstream)),
+)
+
+
+def credential_of(request: web.Request, path: str) -> str:
+    """Who the request counts against: the verified credential, or the address for webhooks."""
+    authorization = single_header(request.headers.getall("Authorization", []), "Authorization")
+    api_key = single_header(request.headers.getall(API_KEY_HEADER, []), API_KEY_HEADER)
+    if not needs_credentials(path):
+        return "ip:" + (request.remote or "unknown")  # webhooks: signed, limited by address
+    try:
+        principal, credential = request.app[AUTHENTICATOR].authenticate(authorization, api_key)
+    except AuthError as exc:
+        log.info("refused %s %s [%s]: %s", request.method, path, request[REQUEST_ID], exc)
+        raise ApiError(401, "unauthenticated", str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
+    log.debug("%s %s by %s", request.method, path, principal.subject)
+    return credential
+
+
+def admit(request: web.Request) -> tuple[str, str, str]:
+    """The canonical path, its upstream and the credential, once every rule lets it through."""
+    request[ROUTE] = "unrouted"  # a refused path names no route
+    path = canonical_path(request.rel_url.raw_path)
+    request[ROUTE] = route_label(path)
+    upstream = upstream_for(request.app[SETTINGS], path)
     if upstream is None:
-        return error_response(404, "not_found", "no such route")
-    if needs_credentials(request.path):
-        try:
-            principal, credential = request.app[AUTHENTICATOR].authenticate(
-                request.headers.get("Authorization"), request.headers.get(API_KEY_HEADER)
-            )
-        except AuthError as exc:
-            log.info("refused %s %s [%s]: %s", request.method, request.path, request["request_id"], exc)
-            response = error_response(401, "unauthenticated", str(exc))
-            response.headers["WWW-Authenticate"] = "Bearer"
-            return response
-        credential_id = credential
-        log.debug("%s %s by %s", request.method, request.path, principal.subject)
-    else:
-        credential_id = "ip:" + (request.remote or "unknown")  # webhooks: signed, limited by address
-    wait_s = request.app[LIMITER].take(credential_id, time.monotonic())
+        raise ApiError(404, "not_found", "no such route")
+    credential = credential_of(request, path)
+    wait_s = request.app[LIMITER].take(credential, time.monotonic())
     if wait_s > 0:
-        response = error_response(429, "rate_limited", "too many requests for this credential; retry later")
-        response.headers["Retry-After"] = str(max(1, math.ceil(wait_s)))
-        return response
+        message = "too many requests for this credential; retry later"
+        raise ApiError(429, "rate_limited", message, headers={"Retry-After": str(max(1, math.ceil(wait_s)))})
     if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
         # Refused, not decompressed: aiohttp would inflate it and forward the header with the
         # plain bytes, and a few compressed KiB can inflate to far more than the body limit.
-        response = error_response(415, "unsupported_encoding", "send the body uncompressed", "Content-Encoding")
-        response.headers["Accept-Encoding"] = "identity"
-        return response
+        message = "send the body uncompressed"
+        raise ApiError(415, "unsupported_encoding", message, "Content-Encoding", {"Accept-Encoding": "identity"})
+    return path, upstream, credential
+
+
+async def proxy(request: web.Request) -> web.StreamResponse:
+    try:
+        path, upstream, credential = admit(request)
+    except ApiError as refused:
+        return refusal(refused)
+    waiting = asks_to_wait(request.query.getall("wait", []))
+    if not waiting:
+        return await forward(request, upstream, path, waiting)
+    waits = request.app[WAITS]
+    full = waits.take(credential)
+    if full is not None:
+        return refusal(full)
+    GATEWAY_PARKED_WAITS.set(waits.parked)
+    try:
+        # A client that goes away cancels this handler (handler_cancellation), which leaves
+        # the upstream request and gives its connection and the slot back.
+        return await forward(request, upstream, path, waiting)
+    finally:
+        waits.give_back(credential)
+        GATEWAY_PARKED_WAITS.set(waits.parked)
+
+
+async def forward(request: web.Request, upstream: str, path: str, waiting: bool) -> web.StreamResponse:
+    """The canonical path and the query, sent on the pool for its kind."""
+    settings = request.app[SETTINGS]
     body = await request.read()  # bounded by client_max_size: larger bodies get 413
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-    headers[REQUEST_ID_HEADER] = request["request_id"]
+    headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
     headers["X-Forwarded-For"] = request.remote or ""
+    # The query goes as it came: the gateway read it with the same parser as the service will.
+    query = request.rel_url.raw_query_string
+    url = yarl.URL(upstream + encoded_path(path) + (f"?{query}" if query else ""), encoded=True)
     try:
-        async with request.app[CLIENT].request(
-            request.method,
-            upstream + request.rel_url.path_qs,
-            data=body,
-            headers=headers,
-            allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=upstream_timeout_s(settings, request.query.get("wait"))),
-        ) as upstream_response:
+        async with (
+            request.app[POOLS]
+            .session(upstream, waiting)
+            .request(
+                request.method,
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=upstream_timeout_s(settings, request.query.get("wait"))),
+            ) as upstream_response
+        ):
             payload = await upstream_response.read()
             out = web.Response(status=upstream_response.status, body=payload)
             for name, value in upstream_response.headers.items():
@@ -183,31 +303,47 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     except TimeoutError:
         return error_response(504, "upstream_timeout", "the service did not answer in time")
     except aiohttp.ClientError as exc:
-        log.warning("upstream %s unreachable [%s]: %r", upstream, request["request_id"], exc)
+        log.warning("upstream %s unreachable [%s]: %r", upstream, request[REQUEST_ID], exc)
         return error_response(502, "upstream_unavailable", "the service is not reachable")
 
 
 def create_app(config: Config) -> web.Application:
     settings = config.gateway
-    app = web.Application(middlewares=[request_id_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[gateway_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[AUTHENTICATOR] = Authenticator(config.auth)
     app[LIMITER] = RateLimiter(settings.rate_per_s, settings.burst)
+    app[WAITS] = WaitSlots(settings.max_waits_per_credential, settings.max_waits)
 
-    async def client(app: web.Application) -> AsyncIterator[None]:
-        app[CLIENT] = aiohttp.ClientSession(auto_decompress=False)
+    async def pools(app: web.Application) -> AsyncIterator[None]:
+        app[POOLS] = Pools(settings)
         yield
-        await app[CLIENT].close()
+        await app[POOLS].close()
 
-    app.cleanup_ctx.append(client)
-    app.add_routes([web.get("/health", health), web.route("*", "/api/{tail:.*}", proxy)])
+    app.cleanup_ctx.append(pools)
+    app.add_routes(
+        [
+            web.get("/health", health),
+            web.get("/ready", ready),
+            web.get("/metrics", metrics_handler),
+            # Everything else, whatever its path, meets the gateway's own rules in proxy.
+            web.route("*", "/{tail:.*}", proxy),
+        ]
+    )
     return app
 
 
 def main() -> None:
     config = load_config()
     setup_logging(config, "gateway")
-    serve(create_app(config), "gateway", config.gateway.host, config.gateway.port)
+    settings = config.gateway
+    web.run_app(
+        create_app(config),
+        host=settings.host,
+        port=settings.port,
+        handler_cancellation=True,  # a caller that hangs up releases its upstream request
+        print=lambda _: log.info("gateway on http://%s:%s", settings.host, settings.port),
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,9 @@ from aiohttp import web
 
 from connectors.config import Config, load_config
 from connectors.logs import setup_logging
+from connectors.metrics import http_metrics_middleware, metrics_handler
 from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from services.http import ApiError, error_middleware, health
+from services.http import ApiError, answers, error_middleware, health, readiness
 
 log = logging.getLogger("provider_simulator")
 
@@ -273,14 +274,26 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     await sim.session.close()
 
 
+async def can_deliver(request: web.Request) -> None:
+    session = request.app[STATE].session
+    if session is None or session.closed:
+        raise RuntimeError("the webhook client is not open")
+
+
+# Ready once it can send webhooks; it depends on nothing else.
+ready = readiness(answers("webhooks", can_deliver))
+
+
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[http_metrics_middleware("provider-simulator"), error_middleware])
     app[CONFIG] = config
     app[STATE] = Simulator(config)
     app.cleanup_ctx.append(resources)
     app.add_routes(
         [
             web.get("/health", health),
+            web.get("/ready", ready),
+            web.get("/metrics", metrics_handler),
             web.post("/v1/charges", create_charge),
             web.post("/v1/refunds", create_refund),
             web.get("/v1/objects", list_objects),

@@ -1,5 +1,7 @@
 """Every role boundary, through the gateway with real HTTP: allowed, 401, 403, 404 for
-others' resources, 429 under a burst, body limits, request ids, forged and replayed webhooks."""
+others' resources, 429 under a burst, body limits, request ids, forged and replayed webhooks,
+paths and headers that could be read two ways, tokens with absurd claims, and long-polls that
+must not starve anyone else."""
 
 from __future__ import annotations
 
@@ -305,3 +307,81 @@ async def test_a_users_payment_that_reaches_the_topic_cannot_debit_another_users
     updates = await events_for_key(config, WALLET_MOVEMENT_UPDATES.name, users.bob_wallet)
     mine = [e for e in updates if e.get("payment_id") == payment_id]
     assert mine and all(e["envelope"]["actor_subject"] == users.alice_id for e in mine)
+
+
+async def raw_get(port: int, target: str, headers: list[tuple[str, str]]) -> tuple[int, Any]:
+    """A request line sent byte for byte: HTTP clients normalise the paths this tests."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = [f"GET {target} HTTP/1.1", "Host: 127.0.0.1", "Connection: close", *(f"{k}: {v}" for k, v in headers)]
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+    answer = await reader.read()
+    writer.close()
+    status_line, _, body = answer.partition(b"\r\n\r\n")
+    return int(status_line.split()[1]), json.loads(body)
+
+
+async def metrics_scrapes(config: Config, http: aiohttp.ClientSession) -> int:
+    """How often the payment API's /metrics was read, this read not included."""
+    async with http.get(f"http://127.0.0.1:{config.payment_api.port}/metrics") as response:
+        text = await response.text()
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("http_requests_total{") and 'route="/metrics"' in line
+    )
+
+
+async def test_paths_that_could_be_read_two_ways_are_refused_and_never_reach_a_service(
+    gateway: Api, config: Config, users: Users, http: aiohttp.ClientSession
+) -> None:
+    payment = str(uuid.uuid4())
+    targets = [
+        "/api/v1/webhooks/%2e%2e/%2e%2e/%2e%2e/metrics",
+        "/api/v1/webhooks/%2E%2E/%2e%2E/%2e%2e/metrics",
+        f"/api/v1/webhooks/%2e%2e/payments/{payment}",
+        "/api/v1/webhooks/../../../metrics",
+        "/api/v1/payments/./%2e%2e/metrics",
+        "/api/v1/webhooks/simulator%2f..%2f..%2fmetrics",
+        "/api/v1/webhooks/simulator%5c..%5c..%5cmetrics",
+        "/api/v1/webhooks\\..\\..\\metrics",
+        f"/api/v1/payments/{payment}%00",
+        f"/api/v1/payments/{payment}%252e%252e",
+        "/api//v1/payments",
+    ]
+    before = await metrics_scrapes(config, http)
+    for target in targets:
+        for credential in ([], [("Authorization", f"Bearer {users.alice.token}")]):
+            status, body = await raw_get(config.gateway.port, target, credential)
+            assert (status, body["error"]["code"], body["error"]["field"]) == (400, "invalid_path", "path"), target
+    assert await metrics_scrapes(config, http) == before + 1  # only the first count read it
+    # The same payment by its plain path: answered by the service, as the canonical path.
+    status, body = await raw_get(config.gateway.port, f"/api/v1/payments/{payment}", [])
+    assert (status, body["error"]["code"]) == (401, "unauthenticated")
+    status, body = await raw_get(config.gateway.port, "/%61pi/v1/payments/" + payment, [("X-Api-Key", "pk_no")])
+    assert (status, body["error"]["code"]) == (401, "unauthenticated")  # decoded once, then routed
+
+
+async def test_a_credential_header_sent_twice_is_refused(config: Config, users: Users) -> None:
+    path = f"/api/v1/wallet/{users.alice_wallet}"
+    twice = [
+        [("Authorization", f"Bearer {users.alice.token}"), ("Authorization", f"Bearer {users.admin.token}")],
+        [("Authorization", f"Bearer {users.admin.token}"), ("authorization", f"Bearer {users.alice.token}")],
+        [(API_KEY_HEADER, TEST_OPERATOR_KEY), (API_KEY_HEADER.upper(), "pk_other")],
+    ]
+    for headers in twice:
+        status, body = await raw_get(config.gateway.port, path, headers)
+        assert (status, body["error"]["code"]) == (400, "invalid_header"), body
+        assert body["error"]["field"] == headers[0][0]
+    assert (await raw_get(config.gateway.port, path, twice[0][:1]))[0] == 200
+
+
+async def test_a_rightly_signed_token_with_absurd_times_is_401(gateway: Api, config: Config, users: Users) -> None:
+    now = int(time.time())
+    claims = {"sub": users.alice_id, "roles": ["user"], "iss": config.auth.issuer, "aud": config.auth.audience}
+    key = config.auth.jwt_keys[config.auth.signing_kid]
+    direct = Api(gateway.session, f"http://127.0.0.1:{config.wallet_api.port}")
+    for times in ({"iat": now, "exp": str(now + 60)}, {"iat": now, "exp": 1e20}, {"iat": str(now), "exp": now + 60}):
+        signed = jwt.encode({**claims, **times}, key, headers={"kid": config.auth.signing_kid})
+        for api in (gateway, direct):
+            status, body = await api.as_(signed).get(f"/api/v1/wallet/{users.alice_wallet}")
+            assert (status, body["error"]["code"]) == (401, "unauthenticated"), (times, body)

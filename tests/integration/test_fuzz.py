@@ -406,6 +406,8 @@ async def test_hostile_shapes_on_every_operation_are_refused_and_change_nothing(
                     sent += 1
                     error = body.get("error", {}) if isinstance(body, dict) else {}
                     expected = (shape.status, shape.code or error.get("code"), shape.field)
+                    if base_url.endswith(str(config.gateway.port)) and shape.what.startswith("path "):
+                        expected = (400, "invalid_path", "path")  # the gateway forwards no such path
                     if (status, error.get("code"), error.get("field")) != expected:
                         wrong.append(
                             f"{base_url} {method} {template} {shape.what}: {status} {body!r:.160} != {expected}"

@@ -142,5 +142,6 @@ def test_a_verified_token_is_remembered_until_it_expires(monkeypatch: pytest.Mon
     assert len(decoded) == 1  # the second request did not check the signature again
     expires = authenticator.verified[token][2]
     monkeypatch.setattr(auth.time, "time", lambda: expires + auth.LEEWAY_S + 1)
-    authenticator.verify(token)
+    with pytest.raises(AuthError, match="expired"):
+        authenticator.verify(token)
     assert len(decoded) == 2  # past its expiry the cache no longer vouches for it

@@ -183,6 +183,9 @@ GATEWAY = GatewayConfig(
     upstream_timeout_s=10.0,
     rate_per_s=1.0,
     burst=1,
+    upstream_connections=1,
+    max_waits=1,
+    max_waits_per_credential=1,
 )
 
 
