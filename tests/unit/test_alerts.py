@@ -96,6 +96,17 @@ def dashboard_exprs() -> list[str]:
     return [target["expr"] for panel in panels for target in panel.get("targets", [])]
 
 
+def test_the_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    """promtool parses every panel's query, given to it as a recording rule."""
+    exprs = dashboard_exprs()
+    assert len(exprs) >= 10
+    rules = [{"record": f"dashboard:query_{n}", "expr": expr} for n, expr in enumerate(exprs)]
+    path = tmp_path / "dashboard.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_metric_names_are_found_in_promql() -> None:
     expr = 'sum by (le) (rate(a_bucket{x="y", z=~"5.."}[5m])) / b_total unless c offset 10m > 0.01 and on(job) up'
     assert metric_names(expr) == {"a_bucket", "b_total", "c", "up"}
