@@ -161,8 +161,6 @@ def refusal(whys: list[str], status: int) -> Schema:
         "description": "; ".join(dict.fromkeys(whys)),
         "content": {"application/json": {"schema": ERROR}},
     }
-    if status == 401:
-        response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
     if status == 503:
         response["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}
     return response
