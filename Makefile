@@ -7,13 +7,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run stop status logs test test-unit test-integration lint install reset kafka-log kafka-tool help token
+.PHONY: run stop status logs test test-unit test-integration test-alerts lint install reset kafka-log kafka-tool help token
 
 help:
 	@echo "make run        install, start Kafka + PostgreSQL + every service, load sample wallets"
 	@echo "make stop       stop everything make run started"
 	@echo "make test       run all tests against a separate real Kafka + PostgreSQL (started if needed)"
 	@echo "make test-unit  only the pure unit tests (no servers)"
+	@echo "make test-alerts  promtool: check and unit-test the alert rules, check the scrape config"
 	@echo "make lint       ruff + mypy"
 	@echo "make status     what runs where;  make logs [NAME=wallet-api]"
 	@echo "make token      a bearer token: make token SUBJECT=dev-operator ROLES=operator"
@@ -59,6 +60,7 @@ reset: $(STAMP)
 	@$(PY) -m devtools.localinfra reset
 
 test: $(STAMP)
+	@$(PY) -m devtools.promtool test
 	@ENVIRONMENT=$(TEST_ENV) $(PY) -m devtools.localinfra up
 	@ENVIRONMENT=$(TEST_ENV) $(PY) -m devtools.devctl setup
 	@ENVIRONMENT=$(TEST_ENV) $(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
@@ -66,6 +68,10 @@ test: $(STAMP)
 
 test-unit: $(STAMP)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# The alert rules' own unit tests (ops/prometheus/tests); installs promtool if missing (Debian, as root).
+test-alerts: $(STAMP)
+	@$(PY) -m devtools.promtool test
 
 test-stop: $(STAMP)
 	@ENVIRONMENT=$(TEST_ENV) $(PY) -m devtools.devctl down

@@ -61,11 +61,13 @@ from services.payment_reads import (
 )
 from services.provider_webhooks import (
     STRIPE_OPERATION,
+    WEBHOOK_REFUSALS,
     ProviderReport,
     load_webhook_secret,
     publish_reports,
     simulator_report,
 )
+from services.response_bodies import PAYMENT, REFUND_ACCEPTED, WEBHOOK_RECEIVED
 from streams.envelope import actor_fields, now_ms, to_record
 
 log = logging.getLogger("payment_api")
@@ -343,10 +345,32 @@ resources = command_resources(
 )
 
 
+NOT_FOUND = "no such payment, or not the caller's (payment_not_found)"  # alike: nothing is told of others'
 OPERATIONS = [
-    Operation("POST", "/api/v1/payments", create_payment, "create a payment", body=PAYMENT_BODY, idempotent=True),
     Operation(
-        "GET", "/api/v1/payments/{payment_id}", get_payment, "a payment, optionally waiting", PAYMENT_ID, GET_QUERY
+        "POST",
+        "/api/v1/payments",
+        create_payment,
+        "create a payment",
+        body=PAYMENT_BODY,
+        idempotent=True,
+        answers={201: ("the payment: decided, or processing with a status_url to poll", PAYMENT)},
+        admitted=True,
+        refusals={
+            400: "wallet_id, provider or token missing for its kind of payment, or given for the other",
+            404: "the wallet does not exist or is not the caller's (wallet_not_found)",
+            422: "unknown_provider, currency_mismatch, wallet_not_owned",
+        },
+    ),
+    Operation(
+        "GET",
+        "/api/v1/payments/{payment_id}",
+        get_payment,
+        "a payment, optionally waiting",
+        PAYMENT_ID,
+        GET_QUERY,
+        answers={200: ("the payment as the views hold it", PAYMENT)},
+        refusals={404: NOT_FOUND},
     ),
     Operation(
         "POST",
@@ -356,6 +380,8 @@ OPERATIONS = [
         PAYMENT_ID,
         body=REFUND_BODY,
         idempotent=True,
+        answers={202: ("accepted: the outcome follows on the payment", REFUND_ACCEPTED)},
+        refusals={404: NOT_FOUND, 409: "already_refunded, not_refundable", 422: "amount_exceeds_refundable"},
     ),
     STRIPE_OPERATION,  # before the simulator's route, which would take "stripe" for its {provider}
     Operation(
@@ -367,6 +393,8 @@ OPERATIONS = [
         body=WEBHOOK,
         public=True,
         raw_body=True,
+        answers={200: ("received and published", WEBHOOK_RECEIVED)},
+        refusals=WEBHOOK_REFUSALS,
     ),
 ]
 

@@ -27,6 +27,7 @@ from domain.ids import derive_id
 from domain.money import CURRENCIES
 from services.http import CONFIG, MAX_AMOUNT, PUBLISHER, ApiError, Field, parse_object, read_fields, read_raw
 from services.openapi import Operation
+from services.response_bodies import WEBHOOK_RECEIVED
 from streams.envelope import command_record, now_ms
 
 log = logging.getLogger(__name__)
@@ -266,6 +267,10 @@ async def stripe_webhook(request: web.Request) -> web.Response:
 
 
 STRIPE_WEBHOOK_SECRET = web.AppKey("stripe_webhook_secret", str)
+WEBHOOK_REFUSALS = {
+    401: "missing, wrong or stale signature (invalid_signature)",
+    404: "not a provider of this deployment (unknown_provider)",
+}
 STRIPE_OPERATION = Operation(
     "POST",
     "/api/v1/webhooks/stripe",
@@ -274,6 +279,8 @@ STRIPE_OPERATION = Operation(
     body=STRIPE_EVENT,
     public=True,
     raw_body=True,
+    answers={200: ("received; published, or acknowledged and ignored", WEBHOOK_RECEIVED)},
+    refusals=WEBHOOK_REFUSALS,
 )
 
 

@@ -39,7 +39,8 @@ from services.http import (
     service_app,
 )
 from services.idempotency import Answer, Keyed, Refresh, Run, error_answer, keyed_body, respond
-from services.openapi import Operation, document
+from services.openapi import PENDING, Operation, document
+from services.response_bodies import MOVEMENT, MOVEMENT_PAGE, WALLET, WALLET_OPENED
 from streams.envelope import command_record, new_meta
 
 log = logging.getLogger("wallet_api")
@@ -283,9 +284,36 @@ async def list_movements(request: web.Request) -> web.Response:
 resources = command_resources([WALLET_MOVEMENT_UPDATES.name], outcome_keys)
 
 
+def rejections(status: int) -> str:
+    return "refused by the wallet: " + ", ".join(c for c, s in REJECTION_STATUS.items() if s == status)
+
+
+PENDING_ANSWER = (202, ("accepted, outcome not known in time: poll status_url (also in Location)", PENDING))
+MOVEMENT_REFUSALS = {
+    404: "movement_not_found, wallet_not_found",
+    409: rejections(409),
+    422: "refused by the wallet for another reason, e.g. insufficient funds",
+}
 OPERATIONS = [
-    Operation("POST", "/api/v1/wallets", create_wallet, "open a wallet", body=WALLET_BODY, idempotent=True),
-    Operation("GET", "/api/v1/wallet/{wallet_id}", get_wallet, "a wallet and its balance", WALLET_ID),
+    Operation(
+        "POST",
+        "/api/v1/wallets",
+        create_wallet,
+        "open a wallet",
+        body=WALLET_BODY,
+        idempotent=True,
+        answers=dict([(201, ("opened", WALLET_OPENED)), PENDING_ANSWER]),
+        refusals={409: "wallet_exists"},
+    ),
+    Operation(
+        "GET",
+        "/api/v1/wallet/{wallet_id}",
+        get_wallet,
+        "a wallet and its balance",
+        WALLET_ID,
+        answers={200: ("the wallet as the views hold it", WALLET)},
+        refusals={404: "no such wallet, or not the caller's (wallet_not_found)"},
+    ),
     Operation(
         "POST",
         "/api/v1/wallet/{wallet_id}/movement",
@@ -294,11 +322,29 @@ OPERATIONS = [
         WALLET_ID,
         body=MOVEMENT_BODY,
         idempotent=True,
+        answers=dict([(201, ("applied", MOVEMENT)), PENDING_ANSWER]),
+        admitted=True,
+        refusals=MOVEMENT_REFUSALS,
     ),
     Operation(
-        "GET", "/api/v1/wallet/{wallet_id}/movements", list_movements, "movements, newest first", WALLET_ID, LIST_QUERY
+        "GET",
+        "/api/v1/wallet/{wallet_id}/movements",
+        list_movements,
+        "movements, newest first",
+        WALLET_ID,
+        LIST_QUERY,
+        answers={200: ("a page of movements", MOVEMENT_PAGE)},
+        refusals={404: "no such wallet, or not the caller's (wallet_not_found)", 422: "invalid_cursor"},
     ),
-    Operation("GET", "/api/v1/movement/{movement_id}", get_movement, "one movement", MOVEMENT_ID),
+    Operation(
+        "GET",
+        "/api/v1/movement/{movement_id}",
+        get_movement,
+        "one movement",
+        MOVEMENT_ID,
+        answers={200: ("the movement as the views hold it", MOVEMENT)},
+        refusals={404: "no such movement (yet), or not the caller's (movement_not_found)"},
+    ),
     Operation(
         "POST",
         "/api/v1/movement/{movement_id}/revert",
@@ -307,6 +353,8 @@ OPERATIONS = [
         MOVEMENT_ID,
         body=REVERT_BODY,
         idempotent=True,
+        answers=dict([(201, ("the reverting movement, applied", MOVEMENT)), PENDING_ANSWER]),
+        refusals=MOVEMENT_REFUSALS,
     ),
 ]
 

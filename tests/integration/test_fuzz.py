@@ -219,12 +219,18 @@ async def resources(payment_system: Config, wallet_api: Api, payment_api: Api) -
     return Resources(ids, wallet["id"], paid["id"])
 
 
+def json_type(schema: dict[str, Any]) -> str:
+    """The type of a value (OpenAPI 3.1 writes an optional one as [type, "null"])."""
+    kind = schema["type"]
+    return kind if isinstance(kind, str) else next(k for k in kind if k != "null")
+
+
 def valid_value(schema: dict[str, Any]) -> Any:
     if "enum" in schema:
         return "USD" if "USD" in schema["enum"] else schema["enum"][0]
-    if schema["type"] == "object":
+    if json_type(schema) == "object":
         return {name: valid_value(s) for name, s in schema["properties"].items()}
-    if schema["type"] == "integer":
+    if json_type(schema) == "integer":
         return int(schema.get("minimum", 1))
     return str(uuid.uuid4()) if schema.get("format") == "uuid" else "fine"
 
@@ -233,7 +239,7 @@ def leaves(schema: dict[str, Any], prefix: str = "") -> list[tuple[str, dict[str
     """(dotted name, schema) of every field that is not an object."""
     found = []
     for name, field in schema["properties"].items():
-        if field["type"] == "object":
+        if json_type(field) == "object":
             found += leaves(field, f"{prefix}{name}.")
         else:
             found.append((prefix + name, field))
@@ -263,7 +269,7 @@ def body_shapes(schema: dict[str, Any], base: dict[str, Any]) -> list[Shape]:
     for name, field in leaves(schema):
         huge = encoded(replaced(base, name, HUGE_MARK))
         shapes.append(Shape(f"huge integer in {name}", 422, name, "invalid_value", huge, JSON_TYPE))
-        if field["type"] == "string" and "format" not in field and "enum" not in field:
+        if json_type(field) == "string" and "format" not in field and "enum" not in field:
             for text in HOSTILE_TEXT:
                 bad = encoded(replaced(base, name, text))
                 shapes.append(Shape(f"{text!r} in {name}", 422, name, "invalid_text", bad, JSON_TYPE))
@@ -340,7 +346,7 @@ def operation_shapes(template: str, op: dict[str, Any], ids: dict[str, str]) -> 
                 bad = template.format(**{**ids, name: raw.format(id=ids[name])})
                 shapes.append(Shape(f"path {name}={raw}", 422, name, "invalid_id", path=bad))
         if param["in"] == "query":
-            numeric = param["schema"]["type"] in ("integer", "number")
+            numeric = json_type(param["schema"]) in ("integer", "number")
             for raw in HOSTILE_QUERY_NUMBERS if numeric else ["\x00", "\ud800"]:
                 query = urllib.parse.quote(raw, safe="", errors="surrogatepass")
                 shapes.append(Shape(f"query {name}={raw!r}", 422, name, path=f"{path}?{name}={query}"))
