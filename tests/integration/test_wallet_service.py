@@ -20,6 +20,7 @@ from streams.envelope import command_record, new_meta
 from tests.conftest import ensure_running
 from tests.integration.kafka_helpers import codec, events_for_key, publish, raw_messages, tailing
 from tests.support import JSON, Api, eventually
+from tests.support.actors import TEST_OPERATOR
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def movement_command(
 ) -> dict[str, Any]:
     return command_record(
         "MovementRequired",
-        new_meta(event_id=event_id),
+        new_meta(event_id=event_id, actor=TEST_OPERATOR),
         movement_id=movement_id or str(uuid.uuid4()),
         wallet_id=wallet_id,
         type=kind,
