@@ -330,7 +330,13 @@ def replay_uninterrupted(wallets: list[str], commands: list[dict[str, Any]]) -> 
     records: dict[str, domain.MovementRecord] = {}
     for c in commands:
         command = domain.RequireMovement(
-            "e", c["movement_id"], c["wallet_id"], c["type"], Money(c["amount"]["amount"], "USD"), "corr"
+            "e",
+            c["movement_id"],
+            c["wallet_id"],
+            c["type"],
+            Money(c["amount"]["amount"], "USD"),
+            "corr",
+            actor=TEST_OPERATOR,
         )
         decision = domain.decide_movement(state[c["wallet_id"]], records.get, command, 0)
         records.update((r.movement_id, r) for r in decision.records)
