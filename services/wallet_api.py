@@ -301,7 +301,14 @@ resources = command_resources([WALLET_MOVEMENT_UPDATES.name], outcome_keys)
 
 
 OPERATIONS = [
-    Operation("POST", "/api/v1/wallets", create_wallet, "open a wallet", body=WALLET_BODY, idempotent=True),
+    Operation(
+        "POST",
+        "/api/v1/wallets",
+        create_wallet,
+        "open a wallet (holding an opening_balance: operators)",
+        body=WALLET_BODY,
+        idempotent=True,
+    ),
     Operation("GET", "/api/v1/wallet/{wallet_id}", get_wallet, "a wallet and its balance", WALLET_ID),
     Operation(
         "POST",
