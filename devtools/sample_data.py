@@ -2,7 +2,8 @@
 truth); the projector makes them visible in PostgreSQL.
 
 Loading twice changes nothing: each opening command has a fixed event id, and one
-already on the topic is not produced again.
+already on the topic is not produced again. The openings act for the admin `setup`: an
+opening balance is money entering the books, and only an operator or admin may give one.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from connectors.config import Config
 from connectors.kafka_io import EventPublisher
 from connectors.log_reader import partition_for, read_partitions
 from connectors.topics import WALLET_MOVEMENT_REQUIRED
+from domain.access import ADMIN, Principal
 from domain.ids import derive_id
 from streams.envelope import command_record, new_meta
 
@@ -23,6 +25,10 @@ SAMPLE_WALLETS = (
     ("550e8400-e29b-41d4-a716-446655440002", "550e8400-e29b-41d4-a716-446655440011", 50_000, "USD"),
     ("550e8400-e29b-41d4-a716-446655440003", "550e8400-e29b-41d4-a716-446655440012", 75_000, "EUR"),
 )
+
+
+# Who opens the sample wallets: named on their opening events, so the auditor sees the money's source.
+SETUP = Principal("setup", frozenset({ADMIN}))
 
 
 def sample_event_id(wallet_id: str) -> str:
@@ -52,7 +58,7 @@ async def load_sample_wallets(config: Config) -> int:
                 continue
             record = command_record(
                 "WalletOpenRequested",
-                new_meta(event_id=event_id),
+                new_meta(event_id=event_id, actor=SETUP),
                 wallet_id=wallet_id,
                 user_id=user_id,
                 currency=currency,

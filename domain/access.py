@@ -69,14 +69,16 @@ def decide(principal: Principal, action: Action, owner: str | None) -> Decision:
     return Decision.HIDDEN
 
 
-def may_debit(actor: Principal | None, wallet_owner: str, payment_id: str | None) -> bool:
-    """The wallet worker's own check of a movement command's actor.
-
-    No actor means a command written before actors existed (or by the system itself, such as
-    the sample wallets' openings): accepted, since Kafka's ACLs guard who writes the topic.
-    """
-    if actor is None:
-        return True
+def may_debit(actor: Principal, wallet_owner: str, payment_id: str | None) -> bool:
+    """The wallet worker's own check of a movement command's actor (every command names one)."""
     if actor.roles & {ADMIN, OPERATOR}:
         return True
     return USER in actor.roles and payment_id is not None and wallet_owner == actor.subject
+
+
+def may_create_money(actor: Principal) -> bool:
+    """Who may put money into the books by hand: an opening balance, an income outside a payment.
+
+    Users may open wallets, but only empty ones; a payment's refunds and compensation are the
+    saga's, checked against the payment's own debit (domain.money_sources)."""
+    return bool(actor.roles & {ADMIN, OPERATOR})

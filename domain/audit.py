@@ -16,6 +16,10 @@ Invariants:
 - payment_matches_movements: a wallet payment's debits minus its credits (refunds,
   compensation, and any revert of its movements) equal its amount minus its refunded
   amount once it succeeded, and zero otherwise.
+- money_has_a_source: every applied income names the source its ids say it is (an opening,
+  an operator's movement, a payment's refund or compensation), given by an actor allowed to
+  give it, and a payment gives back no more than its debit in that wallet took
+  (domain.audit_sources, which also counts the money entered per source, actor and currency).
 - provider_matches_payment: every provider operation that succeeded has the currency
   and amount its payment asked for (unless the saga flagged it inconsistent), and what
   the provider kept equals the amount minus the refunded amount (zero if it failed).
@@ -30,6 +34,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 from domain.audit_books import INVARIANTS, At, Event, Movement, PaymentBook, Violation, WalletBook
+from domain.audit_sources import MoneySources
+from domain.money_sources import payment_debit_id
 from domain.payment import charge_operation_id, compensation_operation_id, refund_operation_id
 from domain.wallet import opening_movement_id
 
@@ -43,6 +49,7 @@ class Ledger:
         self.violations: list[Violation] = []
         self.currency_open: dict[str, Violation] = {}
         self.pending: set[str] = set()  # payments with news not judged yet
+        self.sources = MoneySources()
 
     # ------------------------------------------------------------ reading the log
 
@@ -81,6 +88,11 @@ class Ledger:
             at,
         )
         self.movements[movement_id] = movement
+        if movement.delta > 0:
+            debit = self.movements.get(payment_debit_id(movement.payment_id)) if movement.payment_id else None
+            problem = self.sources.admit(event, movement, debit)
+            if problem is not None:
+                self._report("money_has_a_source", movement.wallet_id, problem, at)
         book = self.wallets[movement.wallet_id]
         book.currency, book.last_news = book.currency or movement.currency, now
         if movement.balance_after < 0:

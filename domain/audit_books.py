@@ -14,6 +14,7 @@ INVARIANTS = (
     "currency_totals",
     "payment_matches_movements",
     "provider_matches_payment",
+    "money_has_a_source",
 )
 
 

@@ -4,141 +4,57 @@ State is two kinds of record, both owned by the wallet's partition (a single
 writer, so no locks): the wallet itself and one record per movement id seen.
 The movement record is how redelivery stays harmless: a movement id that was
 already decided re-emits the same outcome, byte for byte, instead of deciding
-again.
+again. Money enters only from a named, allowed source (domain.money_sources).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Literal
 
+from domain import money_sources as sources
 from domain.access import Principal, may_debit
 from domain.events import EventMeta
 from domain.ids import derive_id
 from domain.money import Money
+from domain.wallet_model import (
+    BalanceUpdated,
+    Decision,
+    MovementLookup,
+    MovementRecord,
+    MovementType,
+    MovementUpdated,
+    OpenWallet,
+    RequireMovement,
+    Wallet,
+    WalletEvent,
+    WalletOpened,
+)
 
-MovementType = Literal["income", "expense"]
+__all__ = [
+    "OPPOSITE",
+    "PAYMENT_MOVEMENT",
+    "BalanceUpdated",
+    "Decision",
+    "MovementLookup",
+    "MovementRecord",
+    "MovementType",
+    "MovementUpdated",
+    "OpenWallet",
+    "RequireMovement",
+    "Wallet",
+    "WalletEvent",
+    "WalletOpened",
+    "decide_movement",
+    "open_wallet",
+    "opening_movement_id",
+    "outcome_events",
+    "revert_movement_id",
+]
+
 OPPOSITE: dict[str, MovementType] = {"income": "expense", "expense": "income"}
 # A manual revert of a movement that a payment's saga made (its debit, refunds, compensation).
 PAYMENT_MOVEMENT = "payment_movement"
-
-
-@dataclass(frozen=True)
-class Wallet:
-    wallet_id: str
-    user_id: str
-    currency: str
-    balance: int
-    version: int
-
-
-@dataclass(frozen=True)
-class MovementRecord:
-    movement_id: str
-    wallet_id: str
-    type: MovementType
-    amount: int
-    currency: str
-    status: Literal["applied", "rejected"]
-    reason_code: str | None
-    reason: str | None
-    balance_after: int
-    wallet_version: int
-    reverts_movement_id: str | None
-    reference: str | None
-    description: str | None
-    payment_id: str | None
-    recorded_at: int
-    correlation_id: str
-    causation_id: str | None
-    reverted_by: str | None = None
-
-
-# ---------------------------------------------------------------- commands
-
-
-@dataclass(frozen=True)
-class OpenWallet:
-    command_id: str
-    wallet_id: str
-    user_id: str
-    currency: str
-    opening_balance: int
-    correlation_id: str
-    actor: Principal | None = None  # who asked; the wallet's opening events act for them
-
-
-@dataclass(frozen=True)
-class RequireMovement:
-    command_id: str
-    movement_id: str
-    wallet_id: str
-    type: MovementType
-    amount: Money
-    correlation_id: str
-    reference: str | None = None
-    description: str | None = None
-    reverts_movement_id: str | None = None
-    payment_id: str | None = None
-    actor: Principal | None = None  # None: a command from before actors were recorded
-
-
-# ---------------------------------------------------------------- events
-
-
-@dataclass(frozen=True)
-class WalletOpened:
-    meta: EventMeta
-    wallet_id: str
-    user_id: str
-    currency: str
-    status: Literal["applied", "rejected"]
-    reason_code: str | None
-    reason: str | None
-
-
-@dataclass(frozen=True)
-class MovementUpdated:
-    meta: EventMeta
-    movement_id: str
-    wallet_id: str
-    type: MovementType
-    amount: Money
-    status: Literal["applied", "rejected"]
-    reason_code: str | None
-    reason: str | None
-    balance_after: int
-    wallet_version: int
-    reverts_movement_id: str | None
-    reference: str | None
-    description: str | None
-    payment_id: str | None
-
-
-@dataclass(frozen=True)
-class BalanceUpdated:
-    meta: EventMeta
-    wallet_id: str
-    user_id: str
-    balance: Money
-    version: int
-    movement_id: str | None
-
-
-WalletEvent = WalletOpened | MovementUpdated | BalanceUpdated
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What to persist (new wallet state, movement records) and what to publish."""
-
-    wallet: Wallet | None
-    records: tuple[MovementRecord, ...]
-    events: tuple[WalletEvent, ...]
-
-
-MovementLookup = Callable[[str], "MovementRecord | None"]
 
 
 def opening_movement_id(wallet_id: str) -> str:
@@ -173,22 +89,17 @@ def _open_wallet(wallet: Wallet | None, lookup: MovementLookup, command: OpenWal
             opening = lookup(opening_movement_id(wallet.wallet_id))
             replayed = outcome_events(opening, wallet) if opening else ()
             return Decision(None, (), (_opened(wallet, command, now), *replayed))
-        meta = EventMeta(
-            derive_id("WalletOpened", command.wallet_id, "rejected", command.command_id),
-            now,
-            command.correlation_id,
-            command.command_id,
-        )
-        rejected = WalletOpened(
-            meta,
-            command.wallet_id,
-            command.user_id,
-            command.currency,
-            "rejected",
-            "wallet_exists",
-            "a wallet with this id exists for another user or currency",
+        rejected = _open_rejected(
+            command, now, "wallet_exists", "a wallet with this id exists for another user or currency"
         )
         return Decision(None, (), (rejected,))
+    refusal = (
+        sources.missing_actor()
+        if command.actor is None
+        else sources.opening_refusal(command.actor, command.opening_balance)
+    )
+    if refusal is not None:
+        return Decision(None, (), (_open_rejected(command, now, *refusal),))
     fresh = Wallet(command.wallet_id, command.user_id, command.currency, balance=0, version=0)
     opened = _opened(fresh, command, now)
     if command.opening_balance <= 0:
@@ -205,9 +116,21 @@ def _open_wallet(wallet: Wallet | None, lookup: MovementLookup, command: OpenWal
         Money(command.opening_balance, fresh.currency),
         command.correlation_id,
         reference="opening balance",
+        actor=command.actor,
+        opening=True,
     )
     applied = decide_movement(fresh, lookup, deposit, now)
     return Decision(applied.wallet, applied.records, (opened, *applied.events))
+
+
+def _open_rejected(command: OpenWallet, now: int, code: str, reason: str) -> WalletOpened:
+    meta = EventMeta(
+        derive_id("WalletOpened", command.wallet_id, "rejected", command.command_id),
+        now,
+        command.correlation_id,
+        command.command_id,
+    )
+    return WalletOpened(meta, command.wallet_id, command.user_id, command.currency, "rejected", code, reason)
 
 
 def _opened(wallet: Wallet, command: OpenWallet, now: int) -> WalletOpened:
@@ -229,12 +152,23 @@ def _decide_movement(wallet: Wallet | None, lookup: MovementLookup, command: Req
     delta = command.amount.amount if command.type == "income" else -command.amount.amount
     updated = replace(wallet, balance=wallet.balance + delta, version=wallet.version + 1)
     record = _record(command, updated, "applied", None, None, now)
-    records: tuple[MovementRecord, ...] = (record,)
+    touched: dict[str, MovementRecord] = {}
     if command.reverts_movement_id:
         original = lookup(command.reverts_movement_id)
         assert original is not None
-        records += (replace(original, reverted_by=command.movement_id),)
-    return Decision(updated, records, outcome_events(record, updated))
+        touched[original.movement_id] = replace(original, reverted_by=command.movement_id)
+    debit = _payment_debit(lookup, command)
+    if debit is not None:
+        debit = touched.get(debit.movement_id, debit)
+        touched[debit.movement_id] = replace(debit, returned=debit.returned + command.amount.amount)
+    return Decision(updated, (record, *touched.values()), outcome_events(record, updated))
+
+
+def _payment_debit(lookup: MovementLookup, command: RequireMovement) -> MovementRecord | None:
+    """The debit a payment's income gives back (None for any other movement)."""
+    if command.type != "income" or command.payment_id is None:
+        return None
+    return lookup(sources.payment_debit_id(command.payment_id))
 
 
 def _redelivered(wallet: Wallet | None, seen: MovementRecord, command: RequireMovement, now: int) -> Decision:
@@ -281,13 +215,12 @@ def _rejection(wallet: Wallet | None, lookup: MovementLookup, command: RequireMo
         return "invalid_amount", "amount must be a positive number of minor units"
     if wallet is None:
         return "wallet_not_found", f"wallet {command.wallet_id} does not exist"
+    if command.actor is None:
+        return sources.missing_actor()
     if not may_debit(command.actor, wallet.user_id, command.payment_id):
         # Checked here too, not only at the API: a command that reached the topic some
         # other way must not spend a wallet its actor does not own.
-        assert command.actor is not None
-        return "actor_not_allowed", (
-            f"{command.actor.subject} ({', '.join(sorted(command.actor.roles))}) may not move money in this wallet"
-        )
+        return "actor_not_allowed", f"{sources.describe(command.actor)} may not move money in this wallet"
     if command.amount.currency != wallet.currency:
         return "currency_mismatch", f"wallet currency is {wallet.currency}, movement is in {command.amount.currency}"
     if command.reverts_movement_id:
@@ -309,6 +242,19 @@ def _rejection(wallet: Wallet | None, lookup: MovementLookup, command: RequireMo
             return "not_revertible", "a revert cannot itself be reverted"
         if command.type != OPPOSITE[original.type] or command.amount.amount != original.amount:
             return "revert_mismatch", "a revert is the opposite type and the same amount as the original"
+    source = _source(command)
+    if source is not None:
+        refusal = sources.income_refusal(
+            source,
+            command.actor,
+            wallet.user_id,
+            wallet.wallet_id,
+            command.payment_id,
+            command.amount.amount,
+            _payment_debit(lookup, command),
+        )
+        if refusal is not None:
+            return refusal
     if command.type == "expense" and command.amount.amount > wallet.balance:
         return "insufficient_funds", (
             f"balance {wallet.balance} is less than {command.amount.amount} {wallet.currency} (minor units)"
@@ -342,7 +288,14 @@ def _record(
         now,
         command.correlation_id,
         command.command_id,
+        source=_source(command),
     )
+
+
+def _source(command: RequireMovement) -> str | None:
+    if command.type != "income":
+        return None
+    return sources.income_source(command.movement_id, command.payment_id, command.opening)
 
 
 def outcome_events(record: MovementRecord, wallet: Wallet | None) -> tuple[WalletEvent, ...]:
@@ -365,6 +318,7 @@ def outcome_events(record: MovementRecord, wallet: Wallet | None) -> tuple[Walle
         record.reference,
         record.description,
         record.payment_id,
+        record.source,
     )
     if record.status != "applied" or wallet is None:
         return (updated,)

@@ -7,8 +7,9 @@ settle. It shares no code path with the workers' decisions.
     python -m services.auditor
 
 `/` lists the violations with their coordinates on the log, `/violations` the same as
-JSON, `/status` how far it has read, `/metrics` money_invariant_violations_total and
-the per-invariant gauge money_invariant_violations_open.
+JSON, `/money-sources` how much money entered the wallets per source, actor and currency,
+`/status` how far it has read, `/metrics` money_invariant_violations_total, the per-invariant
+gauge money_invariant_violations_open and money_entered_minor_units per source and currency.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ VIOLATIONS_TOTAL = Counter("money_invariant_violations_total", "Money invariant 
 VIOLATIONS_OPEN = Gauge("money_invariant_violations_open", "Violations not cleared, per invariant", ["invariant"])
 LEDGER = Gauge("money_ledger_minor_units", "Ledger totals per currency (complete wallets)", ["currency", "kind"])
 EVENTS_READ = Counter("money_auditor_events_total", "Events the auditor read", ["outcome"])
+# Per source and currency only: a payment's compensation acts for its payer, so actors are unbounded.
+ENTERED = Gauge(
+    "money_entered_minor_units", "Money that entered wallets, per named source and currency", ["source", "currency"]
+)
 LAG = Gauge("money_auditor_lag_messages", "Messages of the log the auditor has not read yet")
 
 
@@ -119,6 +124,8 @@ class Auditor:
         for currency, figures in self.ledger.currency_totals().items():
             for kind, amount in figures.items():
                 LEDGER.labels(currency, kind).set(amount)
+        for (source, currency), amount in self.ledger.sources.per_source().items():
+            ENTERED.labels(source, currency).set(amount)
         LAG.set(sum(self.lag().values()))
 
     def report_new(self) -> None:
@@ -162,6 +169,9 @@ def web_app(auditor: Auditor) -> web.Application:
     async def violations(_: web.Request) -> web.Response:
         return web.json_response([violation_json(v) for v in auditor.ledger.violations])
 
+    async def money_sources(_: web.Request) -> web.Response:
+        return web.json_response(auditor.ledger.sources.figures())
+
     async def status(_: web.Request) -> web.Response:
         return web.json_response(auditor.status())
 
@@ -180,6 +190,7 @@ def web_app(auditor: Auditor) -> web.Application:
         [
             web.get("/", page),
             web.get("/violations", violations),
+            web.get("/money-sources", money_sources),
             web.get("/status", status),
             web.get("/metrics", metrics_handler),
             web.get("/health", health),
@@ -198,13 +209,21 @@ def render_page(auditor: Auditor) -> str:
         for v in reversed(auditor.ledger.violations)
     )
     counts = ", ".join(f"{name}: {state['open'][name]}" for name in INVARIANTS)
+    entered = "".join(
+        f"<tr><td>{html.escape(str(row['source']))}</td><td>{html.escape(str(row['actor']))}</td>"
+        f"<td>{html.escape(str(row['currency']))}</td><td>{row['amount']}</td><td>{row['incomes']}</td></tr>"
+        for row in auditor.ledger.sources.figures()
+    )
     return (
         "<!doctype html><html><head><meta charset=utf-8><title>money auditor</title>"
         "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}.cleared{color:#888}</style>"
         f"</head><body><h1>Money auditor</h1><p>open violations: {counts}; lag {state['lag']} messages; "
         f"{state['unjudged_payments']} payment(s) waiting to be judged</p>"
         "<table><tr><th>invariant</th><th>subject</th><th>topic</th><th>partition</th><th>offset</th>"
-        f"<th>state</th><th>what</th></tr>{rows or '<tr><td colspan=7>no violation</td></tr>'}</table></body></html>"
+        f"<th>state</th><th>what</th></tr>{rows or '<tr><td colspan=7>no violation</td></tr>'}</table>"
+        "<h2>Money entered, per source and actor</h2><table><tr><th>source</th><th>actor</th><th>currency</th>"
+        f"<th>minor units</th><th>incomes</th></tr>{entered or '<tr><td colspan=5>none yet</td></tr>'}</table>"
+        "</body></html>"
     )
 
 

@@ -20,7 +20,8 @@ from connectors import wallet_views as views
 from connectors.config import Config, load_config
 from connectors.logs import setup_logging
 from connectors.topics import WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
-from domain.access import Action, Principal
+from domain.access import Action, Principal, may_create_money
+from domain.money_sources import ACTOR_MISSING, NOT_BACKED, SOURCE_NOT_ALLOWED
 from domain.wallet import OPPOSITE, PAYMENT_MOVEMENT, revert_movement_id
 from services.admission import ADMISSION, Admission
 from services.http import (
@@ -56,6 +57,9 @@ REJECTION_STATUS = {
     "not_revertible": 409,
     "idempotency_conflict": 409,
     "wallet_exists": 409,
+    ACTOR_MISSING: 403,
+    SOURCE_NOT_ALLOWED: 403,
+    NOT_BACKED: 409,
 }
 
 # The views trail the log by milliseconds; a movement created a moment ago may not be
@@ -70,7 +74,12 @@ MOVEMENT_BODY = {
     "description": Field("string", required=False, multiline=True),
 }
 REVERT_BODY = {"reason": Field("string", multiline=True), "requested_by": Field("string")}
-WALLET_BODY = {"user_id": Field("uuid"), "currency": Field("currency")}
+# An opening balance is money entering the books: an operator's or admin's to give (domain.money_sources).
+WALLET_BODY = {
+    "user_id": Field("uuid"),
+    "currency": Field("currency"),
+    "opening_balance": Field("amount", required=False),
+}
 LIST_QUERY = {
     "limit": Field("int", required=False, minimum=1, maximum=100),
     "starting_after": Field("uuid", required=False),
@@ -215,6 +224,9 @@ async def create_wallet(request: web.Request) -> web.Response:
     body = await keyed_body(request, WALLET_BODY)
     if not caller.privileged and body["user_id"] != caller.subject:
         raise ApiError(403, "forbidden", "a user opens wallets only for themselves", "user_id")
+    opening_balance = body["opening_balance"] or 0
+    if opening_balance and not may_create_money(caller):
+        raise ApiError(403, "forbidden", "only an operator or admin opens a wallet holding money", "opening_balance")
 
     async def run(keyed: Keyed | None) -> Answer:
         wallet_id = keyed.id("wallet", body["user_id"]) if keyed else str(uuid.uuid4())
@@ -224,23 +236,28 @@ async def create_wallet(request: web.Request) -> web.Response:
             wallet_id=wallet_id,
             user_id=body["user_id"],
             currency=body["currency"],
-            opening_balance=0,
+            opening_balance=opening_balance,
         )
         outcome = await publish_and_wait(request, wallet_id, wallet_id, record)
         if outcome is None:
             return 202, {"id": wallet_id, "status": "pending", "status_url": f"/api/v1/wallet/{wallet_id}"}
         if outcome["status"] == "rejected":
-            raise ApiError(409, outcome["reason_code"] or "rejected", outcome["reason"] or "rejected")
-        return 201, {"id": wallet_id, "user_id": outcome["user_id"], "currency": outcome["currency"], "balance": 0}
+            code = outcome["reason_code"] or "rejected"
+            raise ApiError(REJECTION_STATUS.get(code, 409), code, outcome["reason"] or "rejected")
+        return 201, opened_json(wallet_id, outcome["user_id"], outcome["currency"], opening_balance)
 
     async def opened(answer: Answer) -> Answer:
         status, sent = answer
         row = await views.get_wallet(request.app[POOL], sent["id"]) if status == 202 else None
         if row is None:
             return answer
-        return 201, {"id": sent["id"], "user_id": str(row["user_id"]), "currency": row["currency"], "balance": 0}
+        return 201, opened_json(sent["id"], str(row["user_id"]), row["currency"], opening_balance)
 
     return await keyed_response(request, caller, body, run, opened)
+
+
+def opened_json(wallet_id: str, user_id: str, currency: str, opening_balance: int) -> dict[str, Any]:
+    return {"id": wallet_id, "user_id": user_id, "currency": currency, "balance": opening_balance}
 
 
 async def get_wallet(request: web.Request) -> web.Response:
@@ -299,7 +316,7 @@ OPERATIONS = [
         "POST",
         "/api/v1/wallets",
         create_wallet,
-        "open a wallet",
+        "open a wallet (holding an opening_balance: operators)",
         body=WALLET_BODY,
         idempotent=True,
         answers=dict([(201, ("opened", WALLET_OPENED)), PENDING_ANSWER]),

@@ -15,6 +15,7 @@ from typing import Any
 
 from connectors.topics import WALLET_BALANCE_UPDATE, WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
 from domain import wallet as domain
+from domain.money_sources import payment_debit_id
 from streams.envelope import actor_of, money, now_ms, to_record
 from streams.ports import Durable, Sender, Table
 
@@ -78,24 +79,28 @@ class WalletSteps:
         if decision.records or decision.wallet is not None:
             await self._record(decision)
         else:
-            await self._rewrite(
-                event["wallet_id"], event.get("movement_id") or domain.opening_movement_id(event["wallet_id"])
-            )
+            await self._rewrite(event)
         await self._publish(decision, event["wallet_id"].encode())
 
-    async def _rewrite(self, wallet_id: str, movement_id: str) -> None:
-        """A command whose effect the tables already hold (a redelivery) writes that state again.
-        The local store (RocksDB) takes a write before its changelog record is acknowledged: a
-        SIGKILL in between leaves the store ahead of the changelog, and only the redelivered
-        command, which finds its decision there, can bring the changelog level with it."""
-        rows = [(self.movements, movement_id, self.movements.get(movement_id))]
-        rows.append((self.wallets, wallet_id, self.wallets.get(wallet_id)))  # after the record (WrittenLast)
-        written = False
-        for table, key, row in rows:
-            if row:
-                table[key] = row
-                written = True
-        if written:
+    async def _rewrite(self, event: dict[str, Any]) -> None:
+        """A command whose effect the tables already hold (a redelivery) writes that state again:
+        its movement record, the records it changed (the movement it reverts, the payment debit
+        it gives money back to) and the wallet. The local store (RocksDB) takes a write before
+        its changelog record is acknowledged, so a SIGKILL in between leaves the store ahead of
+        the changelog; only the redelivered command, which finds its decision there, can bring
+        the changelog level with it."""
+        wallet_id = event["wallet_id"]
+        movement_ids = [event.get("movement_id") or domain.opening_movement_id(wallet_id)]
+        if event.get("reverts_movement_id"):
+            movement_ids.append(event["reverts_movement_id"])
+        if event.get("payment_id") and event.get("type") == "income":
+            movement_ids.append(payment_debit_id(event["payment_id"]))
+        rows = [(self.movements, key, self.movements.get(key)) for key in movement_ids]
+        rows.append((self.wallets, wallet_id, self.wallets.get(wallet_id)))  # after the records (WrittenLast)
+        present = [(table, key, row) for table, key, row in rows if row]
+        for table, key, row in present:
+            table[key] = row
+        if present:
             await self.durable()
 
     async def _record(self, decision: domain.Decision) -> None:

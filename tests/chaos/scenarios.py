@@ -33,6 +33,7 @@ from domain.payment import charge_operation_id
 from streams.envelope import command_record, new_meta
 from tests.chaos import invariants as inv
 from tests.support import audit
+from tests.support.actors import TEST_OPERATOR, payer
 
 CURRENCY = "USD"
 LOAD_SUBJECT = "chaos-load"
@@ -332,18 +333,18 @@ async def poison_projections(ctx: Ctx) -> list[str]:
     wallet_id, user_id = str(uuid.uuid4()), str(uuid.uuid4())
     payment_id = str(uuid.uuid4())
     opening = command_record(
-        "WalletOpenRequested", new_meta(), wallet_id=wallet_id, user_id=user_id, currency=CURRENCY,
+        "WalletOpenRequested", new_meta(actor=TEST_OPERATOR), wallet_id=wallet_id, user_id=user_id, currency=CURRENCY,
         opening_balance=10_000,
     )  # fmt: skip
     income = command_record(
-        "MovementRequired", new_meta(), movement_id=str(uuid.uuid4()), wallet_id=wallet_id, type="income",
-        amount={"amount": 500, "currency": CURRENCY}, reference="chaos\x00poison", description=None,
+        "MovementRequired", new_meta(actor=TEST_OPERATOR), movement_id=str(uuid.uuid4()), wallet_id=wallet_id,
+        type="income", amount={"amount": 500, "currency": CURRENCY}, reference="chaos\x00poison", description=None,
         reverts_movement_id=None, payment_id=None,
     )  # fmt: skip
     payment = command_record(
-        "PaymentCreated", new_meta(event_id=str(uuid.uuid4()), correlation_id=payment_id), payment_id=payment_id,
-        user_id=user_id, amount={"amount": 700, "currency": CURRENCY}, method="wallet", wallet_id=wallet_id,
-        provider=None, provider_token=None, description="chaos\x00poison", deadline_at=None,
+        "PaymentCreated", new_meta(event_id=str(uuid.uuid4()), correlation_id=payment_id, actor=payer(user_id)),
+        payment_id=payment_id, user_id=user_id, amount={"amount": 700, "currency": CURRENCY}, method="wallet",
+        wallet_id=wallet_id, provider=None, provider_token=None, description="chaos\x00poison", deadline_at=None,
     )  # fmt: skip
     codec = SingleObjectCodec()
     producer = AIOKafkaProducer(bootstrap_servers=ctx.config.kafka.bootstrap_servers, acks="all")

@@ -37,6 +37,7 @@ from tests.integration.conftest import MoneyWitness
 from tests.integration.kafka_helpers import codec, end_offsets, events_for_key, publish
 from tests.integration.test_wallet_service import open_wallet, projected_balance
 from tests.support import Api, eventually
+from tests.support.actors import TEST_OPERATOR
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ async def test_an_event_postgres_refuses_is_dead_lettered_and_the_views_keep_mov
     movement_id = str(uuid.uuid4())
     command = command_record(
         "MovementRequired",
-        new_meta(),
+        new_meta(actor=TEST_OPERATOR),
         movement_id=movement_id,
         wallet_id=poisoned,
         type="income",

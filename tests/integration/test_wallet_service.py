@@ -20,6 +20,7 @@ from streams.envelope import command_record, new_meta
 from tests.conftest import ensure_running
 from tests.integration.kafka_helpers import codec, events_for_key, publish, raw_messages, tailing
 from tests.support import JSON, Api, eventually
+from tests.support.actors import TEST_OPERATOR
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def movement_command(
 ) -> dict[str, Any]:
     return command_record(
         "MovementRequired",
-        new_meta(event_id=event_id),
+        new_meta(event_id=event_id, actor=TEST_OPERATOR),
         movement_id=movement_id or str(uuid.uuid4()),
         wallet_id=wallet_id,
         type=kind,
@@ -329,7 +330,13 @@ def replay_uninterrupted(wallets: list[str], commands: list[dict[str, Any]]) -> 
     records: dict[str, domain.MovementRecord] = {}
     for c in commands:
         command = domain.RequireMovement(
-            "e", c["movement_id"], c["wallet_id"], c["type"], Money(c["amount"]["amount"], "USD"), "corr"
+            "e",
+            c["movement_id"],
+            c["wallet_id"],
+            c["type"],
+            Money(c["amount"]["amount"], "USD"),
+            "corr",
+            actor=TEST_OPERATOR,
         )
         decision = domain.decide_movement(state[c["wallet_id"]], records.get, command, 0)
         records.update((r.movement_id, r) for r in decision.records)

@@ -122,8 +122,7 @@ def test_the_wallet_refuses_a_debit_whose_actor_does_not_own_it() -> None:
     assert outcome(command(who(ALICE, USER), payment_id=None)) == ("rejected", "actor_not_allowed")
     assert outcome(command(who(ALICE, USER)))[0] == "applied"
     assert outcome(command(who("ops", OPERATOR)))[0] == "applied"
-    assert outcome(command(None))[0] == "applied"  # written before actors existed
-
+    assert outcome(command(None)) == ("rejected", "actor_missing")  # every command names its actor
 
 def test_a_verified_token_is_remembered_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
     import jwt

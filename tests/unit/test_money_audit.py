@@ -6,6 +6,7 @@ import itertools
 from typing import Any
 
 from domain.audit import At, Ledger
+from domain.audit_sources import source_of
 from domain.payment import charge_operation_id, compensation_operation_id, refund_operation_id
 from domain.wallet import opening_movement_id
 
@@ -39,21 +40,22 @@ class Log:
     def move(self, movement_id: str, kind: str, amount: int, payment_id: str | None = None, **extra: Any) -> At:
         self.version += 1
         self.balance += amount if kind == "income" else -amount
-        at = self.add(
-            ev(
-                "MovementUpdated",
-                movement_id=movement_id,
-                wallet_id=W,
-                type=kind,
-                amount=usd(amount),
-                status="applied",
-                wallet_version=self.version,
-                balance_after=extra.pop("balance_after", self.balance),
-                payment_id=payment_id,
-                reverts_movement_id=extra.pop("reverts", None),
-            ),
-            "wallet.movement_updates",
+        event = ev(
+            "MovementUpdated",
+            movement_id=movement_id,
+            wallet_id=W,
+            type=kind,
+            amount=usd(amount),
+            status="applied",
+            wallet_version=self.version,
+            balance_after=extra.pop("balance_after", self.balance),
+            payment_id=payment_id,
+            reverts_movement_id=extra.pop("reverts", None),
         )
+        # As the wallet names them: the source its ids make it, given by an operator unless told.
+        event["source"] = extra.pop("source", source_of(event) if kind == "income" else None)
+        event["envelope"].update(actor_subject=extra.pop("actor", "ops"), actor_roles=extra.pop("roles", ["operator"]))
+        at = self.add(event, "wallet.movement_updates")
         self.add(ev("BalanceUpdated", wallet_id=W, version=self.version, balance=usd(self.balance)))
         return at
 

@@ -7,12 +7,16 @@ import dataclasses
 import pytest
 
 from domain import wallet as w
+from domain.access import Principal
 from domain.ids import derive_id
 from domain.money import InvalidMoney, Money
+from domain.money_sources import payment_debit_id
 
 WALLET_ID = "550e8400-e29b-41d4-a716-446655440001"
 USER_ID = "550e8400-e29b-41d4-a716-446655440010"
 NOW = 1_700_000_000_000
+SETUP = Principal("setup", frozenset({"admin"}))
+OPERATOR = Principal("ops", frozenset({"operator"}))
 
 
 class Store:
@@ -30,7 +34,7 @@ class Store:
         return decision
 
     def open(self, balance: int = 50_000, currency: str = "USD") -> w.Decision:
-        command = w.OpenWallet("cmd-open", WALLET_ID, USER_ID, currency, balance, "corr")
+        command = w.OpenWallet("cmd-open", WALLET_ID, USER_ID, currency, balance, "corr", SETUP)
         return self.apply(w.open_wallet(self.wallet, self.movements.get, command, NOW))
 
     def move(
@@ -42,6 +46,7 @@ class Store:
         reverts: str | None = None,
         now: int = NOW,
         payment_id: str | None = None,
+        actor: Principal | None = OPERATOR,
     ) -> w.Decision:
         command = w.RequireMovement(
             f"cmd-{movement_id}",
@@ -52,6 +57,7 @@ class Store:
             "corr",
             reverts_movement_id=reverts,
             payment_id=payment_id,
+            actor=actor,
         )
         return self.apply(w.decide_movement(self.wallet, self.movements.get, command, now))
 
@@ -82,7 +88,7 @@ def test_opening_twice_re_emits_the_same_events_and_changes_nothing() -> None:
 def test_opening_an_existing_wallet_for_another_user_is_rejected() -> None:
     store = Store()
     store.open()
-    command = w.OpenWallet("cmd-other", WALLET_ID, "someone-else", "USD", 0, "corr")
+    command = w.OpenWallet("cmd-other", WALLET_ID, "someone-else", "USD", 0, "corr", SETUP)
     decision = w.open_wallet(store.wallet, store.movements.get, command, NOW)
     (opened,) = decision.events
     assert isinstance(opened, w.WalletOpened)
@@ -241,24 +247,25 @@ def test_reverting_unknown_rejected_or_revert_movements_is_refused() -> None:
 
 
 PAYMENT = "payment-1"
+DEBIT = payment_debit_id(PAYMENT)
 
 
 def test_a_manual_revert_of_a_payments_debit_is_refused_and_names_the_refund() -> None:
     store = Store()
     store.open(10_000)
-    store.move("debit", "expense", 5_000, payment_id=PAYMENT)
-    (refused,) = store.move("manual", "income", 5_000, reverts="debit").events
+    store.move(DEBIT, "expense", 5_000, payment_id=PAYMENT)
+    (refused,) = store.move("manual", "income", 5_000, reverts=DEBIT).events
     assert isinstance(refused, w.MovementUpdated) and refused.status == "rejected"
     assert refused.reason_code == w.PAYMENT_MOVEMENT
     assert PAYMENT in (refused.reason or "") and "refund the payment" in (refused.reason or "")
     assert store.wallet is not None and (store.wallet.balance, store.wallet.version) == (5_000, 2)
-    assert store.movements["debit"].reverted_by is None
+    assert store.movements[DEBIT].reverted_by is None
 
 
 def test_a_manual_revert_of_a_payments_refund_credit_is_refused() -> None:
     store = Store()
     store.open(10_000)
-    store.move("debit", "expense", 5_000, payment_id=PAYMENT)
+    store.move(DEBIT, "expense", 5_000, payment_id=PAYMENT)
     store.move("refund", "income", 2_000, payment_id=PAYMENT)
     (refused,) = store.move("manual", "expense", 2_000, reverts="refund").events
     assert isinstance(refused, w.MovementUpdated) and refused.reason_code == w.PAYMENT_MOVEMENT
@@ -268,28 +275,28 @@ def test_a_manual_revert_of_a_payments_refund_credit_is_refused() -> None:
 def test_the_payments_own_revert_of_its_debit_is_applied() -> None:
     store = Store()
     store.open(10_000)
-    store.move("debit", "expense", 5_000, payment_id=PAYMENT)
-    updated, balance = store.move("full-refund", "income", 5_000, reverts="debit", payment_id=PAYMENT).events
+    store.move(DEBIT, "expense", 5_000, payment_id=PAYMENT)
+    updated, balance = store.move("full-refund", "income", 5_000, reverts=DEBIT, payment_id=PAYMENT).events
     assert isinstance(updated, w.MovementUpdated) and updated.status == "applied"
     assert isinstance(balance, w.BalanceUpdated) and balance.balance.amount == 10_000
-    assert store.movements["debit"].reverted_by == "full-refund"
+    assert store.movements[DEBIT].reverted_by == "full-refund"
 
 
 def test_another_payment_may_not_revert_a_payments_debit() -> None:
     store = Store()
     store.open(10_000)
-    store.move("debit", "expense", 5_000, payment_id=PAYMENT)
-    (refused,) = store.move("other", "income", 5_000, reverts="debit", payment_id="payment-2").events
+    store.move(DEBIT, "expense", 5_000, payment_id=PAYMENT)
+    (refused,) = store.move("other", "income", 5_000, reverts=DEBIT, payment_id="payment-2").events
     assert isinstance(refused, w.MovementUpdated) and refused.reason_code == w.PAYMENT_MOVEMENT
 
 
 def test_a_refused_manual_revert_redelivered_stays_refused_after_the_refund() -> None:
     store = Store()
     store.open(10_000)
-    store.move("debit", "expense", 5_000, payment_id=PAYMENT)
-    first = store.move("manual", "income", 5_000, reverts="debit")
-    store.move("full-refund", "income", 5_000, reverts="debit", payment_id=PAYMENT)
-    again = store.move("manual", "income", 5_000, reverts="debit")
+    store.move(DEBIT, "expense", 5_000, payment_id=PAYMENT)
+    first = store.move("manual", "income", 5_000, reverts=DEBIT)
+    store.move("full-refund", "income", 5_000, reverts=DEBIT, payment_id=PAYMENT)
+    again = store.move("manual", "income", 5_000, reverts=DEBIT)
     assert again.events == first.events and again.wallet is None
     assert store.wallet is not None and store.wallet.balance == 10_000
 

@@ -13,6 +13,7 @@ from tests.support.fakes import FakeDurable, FakeSender, FakeTable, Journal
 
 NOW = 1_700_000_000_000
 OPERATOR = Principal("dev-operator", frozenset({"operator"}))
+SETUP = Principal("setup", frozenset({"admin"}))
 
 
 def build() -> tuple[WalletSteps, Journal, FakeSender, FakeDurable]:
@@ -25,7 +26,7 @@ def build() -> tuple[WalletSteps, Journal, FakeSender, FakeDurable]:
 def open_command(wallet_id: str, balance: int) -> dict:
     return command_record(
         "WalletOpenRequested",
-        new_meta(),
+        new_meta(actor=SETUP),
         wallet_id=wallet_id,
         user_id=str(uuid.uuid4()),
         currency="USD",
