@@ -47,6 +47,7 @@ def rabin_fingerprint(data: bytes) -> bytes:
     return fp.to_bytes(8, "little")
 
 
+
 # --- schema helpers ----------------------------------------------------------
 
 
@@ -135,6 +136,7 @@ def _load_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from exc
+
 
 
 # --- catalog -------------------------------------------------------------------

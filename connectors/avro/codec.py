@@ -27,6 +27,7 @@ class EventEncodeError(ValueError):
     """An event dict that does not match its schema (a producer bug)."""
 
 
+
 class Codec(Protocol):
     def encode(self, event: dict[str, Any]) -> bytes: ...
 
