@@ -36,6 +36,10 @@ class Grant:
     writes: tuple[str, ...] = ()  # topics
     groups: tuple[str, ...] = ()  # consumer groups, by exact name
     group_prefixes: tuple[str, ...] = ()  # consumer groups, every name starting so
+    watches: tuple[str, ...] = ()  # groups whose members and committed offsets it may see (DESCRIBE)
+    watch_prefixes: tuple[str, ...] = ()
+    sees: tuple[str, ...] = ()  # topics whose partitions and offsets, not contents, it may see (DESCRIBE)
+    configs: tuple[str, ...] = ()  # topics whose configuration (retention...) it may see (DESCRIBE_CONFIGS)
     why: str = ""
 
 
@@ -135,7 +139,12 @@ GRANTS: tuple[Grant, ...] = (
         CONSOLE,
         reads=names(*t.ALL_TOPICS),
         group_prefixes=(CONSOLE_GROUP_PREFIX,),
-        why="`payments` and `bin/kafka-tool`: reads the event store, not the tables' changelogs; writes nothing",
+        watches=(t.WALLET_WORKER, t.PAYMENT_WORKER),
+        watch_prefixes=(PROJECTOR_GROUP_PREFIX,),
+        sees=names(*t.CHANGELOG_TOPICS),  # a worker group's lag includes its tables' changelogs
+        configs=names(*t.DECLARED_TOPICS),
+        why="`payments` and `bin/kafka-tool`: reads the event store (not the tables' changelogs) and sees"
+        " how far each group is; writes nothing",
     ),
     Grant(
         OPERATOR,
@@ -154,9 +163,9 @@ def user(principal: str) -> str:
 def markdown_table() -> str:
     """The grants as docs/security.md shows them."""
     rows = [
-        "| principal | reads (topics) | writes (topics) | consumer groups | why |",
-        "|---|---|---|---|---|",
-        f"| `{ADMIN}` | everything (super user) | everything | any | setup only: topics, users, ACLs, sample wallets |",
+        "| principal | reads (topics) | writes (topics) | consumer groups | sees (offsets, configs) | why |",
+        "|---|---|---|---|---|---|",
+        f"| `{ADMIN}` | all (super user) | all | any | all | setup only: topics, users, ACLs, sample wallets |",
     ]
 
     def cell(items: tuple[str, ...]) -> str:
@@ -166,7 +175,10 @@ def markdown_table() -> str:
         groups = cell(g.groups + tuple(f"{prefix}*" for prefix in g.group_prefixes))
         if not (g.groups or g.group_prefixes):
             groups = "none (assigns partitions)" if g.reads else "none"
-        rows.append(f"| `{g.principal}` | {cell(g.reads)} | {cell(g.writes)} | {groups} | {g.why} |")
+        watched = cell(g.watches + tuple(f"{prefix}*" for prefix in g.watch_prefixes) + g.sees)
+        if g.configs:
+            watched += f"; the configuration of {len(g.configs)} topics"
+        rows.append(f"| `{g.principal}` | {cell(g.reads)} | {cell(g.writes)} | {groups} | {watched} | {g.why} |")
     return "\n".join(rows) + "\n"
 
 

@@ -99,6 +99,10 @@ def bindings(grant: Grant) -> set[AclBinding]:
         | {acl(ResourceType.TOPIC, name, literal, AclOperation.WRITE) for name in grant.writes}
         | {acl(ResourceType.GROUP, name, literal, AclOperation.READ) for name in grant.groups}
         | {acl(ResourceType.GROUP, prefix, prefixed, AclOperation.READ) for prefix in grant.group_prefixes}
+        | {acl(ResourceType.GROUP, name, literal, AclOperation.DESCRIBE) for name in grant.watches}
+        | {acl(ResourceType.GROUP, prefix, prefixed, AclOperation.DESCRIBE) for prefix in grant.watch_prefixes}
+        | {acl(ResourceType.TOPIC, name, literal, AclOperation.DESCRIBE) for name in grant.sees}
+        | {acl(ResourceType.TOPIC, name, literal, AclOperation.DESCRIBE_CONFIGS) for name in grant.configs}
     )
 
 

@@ -10,12 +10,14 @@ reveal it; TLS would add `SASL_SSL` and a CA file here.
 
 from __future__ import annotations
 
+import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from connectors.config import Config, state_dir
-from connectors.credentials import Login, kafka_login, write_private
+from connectors.config import Config, ConfigError, load_config, state_dir
+from connectors.credentials import CONSOLE, Login, kafka_login, write_private
 
 if TYPE_CHECKING:
     import faust
@@ -89,3 +91,22 @@ def write_client_properties(config: Config, principal: str) -> Path:
     path = state_dir(config) / f"kafka-{principal}.properties"
     write_private(path, kafka_access(config, principal).properties())
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m connectors.kafka_security properties NAME`: write NAME's client properties
+    file (bin/kafka-tool's --command-config) and print its path."""
+    parser = argparse.ArgumentParser(prog="python -m connectors.kafka_security", description=main.__doc__)
+    parser.add_argument("command", choices=["properties"])
+    parser.add_argument("principal", nargs="?", default=CONSOLE)
+    args = parser.parse_args(argv)
+    try:
+        print(write_client_properties(load_config(), args.principal))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
