@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connectors.config import Config, ConfigError, load_config, state_dir
-from connectors.credentials import CONSOLE, Login, kafka_login, write_private
+from connectors.credentials import ADMIN, CONSOLE, Login, ensure_credentials, kafka_login, write_private
 
 if TYPE_CHECKING:
     import faust
@@ -93,15 +93,27 @@ def write_client_properties(config: Config, principal: str) -> Path:
     return path
 
 
+def write_compose_env(config: Config) -> Path:
+    """docker-compose.kafka.yml's variables (the broker's admin password), owner-only."""
+    path = state_dir(config) / "compose.env"
+    write_private(path, f"KAFKA_ADMIN_PASSWORD={kafka_login(config, ADMIN).password}\n")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m connectors.kafka_security properties NAME`: write NAME's client properties
-    file (bin/kafka-tool's --command-config) and print its path."""
+    """`properties NAME`: write NAME's client properties file (bin/kafka-tool's --command-config);
+    `compose-env`: write the env file docker-compose.kafka.yml needs. Each prints the path."""
     parser = argparse.ArgumentParser(prog="python -m connectors.kafka_security", description=main.__doc__)
-    parser.add_argument("command", choices=["properties"])
+    parser.add_argument("command", choices=["properties", "compose-env"])
     parser.add_argument("principal", nargs="?", default=CONSOLE)
     args = parser.parse_args(argv)
+    config = load_config()
     try:
-        print(write_client_properties(load_config(), args.principal))
+        if args.command == "compose-env":
+            ensure_credentials(config)  # compose starts the broker: its admin is made here
+            print(write_compose_env(config))
+        else:
+            print(write_client_properties(config, args.principal))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
