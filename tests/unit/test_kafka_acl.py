@@ -159,3 +159,19 @@ def test_each_library_gets_the_same_login(access: KafkaAccess) -> None:
 
 def test_an_access_prints_without_its_password(access: KafkaAccess) -> None:
     assert "pw-not-shown" not in repr(access) and "console" in repr(access)
+
+
+def test_storage_formatted_without_the_admin_is_refused_with_the_way_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devtools import localinfra
+
+    config = load_config("test", env={})
+    monkeypatch.setattr(localinfra, "kafka_home", lambda _: tmp_path)
+    localinfra.refuse_storage_without_credentials(config)  # nothing formatted yet: fine
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "meta.properties").write_text("node.id=1\n")
+    with pytest.raises(localinfra.InfraError, match="localinfra reset"):
+        localinfra.refuse_storage_without_credentials(config)
+    (tmp_path / "formatted-with-scram").touch()  # what a format with the admin leaves
+    localinfra.refuse_storage_without_credentials(config)
