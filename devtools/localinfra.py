@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.config import LOCAL, ROOT, Config, ConfigError, load_config, state_dir
-from connectors.credentials import ADMIN, Login, ensure_credentials, kafka_login, write_private
+from connectors.credentials import ADMIN, Login, credentials_path, ensure_credentials, kafka_login, write_private
 from connectors.kafka_security import MECHANISM, kafka_access
 from devtools import stripe_mock
 from devtools.infra_base import InfraError, read_pid, say, stop_pid
@@ -217,7 +217,11 @@ def start_kafka(config: Config) -> None:
                 "(is the port taken? set KAFKA_BOOTSTRAP_SERVERS / KAFKA_CONTROLLER_PORT)"
             )
         if time.monotonic() > deadline:
-            raise InfraError(f"kafka did not answer a metadata request in 90s; see {home / 'logs'}")
+            raise InfraError(
+                f"kafka did not answer the admin's metadata request in 90s; see {home / 'logs'} (if "
+                f"{credentials_path(config)} was replaced since the broker was formatted, the admin's "
+                "password no longer matches: `make reset`)"
+            )
         time.sleep(0.5)
     say(f"kafka ready on {config.kafka.bootstrap_servers} (pid {process.pid})")
 
