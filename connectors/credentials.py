@@ -33,8 +33,9 @@ PROJECTOR = "projector"
 AUDITOR = "auditor"
 WALLET_API = "wallet-api"
 PAYMENT_API = "payment-api"
-CONSOLE = "console"
-PRINCIPALS = (ADMIN, WALLET_WORKER, PAYMENT_WORKER, PROJECTOR, AUDITOR, WALLET_API, PAYMENT_API, CONSOLE)
+CONSOLE = "console"  # reads the log, writes nothing
+OPERATOR = "operator"  # `payments dlq replay`: puts dead letters back on the workers' source topics
+PRINCIPALS = (ADMIN, WALLET_WORKER, PAYMENT_WORKER, PROJECTOR, AUDITOR, WALLET_API, PAYMENT_API, CONSOLE, OPERATOR)
 
 # PostgreSQL roles: the superuser (setup only), the owner that runs migrations, one per service.
 PG_SUPERUSER = "postgres"
@@ -74,14 +75,18 @@ def _read(path: Path) -> dict[str, dict[str, str]]:
     return {"kafka": dict(raw.get("kafka", {})), "postgres": dict(raw.get("postgres", {}))}
 
 
-def _write(path: Path, values: dict[str, dict[str, str]]) -> None:
+def write_private(path: Path, text: str) -> None:
     """Created readable by the owner only, never readable by others for an instant."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as out:
-        json.dump(values, out, indent=2, sort_keys=True)
+        out.write(text)
     os.replace(temporary, path)
+
+
+def _write(path: Path, values: dict[str, dict[str, str]]) -> None:
+    write_private(path, json.dumps(values, indent=2, sort_keys=True))
 
 
 def ensure_credentials(config: Config) -> Path:

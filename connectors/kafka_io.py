@@ -11,6 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from connectors.avro import Codec, EventDecodeError
+from connectors.kafka_security import KafkaAccess
 from connectors.log_reader import LogReader
 from connectors.tracing import outgoing_headers
 
@@ -20,11 +21,9 @@ log = logging.getLogger(__name__)
 class EventPublisher:
     """Idempotent producer (acks=all); keys are aggregate ids, values Avro-encoded events."""
 
-    def __init__(self, bootstrap_servers: str, codec: Codec) -> None:
+    def __init__(self, access: KafkaAccess, codec: Codec) -> None:
         self.codec = codec
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True, linger_ms=1
-        )
+        self.producer = AIOKafkaProducer(**access.aiokafka(), acks="all", enable_idempotence=True, linger_ms=1)
 
     async def start(self) -> None:
         await self.producer.start()
@@ -47,11 +46,11 @@ class OutcomeWaiter:
     """
 
     def __init__(
-        self, bootstrap_servers: str, topics: list[str], codec: Codec, keys_of: Callable[[dict[str, Any]], list[str]]
+        self, access: KafkaAccess, topics: list[str], codec: Codec, keys_of: Callable[[dict[str, Any]], list[str]]
     ) -> None:
-        self.bootstrap_servers, self.topics, self.codec, self.keys_of = bootstrap_servers, topics, codec, keys_of
+        self.topics, self.codec, self.keys_of = topics, codec, keys_of
         self.waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = defaultdict(list)
-        self.reader = LogReader(bootstrap_servers)
+        self.reader = LogReader(access)
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -10,6 +10,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 
+from connectors.kafka_security import KafkaAccess
+
 _partitioner = DefaultPartitioner()
 
 
@@ -20,16 +22,16 @@ def partition_for(key: str, partitions: int) -> int:
 
 
 async def read_partitions(
-    bootstrap_servers: str, partitions: list[TopicPartition]
+    access: KafkaAccess, partitions: list[TopicPartition]
 ) -> AsyncIterator[tuple[TopicPartition, int, bytes | None, bytes]]:
     """(partition, offset, key, value) of every message of these partitions that exists now."""
-    async for message in read_messages(bootstrap_servers, partitions):
+    async for message in read_messages(access, partitions):
         yield TopicPartition(message.topic, message.partition), message.offset, message.key, message.value
 
 
-async def read_messages(bootstrap_servers: str, partitions: list[TopicPartition]) -> AsyncIterator[ConsumerRecord]:
+async def read_messages(access: KafkaAccess, partitions: list[TopicPartition]) -> AsyncIterator[ConsumerRecord]:
     """Every message (with headers and timestamp) of these partitions that exists now, then stop."""
-    reader = LogReader(bootstrap_servers)
+    reader = LogReader(access)
     await reader.start()
     try:
         async for message in reader.read(await reader.offsets_at(partitions, None), await reader.ends(partitions)):
@@ -47,9 +49,9 @@ class LogReader:
     Offsets are always explicit: seek_to_beginning() and seek_to_end() right after assign()
     race with the first fetch and can silently read nothing."""
 
-    def __init__(self, bootstrap_servers: str, request_timeout_ms: int = 40_000) -> None:
+    def __init__(self, access: KafkaAccess, request_timeout_ms: int = 40_000) -> None:
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
+            **access.aiokafka(),
             enable_auto_commit=False,
             group_id=None,
             auto_offset_reset="earliest",
@@ -141,15 +143,15 @@ class PartitionReader:
     """Point reads for a consumer group's worker: where the group committed, and a range of a
     partition read back directly (what a consumer library skipped). Opened on first use."""
 
-    def __init__(self, bootstrap_servers: str, group_id: str) -> None:
-        self.bootstrap_servers, self.group_id = bootstrap_servers, group_id
+    def __init__(self, access: KafkaAccess, group_id: str) -> None:
+        self.access, self.group_id = access, group_id
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
 
     async def committed(self, tp: TopicPartition) -> int:
         """The group's committed offset of `tp`, or the partition's first offset if it has none."""
         if self._admin is None:
-            self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+            self._admin = AIOKafkaAdminClient(**self.access.aiokafka())
             await self._admin.start()
         offsets = await self._admin.list_consumer_group_offsets(self.group_id, partitions=[tp])
         found = offsets.get(tp)
@@ -178,9 +180,7 @@ class PartitionReader:
 
     async def _reader(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            self._consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False, group_id=None
-            )
+            self._consumer = AIOKafkaConsumer(**self.access.aiokafka(), enable_auto_commit=False, group_id=None)
             await self._consumer.start()
         return self._consumer
 

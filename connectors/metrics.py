@@ -120,6 +120,7 @@ def http_metrics_middleware(service: str) -> Callable[..., Awaitable[web.StreamR
 
     return middleware
 
+
 GATEWAY_REFUSALS = Counter(
     "gateway_refusals_total", "Requests the gateway answered itself without forwarding, by reason", ["reason"]
 )

@@ -14,12 +14,12 @@ from aiokafka.errors import KafkaConnectionError
 
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config
+from connectors.credentials import OPERATOR
 from connectors.topics import PAYMENT_DLQ
 from console.entries import Entry, fmt_time, jsonable, key_text, preview
-from console.sources import ConsoleError, Log, connect_postgres, kafka_hint
+from console.sources import ConsoleError, Log, connect_postgres, console_access, kafka_hint
 
 REPLAY_HEADER = "dlq-replay"
-
 
 
 async def dead_letters(log: Log) -> list[Entry]:
@@ -120,7 +120,9 @@ async def dlq_replay(config: Config, offsets: list[int], partition: int | None, 
     republished = [e for e in chosen if e not in projected]
     if not republished:
         return 0
-    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, acks="all", enable_idempotence=True)
+    # Putting a letter back is an operator's act: the `operator` principal may write the
+    # workers' source topics and nothing else (connectors/kafka_acl.py).
+    producer = AIOKafkaProducer(**console_access(config, OPERATOR).aiokafka(), acks="all", enable_idempotence=True)
     try:
         await asyncio.wait_for(producer.start(), 15)
     except (KafkaConnectionError, TimeoutError) as exc:

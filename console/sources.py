@@ -12,13 +12,23 @@ from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
 from connectors.avro import make_codec
-from connectors.config import Config
+from connectors.config import Config, ConfigError
+from connectors.credentials import CONSOLE
+from connectors.kafka_security import KafkaAccess, kafka_access
 from connectors.log_reader import LogReader, partition_for
 from console.entries import Entry, to_entry
 
 
 class ConsoleError(Exception):
     """Something the operator can fix; the message says how."""
+
+
+def console_access(config: Config, principal: str = CONSOLE) -> KafkaAccess:
+    """The console reads as `console`, which may write nothing; the credentials file is setup's."""
+    try:
+        return kafka_access(config, principal)
+    except ConfigError as exc:
+        raise ConsoleError(str(exc)) from exc
 
 
 def kafka_hint(config: Config) -> str:
@@ -34,7 +44,7 @@ class Log:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.codec = make_codec(config.kafka.schema_registry_url or None)
-        self.reader = LogReader(config.kafka.bootstrap_servers, request_timeout_ms=10_000)
+        self.reader = LogReader(console_access(config), request_timeout_ms=10_000)
 
     async def __aenter__(self) -> Log:
         try:

@@ -20,7 +20,9 @@ from pathlib import Path
 
 from connectors.auth import issue_token
 from connectors.config import Config, load_config
-from connectors.kafka_admin import ensure_topics
+from connectors.credentials import ADMIN, ensure_credentials
+from connectors.kafka_admin import apply_acls, ensure_topics, ensure_users
+from connectors.kafka_security import kafka_access
 from connectors.postgres import migrate
 from devtools import localinfra
 from devtools.sample_data import load_sample_wallets
@@ -105,7 +107,13 @@ def say(message: str) -> None:
 
 
 def setup(config: Config) -> None:
-    created = ensure_topics(config.kafka)
+    ensure_credentials(config)
+    admin = kafka_access(config, ADMIN)
+    users = ensure_users(admin, config)
+    say(f"kafka users: {len(users)} with their current passwords")
+    added, removed = apply_acls(admin)
+    say(f"kafka ACLs: {added} added, {removed} removed (connectors/kafka_acl.py)")
+    created = ensure_topics(admin, config.kafka)
     say(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ", all present"))
     applied = asyncio.run(migrate(config.postgres))
     say(f"migrations: {len(applied)} applied" + (f" ({', '.join(applied)})" if applied else ", up to date"))

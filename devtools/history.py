@@ -37,6 +37,8 @@ from confluent_kafka.admin import AdminClient
 
 from connectors.avro import make_codec
 from connectors.config import Config, load_config
+from connectors.credentials import ADMIN as ADMIN_PRINCIPAL
+from connectors.kafka_security import kafka_access
 from connectors.log_reader import partition_for
 from connectors.topics import (
     MOVEMENTS_CHANGELOG,
@@ -137,7 +139,7 @@ class Writer:
         self.codec = make_codec(config.kafka.schema_registry_url or None)
         self.producer = Producer(
             {
-                "bootstrap.servers": config.kafka.bootstrap_servers,
+                **kafka_access(config, ADMIN_PRINCIPAL).confluent(),
                 "linger.ms": 20,
                 "batch.num.messages": 10_000,
                 "queue.buffering.max.messages": 500_000,
@@ -183,8 +185,9 @@ class Writer:
 
 def move_groups_to_end(config: Config) -> dict[str, int]:
     """The workers' groups resume after the history: its effects are already in their tables."""
-    admin = AdminClient({"bootstrap.servers": config.kafka.bootstrap_servers})
-    consumer_settings = {"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": "history-loader-ends"}
+    access = kafka_access(config, ADMIN_PRINCIPAL)  # setup's principal: it writes every topic and moves groups
+    admin = AdminClient(access.confluent())
+    consumer_settings = {**access.confluent(), "group.id": "history-loader-ends"}
     from confluent_kafka import Consumer, ConsumerGroupTopicPartitions
 
     probe = Consumer(consumer_settings)

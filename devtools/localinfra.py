@@ -21,7 +21,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from connectors.config import LOCAL, ROOT, Config, load_config, state_dir
+from connectors.config import LOCAL, ROOT, Config, ConfigError, load_config, state_dir
+from connectors.credentials import ADMIN, Login, credentials_path, ensure_credentials, kafka_login, write_private
+from connectors.kafka_security import MECHANISM, kafka_access
 from devtools import stripe_mock
 from devtools.infra_base import InfraError, read_pid, say, stop_pid
 from devtools.local_postgres import pg_data_dir, postgres_ready, start_postgres, stop_postgres
@@ -69,17 +71,37 @@ def kafka_port(config: Config) -> int:
     return int(config.kafka.bootstrap_servers.rsplit(":", 1)[1])
 
 
+# The client listener speaks only SASL SCRAM-SHA-512 and every request is authorised against the
+# ACLs setup writes (connectors/kafka_acl.py); `admin` is the one super user. The controller
+# listener takes SASL PLAIN with a static admin user in the broker's own properties: SCRAM
+# credentials live in the metadata log, which the controller serves, so they cannot
+# authenticate the controller's own connections (docs/security.md).
+CLIENT_LISTENER = "CLIENT"
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
+PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
+
+
 def _kafka_properties(config: Config) -> str:
+    """The broker's settings, without its secrets (`_kafka_secrets`)."""
     port, controller = kafka_port(config), config.kafka.controller_port
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.bootstrap.servers=127.0.0.1:{controller}",
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            f"listeners={CLIENT_LISTENER}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+            f"advertised.listeners={CLIENT_LISTENER}://127.0.0.1:{port}",
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,{CLIENT_LISTENER}:SASL_PLAINTEXT",
+            f"inter.broker.listener.name={CLIENT_LISTENER}",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+            "sasl.mechanism.controller.protocol=PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+            f"authorizer.class.name={AUTHORIZER}",
+            "allow.everyone.if.no.acl.found=false",
+            f"super.users=User:{ADMIN}",
             f"log.dirs={kafka_home(config) / 'data'}",
             # One broker: internal topics cannot have more replicas than that.
             "offsets.topic.replication.factor=1",
@@ -98,14 +120,30 @@ def _kafka_properties(config: Config) -> str:
     )
 
 
+def _kafka_secrets(admin: Login) -> str:
+    """How the broker logs in to itself: SCRAM on the client listener (inter-broker), PLAIN
+    with a static user on the controller listener. Passwords are URL-safe: no quoting needed."""
+    user, password = admin.username, admin.password
+    return "\n".join(
+        [
+            f"listener.name.{CLIENT_LISTENER.lower()}.scram-sha-512.sasl.jaas.config="
+            f'{SCRAM_MODULE} required username="{user}" password="{password}";',
+            "listener.name.controller.plain.sasl.jaas.config="
+            f'{PLAIN_MODULE} required username="{user}" password="{password}" user_{user}="{password}";',
+            "",
+        ]
+    )
+
+
 def kafka_reachable(config: Config, timeout: float = 2.0) -> bool:
+    """The broker answers the admin's metadata request (so it also accepts the admin's login)."""
     from confluent_kafka.admin import AdminClient
 
-    settings: dict[str, Any] = {
-        "bootstrap.servers": config.kafka.bootstrap_servers,
-        "log_level": 0,
-        "logger": _SilentLogger(),
-    }
+    try:
+        access = kafka_access(config, ADMIN)
+    except ConfigError:  # no credentials yet: nothing was ever started here
+        return False
+    settings: dict[str, Any] = {**access.confluent(), "log_level": 0, "logger": _SilentLogger()}
     admin = AdminClient(settings)
     try:
         admin.list_topics(timeout=timeout)
@@ -125,12 +163,15 @@ def start_kafka(config: Config) -> None:
     home = kafka_home(config)
     home.mkdir(parents=True, exist_ok=True)
     pid_file = home / "kafka.pid"
+    ensure_credentials(config)  # the admin's password is needed to format, start and reach the broker
+    refuse_storage_without_credentials(config)
     if read_pid(pid_file) or kafka_reachable(config, 1.0):
         say(f"kafka already running on {config.kafka.bootstrap_servers}")
         return
     install_kafka()
+    admin = kafka_login(config, ADMIN)
     properties = home / "server.properties"
-    properties.write_text(_kafka_properties(config))
+    write_private(properties, _kafka_properties(config) + _kafka_secrets(admin))
     classpath = f"{KAFKA_LIB}/*"
     java = [
         "java",
@@ -146,8 +187,12 @@ def start_kafka(config: Config) -> None:
     if not (home / "data" / "meta.properties").exists():
         say("formatting Kafka storage (KRaft, single node)...")
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        # KIP-900: the admin's SCRAM credential is in the metadata log from the first start;
+        # setup (as admin) adds every other principal.
+        scram = f"{MECHANISM}=[name={admin.username},password={admin.password}]"
+        storage_tool = [*java, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id]
         formatted = subprocess.run(
-            [*java, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(properties)],
+            [*storage_tool, "-c", str(properties), "--add-scram", scram],
             capture_output=True,
             text=True,
         )
@@ -156,6 +201,7 @@ def start_kafka(config: Config) -> None:
                 f"formatting Kafka storage in {home / 'data'} failed; `make reset` starts it afresh.\n"
                 f"{formatted.stdout[-1500:]}{formatted.stderr[-1500:]}"
             )
+        _scram_marker(config).touch()
     (home / "logs").mkdir(parents=True, exist_ok=True)
     say(f"starting kafka on {config.kafka.bootstrap_servers}...")
     with open(home / "logs" / "stdout.log", "ab") as out:
@@ -171,9 +217,29 @@ def start_kafka(config: Config) -> None:
                 "(is the port taken? set KAFKA_BOOTSTRAP_SERVERS / KAFKA_CONTROLLER_PORT)"
             )
         if time.monotonic() > deadline:
-            raise InfraError(f"kafka did not answer a metadata request in 90s; see {home / 'logs'}")
+            raise InfraError(
+                f"kafka did not answer the admin's metadata request in 90s; see {home / 'logs'} (if "
+                f"{credentials_path(config)} was replaced since the broker was formatted, the admin's "
+                "password no longer matches: `make reset`)"
+            )
         time.sleep(0.5)
     say(f"kafka ready on {config.kafka.bootstrap_servers} (pid {process.pid})")
+
+
+def _scram_marker(config: Config) -> Path:
+    return kafka_home(config) / "formatted-with-scram"
+
+
+def refuse_storage_without_credentials(config: Config) -> None:
+    """Storage formatted before the broker needed credentials has no admin user, and a running
+    broker from then listens without SASL: neither can be used, say how to start afresh."""
+    if (kafka_home(config) / "data" / "meta.properties").exists() and not _scram_marker(config).exists():
+        raise InfraError(
+            f"the Kafka storage of {config.environment} ({kafka_home(config) / 'data'}) was formatted before "
+            "Kafka required credentials, so it has no admin user. Start afresh (deletes the local events): "
+            f"`ENVIRONMENT={config.environment} .venv/bin/python -m devtools.localinfra reset` "
+            "(`make reset` for local)"
+        )
 
 
 def stop_kafka(config: Config) -> None:

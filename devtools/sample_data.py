@@ -12,7 +12,9 @@ from aiokafka import TopicPartition
 
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config
+from connectors.credentials import ADMIN as KAFKA_ADMIN
 from connectors.kafka_io import EventPublisher
+from connectors.kafka_security import kafka_access
 from connectors.log_reader import partition_for, read_partitions
 from connectors.topics import WALLET_MOVEMENT_REQUIRED
 from domain.access import ADMIN, Principal
@@ -41,14 +43,14 @@ async def load_sample_wallets(config: Config) -> int:
     topic = WALLET_MOVEMENT_REQUIRED.name
     partitions = sorted({partition_for(w[0], config.kafka.partitions) for w in SAMPLE_WALLETS})
     present = set()
-    async for _, _, _, value in read_partitions(
-        config.kafka.bootstrap_servers, [TopicPartition(topic, p) for p in partitions]
-    ):
+    # Setup's principal: the sample wallets are entered by whoever sets the environment up.
+    access = kafka_access(config, KAFKA_ADMIN)
+    async for _, _, _, value in read_partitions(access, [TopicPartition(topic, p) for p in partitions]):
         try:
             present.add(codec.decode(value)["envelope"]["event_id"])
         except EventDecodeError:
             continue
-    publisher = EventPublisher(config.kafka.bootstrap_servers, codec)
+    publisher = EventPublisher(access, codec)
     await publisher.start()
     produced = 0
     try:

@@ -30,6 +30,8 @@ from prometheus_client import Counter, Gauge
 from connectors import topics
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config, load_config
+from connectors.credentials import AUDITOR
+from connectors.kafka_security import kafka_access
 from connectors.logs import setup_logging
 from connectors.metrics import metrics_handler
 from domain.audit import Ledger
@@ -65,7 +67,7 @@ class Auditor:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.consumer = consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.config.kafka.bootstrap_servers,
+            **kafka_access(self.config, AUDITOR).aiokafka(),
             group_id=None,
             enable_auto_commit=False,
             # It judges after quiet_s of silence: fewer, fuller fetches cost the broker less.

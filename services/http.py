@@ -15,6 +15,7 @@ from connectors.auth import API_KEY_HEADER, Authenticator, AuthError
 from connectors.avro import make_codec
 from connectors.config import Config
 from connectors.kafka_io import EventPublisher, OutcomeWaiter
+from connectors.kafka_security import kafka_access
 from connectors.metrics import http_metrics_middleware, metrics_handler
 from connectors.otel import span
 from connectors.postgres import create_pool
@@ -294,17 +295,19 @@ OUTCOMES = web.AppKey("outcomes", OutcomeWaiter)
 
 
 def command_resources(
-    outcome_topics: list[str], keys_of: Callable[[dict[str, Any]], list[str]], pool_size: int = 10
+    principal: str, outcome_topics: list[str], keys_of: Callable[[dict[str, Any]], list[str]], pool_size: int = 10
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """What a service that publishes commands and waits for their outcomes opens and closes:
-    a PostgreSQL pool, an idempotent producer, and a waiter tailing the outcome topics."""
+    a PostgreSQL pool, an idempotent producer, and a waiter tailing the outcome topics, both
+    connected to Kafka as the service's principal."""
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
         codec = make_codec(config.kafka.schema_registry_url or None)
         app[POOL] = await create_pool(config.postgres, max_size=pool_size)
-        app[PUBLISHER] = EventPublisher(config.kafka.bootstrap_servers, codec)
-        app[OUTCOMES] = OutcomeWaiter(config.kafka.bootstrap_servers, outcome_topics, codec, keys_of)
+        access = kafka_access(config, principal)
+        app[PUBLISHER] = EventPublisher(access, codec)
+        app[OUTCOMES] = OutcomeWaiter(access, outcome_topics, codec, keys_of)
         await app[PUBLISHER].start()
         await app[OUTCOMES].start()
         yield

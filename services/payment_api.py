@@ -19,6 +19,7 @@ from aiohttp import web
 
 from connectors import payment_views as views
 from connectors.config import Config, ProviderConfig, load_config
+from connectors.credentials import PAYMENT_API
 from connectors.logs import setup_logging
 from connectors.projections import ts
 from connectors.providers import offered
@@ -341,7 +342,7 @@ def read_simulator_webhook(
 
 
 resources = command_resources(
-    [PAYMENT_SUCCEEDED.name, PAYMENT_FAILED.name], lambda event: [event["payment_id"]], pool_size=20
+    PAYMENT_API, [PAYMENT_SUCCEEDED.name, PAYMENT_FAILED.name], lambda event: [event["payment_id"]], pool_size=20
 )
 
 

@@ -29,6 +29,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config, load_config
+from connectors.credentials import PROJECTOR
+from connectors.kafka_acl import PROJECTOR_GROUP_PREFIX
+from connectors.kafka_security import kafka_access
 from connectors.logs import setup_logging
 from connectors.metrics import (
     DEAD_LETTERS,
@@ -146,8 +149,8 @@ class Projector:
     async def run(self, stop: asyncio.Event) -> None:
         codec = make_codec(self.config.kafka.schema_registry_url or None)
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.config.kafka.bootstrap_servers,
-            group_id=f"projector-{self.projection.name}",
+            **kafka_access(self.config, PROJECTOR).aiokafka(),
+            group_id=f"{PROJECTOR_GROUP_PREFIX}{self.projection.name}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=1000,
@@ -343,7 +346,7 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**kafka_access(config, PROJECTOR).aiokafka(), acks="all", enable_idempotence=True)
     await producer.start()
     projectors = [
         Projector(config, p, pool, producer, ProjectionHealth(p.name, config.processing.stall_after_s))

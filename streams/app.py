@@ -23,7 +23,9 @@ from faust.types import TP
 
 from connectors.avro import Codec, install_faust_codec, make_codec
 from connectors.config import Config, state_dir
+from connectors.credentials import Login
 from connectors.kafka_admin import cluster_id
+from connectors.kafka_security import KafkaAccess, kafka_access
 from connectors.log_reader import PartitionReader
 from connectors.logs import log_handler
 from connectors.otel import setup_tracing
@@ -40,16 +42,22 @@ log = logging.getLogger(__name__)
 Steps = TypeVar("Steps")
 
 
-def make_app(name: str, config: Config, web_port: int, store: str) -> faust.App:
+def make_app(name: str, config: Config, web_port: int, store: str, principal: str | None = None) -> faust.App:
+    """The worker `name` (its consumer group) connects to Kafka as `principal`, by default the
+    principal of the same name."""
     install_faust_codec(make_codec(config.kafka.schema_registry_url or None))
     datadir = state_dir(config) / "faust" / f"{name}-{web_port}"
     datadir.mkdir(parents=True, exist_ok=True)
     if store.startswith("rocksdb"):
-        match_store_to_log(datadir, lambda: cluster_id(config.kafka))
+        match_store_to_log(datadir, lambda: cluster_id(kafka_access(config, principal or name)))
     setup_tracing(name)
     return faust.App(
         name,
         broker=f"kafka://{config.kafka.bootstrap_servers}",
+        broker_credentials=kafka_access(config, principal or name).faust_credentials(),
+        # Setup creates every topic, changelogs included (connectors/topics.py), so a worker
+        # needs no CREATE ACL; faust would otherwise ask to create its changelogs on start.
+        topic_allow_declare=False,
         store=store,
         # Per worker process, so two workers on one machine never share a local store.
         datadir=str(datadir),
@@ -80,6 +88,13 @@ def make_app(name: str, config: Config, web_port: int, store: str) -> faust.App:
         # otherwise faust's own console format.
         loghandlers=[log_handler(config, name)] if config.log.json else [],
     )
+
+
+def app_access(app: faust.App, config: Config) -> KafkaAccess:
+    """The access the app's own clients use, for the clients we open beside them."""
+    credentials = app.conf.broker_credentials
+    assert isinstance(credentials, faust.SASLCredentials) and credentials.username and credentials.password
+    return KafkaAccess(config.kafka.bootstrap_servers, Login(credentials.username, credentials.password))
 
 
 def raw_topic(app: faust.App, name: str, partitions: int | None = None) -> faust.TopicT:
@@ -212,7 +227,7 @@ def add_agent(app: faust.App, pipeline: Pipeline, source: faust.TopicT, step: Ha
 
 
 def make_pipeline(app: faust.App, config: Config, codec: Codec, send: Sender, needs: list[TopicSpec]) -> Pipeline:
-    reader = PartitionReader(config.kafka.bootstrap_servers, app.conf.id)
+    reader = PartitionReader(app_access(app, config), app.conf.id)
     guard = DeliveryGuard(app.conf.id, reader, lambda: app.consumer_generation_id)
     processor = Processor(
         app.conf.id, codec.decode, send, config.processing.max_attempts, config.processing.retry_backoff_s

@@ -33,6 +33,8 @@ from typing import Any
 import asyncpg
 
 from connectors.config import Config, load_config
+from connectors.credentials import ADMIN
+from connectors.kafka_security import KafkaAccess, kafka_access
 from devtools import devctl, localinfra
 from devtools.bench.measure import (
     MAX_LADDER,
@@ -56,7 +58,7 @@ def stack_settings(config: Config) -> dict[str, Any]:
     """What shapes the numbers, read from the code and configuration that run."""
     from streams.app import make_app
 
-    conf = make_app("bench-settings", config, config.payment_worker.web_port, "memory://").conf
+    conf = make_app("bench-settings", config, config.payment_worker.web_port, "memory://", ADMIN).conf
     return {
         "environment": config.environment,
         "cores": os.cpu_count(),
@@ -141,8 +143,8 @@ def ensure_stack(config: Config) -> None:
             say(f"warning: {exc}; it runs, so the benchmark goes on")
 
 
-async def measure(step_coro: Any, pids: dict[str, list[int]], bootstrap: str, prefix: str | None) -> Step:
-    records_before = await end_offsets_total(bootstrap, prefix)
+async def measure(step_coro: Any, pids: dict[str, list[int]], access: KafkaAccess, prefix: str | None) -> Step:
+    records_before = await end_offsets_total(access, prefix)
     window, busy_before = CpuWindow.open(pids), machine_busy()
     started = time.monotonic()
     step: Step = await step_coro
@@ -150,7 +152,7 @@ async def measure(step_coro: Any, pids: dict[str, list[int]], bootstrap: str, pr
     busy_after = machine_busy()
     step.machine_busy_pct = round(100 * (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1]), 1)
     step.records_per_s = round(
-        (await end_offsets_total(bootstrap, prefix) - records_before) / (time.monotonic() - started), 1
+        (await end_offsets_total(access, prefix) - records_before) / (time.monotonic() - started), 1
     )
     return step
 
@@ -171,7 +173,7 @@ async def bench_ours(args: argparse.Namespace, config: Config, rates: list[float
             step = await measure(
                 ours.run(rate, step_s),
                 {**stack_pids(config, tuple(args.peers)), **bench_pid},
-                config.kafka.bootstrap_servers,
+                kafka_access(config, ADMIN),  # counts every topic's records
                 None,
             )
             our_steps.append(step)
@@ -204,7 +206,7 @@ async def bench(args: argparse.Namespace, config: Config) -> dict[str, Any]:
         for rate in rates:
             say(f"raw chain at {rate:g} messages/s for {step_s:g} s")
             pids = {**chain.pids(), "kafka": stack_pids(config).get("kafka", []), **bench_pid}
-            step = await measure(chain.run(rate, step_s), pids, config.kafka.bootstrap_servers, "bench.raw.")
+            step = await measure(chain.run(rate, step_s), pids, kafka_access(config, ADMIN), "bench.raw.")
             raw_steps.append(step)
             say(f"  -> {step.throughput:.1f}/s completed, p99 {percentile(step.latencies_ms, 0.99):.0f} ms")
             if args.mode == "max" and not step.sustained(args.slo_p99_ms):
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["relay"]:
         parser = argparse.ArgumentParser(prog="python -m devtools.bench relay")
-        for name in ("bootstrap", "source", "target", "group"):
+        for name in ("source", "target", "group"):
             parser.add_argument(name)
         parser.add_argument("--linger-ms", type=int, default=1)
         parser.add_argument("--commit-ms", type=int, default=1000)
@@ -229,7 +231,16 @@ def main(argv: list[str] | None = None) -> int:
             faust_relay(a.environment, a.source, a.target, a.group)
             return 0
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(relay(a.bootstrap, a.source, a.target, a.group, a.linger_ms, a.commit_ms))
+            asyncio.run(
+                relay(
+                    kafka_access(load_config(a.environment), ADMIN),
+                    a.source,
+                    a.target,
+                    a.group,
+                    a.linger_ms,
+                    a.commit_ms,
+                )
+            )
         return 0
     parser = argparse.ArgumentParser(
         prog="python -m devtools.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.config import Config
+from connectors.kafka_security import KafkaAccess
 from connectors.log_reader import LogReader
 from devtools import devctl, localinfra
 
@@ -178,9 +179,9 @@ class Step:
         return self.throughput >= 0.9 * self.rate and percentile(self.latencies_ms, 0.99) <= slo_p99_ms
 
 
-async def end_offsets_total(bootstrap: str, prefix: str | None) -> int:
+async def end_offsets_total(access: KafkaAccess, prefix: str | None) -> int:
     """Records on every topic (or those starting with prefix): the difference over a step is its traffic."""
-    reader = LogReader(bootstrap)
+    reader = LogReader(access)
     await reader.start()
     try:
         chosen = [
@@ -195,9 +196,9 @@ async def end_offsets_total(bootstrap: str, prefix: str | None) -> int:
 class Tail:
     """Reads topics from their current end and hands every message to a callback with its arrival time."""
 
-    def __init__(self, bootstrap: str, topics: list[str], on_message: Any) -> None:
+    def __init__(self, access: KafkaAccess, topics: list[str], on_message: Any) -> None:
         self.topics, self.on_message = topics, on_message
-        self.reader = LogReader(bootstrap)
+        self.reader = LogReader(access)
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

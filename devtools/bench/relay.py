@@ -16,7 +16,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from confluent_kafka.admin import NewTopic
 
 from connectors.config import Config
+from connectors.credentials import ADMIN
 from connectors.kafka_admin import admin_client
+from connectors.kafka_security import KafkaAccess, kafka_access
 from devtools import localinfra
 from devtools.bench.measure import RELAY_HOPS, STAMP, Step, Tail, open_loop, say
 
@@ -25,17 +27,18 @@ from devtools.bench.measure import RELAY_HOPS, STAMP, Step, Tail, open_loop, say
 RAW_KINDS = ("aiokafka", "faust")
 
 
-async def relay(bootstrap: str, source: str, target: str, group: str, linger_ms: int, commit_ms: int) -> None:
-    """One hop of the raw chain: what a worker does minus decoding, logic, state and encoding."""
+async def relay(access: KafkaAccess, source: str, target: str, group: str, linger_ms: int, commit_ms: int) -> None:
+    """One hop of the raw chain: what a worker does minus decoding, logic, state and encoding.
+    The raw chain's topics and groups are the benchmark's own: it runs as admin, as setup does."""
     consumer = AIOKafkaConsumer(
         source,
-        bootstrap_servers=bootstrap,
+        **access.aiokafka(),
         group_id=group,
         auto_offset_reset="earliest",
         enable_auto_commit=True,
         auto_commit_interval_ms=commit_ms,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=linger_ms)
+    producer = AIOKafkaProducer(**access.aiokafka(), acks="all", enable_idempotence=True, linger_ms=linger_ms)
     await consumer.start()
     await producer.start()
     try:
@@ -62,7 +65,7 @@ def faust_relay(environment: str, source: str, target: str, group: str) -> None:
     with socket.socket() as probe:  # web is off, but faust wants a valid port (and names the data dir after it)
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = make_app(group, config, port, "memory://")
+    app = make_app(group, config, port, "memory://", ADMIN)
     app.conf.web_enabled = False
     out = raw_topic(app, target, config.kafka.partitions)
 
@@ -78,6 +81,7 @@ def faust_relay(environment: str, source: str, target: str, group: str) -> None:
 class RawChain:
     def __init__(self, config: Config, linger_ms: int, commit_ms: int, kind: str = "aiokafka") -> None:
         self.config, self.linger_ms, self.commit_ms, self.kind = config, linger_ms, commit_ms, kind
+        self.access = kafka_access(config, ADMIN)
         run = dt.datetime.now().strftime("%H%M%S")
         self.topics = [f"bench.raw.{run}.{i}" for i in range(RELAY_HOPS + 1)]
         self.relays: list[subprocess.Popen[bytes]] = []
@@ -90,7 +94,7 @@ class RawChain:
         self.arrivals.setdefault(seq, arrived)
 
     async def start(self) -> None:
-        admin = admin_client(self.config.kafka)
+        admin = admin_client(self.access)
         futures = admin.create_topics(
             [NewTopic(t, num_partitions=self.config.kafka.partitions, replication_factor=1) for t in self.topics]
         )
@@ -107,17 +111,16 @@ class RawChain:
                         "-m",
                         "devtools.bench",
                         "relay",
-                        self.config.kafka.bootstrap_servers,
                         *args,
                         *extra,
                     ],
                     cwd=localinfra.ROOT,
                 )
             )
-        self.tail = Tail(self.config.kafka.bootstrap_servers, [self.topics[-1]], self.on_message)
+        self.tail = Tail(self.access, [self.topics[-1]], self.on_message)
         await self.tail.start()
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.config.kafka.bootstrap_servers,
+            **self.access.aiokafka(),
             acks="all",
             enable_idempotence=True,
             linger_ms=self.linger_ms,
@@ -184,4 +187,4 @@ class RawChain:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
-        admin_client(self.config.kafka).delete_topics(self.topics)
+        admin_client(self.access).delete_topics(self.topics)

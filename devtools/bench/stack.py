@@ -16,6 +16,8 @@ import asyncpg
 from connectors.auth import issue_token
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config
+from connectors.credentials import CONSOLE
+from connectors.kafka_security import kafka_access
 from connectors.topics import PAYMENT_FAILED, PAYMENT_SUCCEEDED
 from devtools import localinfra
 from devtools.bench.measure import COLD_BALANCE, FAIL_AMOUNT, HOT_BALANCE, Step, Tail, open_loop, say
@@ -93,7 +95,7 @@ class OurStack:
         self.scheduled: dict[tuple[str, int], float] = {}  # (user, amount) -> scheduled send time
         self.terminal: dict[tuple[str, int], tuple[float, str, str]] = {}  # -> (arrival, payment id, type)
         self.in_pg: dict[str, float] = {}
-        self.tail = Tail(config.kafka.bootstrap_servers, [PAYMENT_SUCCEEDED.name, PAYMENT_FAILED.name], self.on_event)
+        self.tail = Tail(kafka_access(config, CONSOLE), [PAYMENT_SUCCEEDED.name, PAYMENT_FAILED.name], self.on_event)
         self.rng = random.Random(6)
 
     def on_event(self, arrived: float, value: bytes) -> None:

@@ -21,6 +21,7 @@ from connectors.config import Config
 from connectors.log_reader import read_partitions
 from domain.payment import TERMINAL_STATUSES as TERMINAL
 from domain.payment import charge_operation_id, compensation_operation_id, refund_operation_id
+from tests.support.kafka import reader
 
 Event = dict[str, Any]
 
@@ -126,13 +127,13 @@ async def read_log(config: Config, dlq_from: dict[int, int] | None = None) -> Lo
     codec = SingleObjectCodec()
     state = LogState()
     parts = [TopicPartition(t.name, p) for t in LOG_TOPICS for p in range(config.kafka.partitions)]
-    async for _, _, _, value in read_partitions(config.kafka.bootstrap_servers, parts):
+    async for _, _, _, value in read_partitions(reader(config), parts):
         try:
             state.add(codec.decode(value))
         except Exception:  # noqa: BLE001 - poison a scenario injected; the DLQ check accounts for it
             continue
     dlq = [TopicPartition(topics.PAYMENT_DLQ.name, p) for p in range(config.kafka.partitions)]
-    async for tp, offset, _, value in read_partitions(config.kafka.bootstrap_servers, dlq):
+    async for tp, offset, _, value in read_partitions(reader(config), dlq):
         letter = codec.decode(value)
         if letter["consumer"].startswith("projector:"):
             state.refused |= refused_rows(codec, letter["value"])

@@ -42,6 +42,7 @@ from devtools.devctl import Supervisor, processes
 from devtools.localinfra import kafka_reachable
 from tests.chaos.scenarios import Load, ensure_running, process_named
 from tests.support.commits import commits_behind
+from tests.support.kafka import reader
 
 codec = SingleObjectCodec()
 Event = dict[str, Any]
@@ -117,7 +118,7 @@ class Outcomes:
 
 
 async def watch(config: Config, target: Target, outcomes: Outcomes, ready: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers, group_id=None)
+    consumer = AIOKafkaConsumer(**reader(config).aiokafka(), group_id=None)
     await consumer.start()
     try:
         parts = [TopicPartition(t, p) for t in target.outcome_topics for p in range(config.kafka.partitions)]
@@ -137,7 +138,7 @@ async def watch(config: Config, target: Target, outcomes: Outcomes, ready: async
 
 
 async def end_offsets(config: Config, topic: str) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers, group_id=None)
+    consumer = AIOKafkaConsumer(**reader(config).aiokafka(), group_id=None)
     await consumer.start()
     try:
         return dict(await consumer.end_offsets([TopicPartition(topic, p) for p in range(config.kafka.partitions)]))
@@ -150,7 +151,7 @@ async def commands_between(
 ) -> dict[str, tuple[int, int]]:
     """command id -> (partition, offset) of every decodable command written in the window."""
     found: dict[str, tuple[int, int]] = {}
-    async for message in read_messages(config.kafka.bootstrap_servers, list(end)):
+    async for message in read_messages(reader(config), list(end)):
         tp = TopicPartition(message.topic, message.partition)
         if start[tp] <= message.offset < end[tp]:
             try:

@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from connectors import topics
 from connectors.auth import issue_token
@@ -34,6 +34,7 @@ from streams.envelope import command_record, new_meta
 from tests.chaos import invariants as inv
 from tests.support import audit
 from tests.support.actors import TEST_OPERATOR, payer
+from tests.support.kafka import plant, reader
 
 CURRENCY = "USD"
 LOAD_SUBJECT = "chaos-load"
@@ -347,17 +348,18 @@ async def poison_projections(ctx: Ctx) -> list[str]:
         wallet_id=wallet_id, provider=None, provider_token=None, description="chaos\x00poison", deadline_at=None,
     )  # fmt: skip
     codec = SingleObjectCodec()
-    producer = AIOKafkaProducer(bootstrap_servers=ctx.config.kafka.bootstrap_servers, acks="all")
-    await producer.start()
-    try:
-        for topic, key, record in (
-            (topics.WALLET_MOVEMENT_REQUIRED.name, wallet_id, opening),
-            (topics.WALLET_MOVEMENT_REQUIRED.name, wallet_id, income),
-            (topics.PAYMENT_CREATED.name, payment_id, payment),
-        ):
-            await producer.send_and_wait(topic, codec.encode(record), key=key.encode())
-    finally:
-        await producer.stop()
+    # Each as the API that writes that command topic: what a client past the API could write.
+    await plant(
+        ctx.config,
+        [
+            (topic, key.encode(), codec.encode(record))
+            for topic, key, record in (
+                (topics.WALLET_MOVEMENT_REQUIRED.name, wallet_id, opening),
+                (topics.WALLET_MOVEMENT_REQUIRED.name, wallet_id, income),
+                (topics.PAYMENT_CREATED.name, payment_id, payment),
+            )
+        ],
+    )
     # The income's outcome and the payment's creation carry the NUL into the projector.
     ctx.projector_poison |= {
         (topics.WALLET_MOVEMENT_UPDATES.name, wallet_id.encode()),
@@ -412,7 +414,7 @@ SCENARIOS: tuple[Scenario, ...] = (
 
 
 async def dlq_end_offsets(config: Config) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers, group_id=None)
+    consumer = AIOKafkaConsumer(**reader(config).aiokafka(), group_id=None)
     await consumer.start()
     try:
         parts = [TopicPartition(topics.PAYMENT_DLQ.name, p) for p in range(config.kafka.partitions)]
@@ -427,13 +429,7 @@ async def inject_poison(config: Config, wallet_id: str) -> list[tuple[str, bytes
         (topics.WALLET_MOVEMENT_REQUIRED.name, wallet_id.encode(), f"chaos poison {uuid.uuid4()}".encode()),
         (topics.PAYMENT_CREATED.name, str(uuid.uuid4()).encode(), f"chaos poison {uuid.uuid4()}".encode()),
     ]
-    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, acks="all")
-    await producer.start()
-    try:
-        for topic, key, value in poison:
-            await producer.send_and_wait(topic, value, key=key)
-    finally:
-        await producer.stop()
+    await plant(config, [(topic, key, value) for topic, key, value in poison])
     return poison
 
 

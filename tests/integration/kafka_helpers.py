@@ -13,8 +13,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from connectors.avro import SingleObjectCodec
 from connectors.config import Config
 from connectors.kafka_io import EventPublisher
+from connectors.kafka_security import KafkaAccess
 from connectors.log_reader import partition_for, read_partitions
 from tests.support.commits import commits_behind
+from tests.support.kafka import reader, writer
 
 codec = SingleObjectCodec()
 
@@ -23,21 +25,23 @@ async def events_for_key(config: Config, topic: str, key: str) -> list[dict[str,
     """Every decoded event on the key's partition whose Kafka key is `key`, in log order."""
     partition = partition_for(key, config.kafka.partitions)
     events = []
-    async for _, _, message_key, value in read_partitions(
-        config.kafka.bootstrap_servers, [TopicPartition(topic, partition)]
-    ):
+    async for _, _, message_key, value in read_partitions(reader(config), [TopicPartition(topic, partition)]):
         if message_key == key.encode():
             events.append(codec.decode(value))
     return events
 
 
-async def raw_messages(config: Config, topic: str) -> list[tuple[bytes | None, bytes]]:
+async def raw_messages(
+    config: Config, topic: str, access: KafkaAccess | None = None
+) -> list[tuple[bytes | None, bytes]]:
+    """Read as the console unless `access` says otherwise (a test's own topic)."""
     partitions = [TopicPartition(topic, p) for p in range(config.kafka.partitions)]
-    return [(key, value) async for _, _, key, value in read_partitions(config.kafka.bootstrap_servers, partitions)]
+    return [(key, value) async for _, _, key, value in read_partitions(access or reader(config), partitions)]
 
 
 async def publish(config: Config, topic: str, key: str, *events: dict[str, Any]) -> None:
-    publisher = EventPublisher(config.kafka.bootstrap_servers, codec)
+    """Written as the principal that writes `topic` in production (tests.support.kafka)."""
+    publisher = EventPublisher(writer(config, topic), codec)
     await publisher.start()
     try:
         for event in events:
@@ -47,7 +51,7 @@ async def publish(config: Config, topic: str, key: str, *events: dict[str, Any])
 
 
 async def end_offsets(config: Config, *topics: str) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers, group_id=None)
+    consumer = AIOKafkaConsumer(**reader(config).aiokafka(), group_id=None)
     await consumer.start()
     try:
         parts = [TopicPartition(t, p) for t in topics for p in range(config.kafka.partitions)]
@@ -97,7 +101,7 @@ async def saga_passed(config: Config, db: Any = None) -> None:
 async def tailing(config: Config, topic: str) -> AsyncIterator[list[dict[str, Any]]]:
     """Every event written to `topic` from now on, decoded, appended as it arrives."""
     seen: list[dict[str, Any]] = []
-    consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers, group_id=None)
+    consumer = AIOKafkaConsumer(**reader(config).aiokafka(), group_id=None)
     await consumer.start()
     parts = [TopicPartition(topic, p) for p in range(config.kafka.partitions)]
     consumer.assign(parts)

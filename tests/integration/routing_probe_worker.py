@@ -14,6 +14,7 @@ import os
 import faust
 
 from connectors.config import load_config
+from connectors.credentials import ADMIN
 from domain.access import Action
 from streams.app import make_app, raw_topic
 from streams.pages import add_worker_pages
@@ -21,7 +22,9 @@ from streams.state_page import add_state_page
 
 config = load_config()
 port = int(os.environ["PROBE_PORT"])
-app = make_app(os.environ["PROBE_APP"], config, port, "memory://")
+# A test's own app, topics and group: admin's, and faust creates the probe's changelog itself.
+app = make_app(os.environ["PROBE_APP"], config, port, "memory://", ADMIN)
+app.conf.topic_allow_declare = True
 source = raw_topic(app, os.environ["PROBE_SOURCE"], config.kafka.partitions)
 states = app.Table("states", default=None, partitions=config.kafka.partitions)
 

@@ -14,11 +14,12 @@ from aiokafka import AIOKafkaProducer
 
 from connectors.config import Config
 from connectors.log_reader import partition_for
-from connectors.topics import WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
+from connectors.topics import PAYMENT_DLQ, WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
 from streams.processing import Processor, SourceMessage
 from tests.integration.kafka_helpers import codec, events_for_key
 from tests.integration.test_wallet_service import movement_command, open_wallet
 from tests.support import Api, eventually
+from tests.support.kafka import writer
 
 
 @pytest.fixture
@@ -117,7 +118,7 @@ async def test_tail_decodes_an_event_produced_after_it_started(wallet_api: Api) 
 async def test_a_poison_message_is_listed_with_its_reason(wallet_api: Api, config: Config) -> None:
     wallet_id = await open_wallet(wallet_api, 0)
     poison = b"\xc3\x01" + uuid.uuid4().bytes[:8] + b"console poison"
-    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers)
+    producer = AIOKafkaProducer(**writer(config, WALLET_MOVEMENT_REQUIRED.name).aiokafka())
     await producer.start()
     try:
         await producer.send_and_wait(WALLET_MOVEMENT_REQUIRED.name, poison, key=wallet_id.encode())
@@ -145,7 +146,7 @@ async def test_replaying_a_dead_letter_applies_its_movement_once(wallet_api: Api
     await balance_is(wallet_api, wallet_id, 1_000)
     command = movement_command(wallet_id, "income", 700)
     original = codec.encode(command)
-    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers)
+    producer = AIOKafkaProducer(**writer(config, PAYMENT_DLQ.name).aiokafka())  # as the worker dead-letters
     await producer.start()
 
     async def send(topic: str, key: bytes | None, record: dict[str, Any]) -> None:

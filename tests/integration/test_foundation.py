@@ -17,13 +17,15 @@ from devtools.sample_data import SAMPLE_WALLETS, load_sample_wallets, sample_eve
 from domain.ids import derive_id
 from streams.envelope import command_record, new_meta
 from tests.integration.kafka_helpers import events_for_key
+from tests.support.kafka import admin as admin_access
+from tests.support.kafka import reader
 
 codec = SingleObjectCodec()
 
 
 @pytest.fixture
 def scratch_topic(config: Config):
-    admin = AdminClient({"bootstrap.servers": config.kafka.bootstrap_servers})
+    admin = AdminClient(admin_access(config).confluent())  # the test's own topic
     name = f"test.scratch-{uuid.uuid4().hex[:8]}"
     admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])[name].result()
     yield name
@@ -31,15 +33,13 @@ def scratch_topic(config: Config):
 
 
 async def produce_and_consume(config: Config, topic: str, value: bytes) -> bytes:
-    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers)
+    producer = AIOKafkaProducer(**admin_access(config).aiokafka())
     await producer.start()
     try:
         await producer.send_and_wait(topic, value, key=b"k")
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=config.kafka.bootstrap_servers, auto_offset_reset="earliest", group_id=None
-    )
+    consumer = AIOKafkaConsumer(topic, **admin_access(config).aiokafka(), auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     try:
         message = await consumer.getone()
@@ -49,7 +49,7 @@ async def produce_and_consume(config: Config, topic: str, value: bytes) -> bytes
 
 
 def test_every_declared_topic_exists_with_its_partitions_and_never_expires(config: Config) -> None:
-    admin = AdminClient({"bootstrap.servers": config.kafka.bootstrap_servers})
+    admin = AdminClient(reader(config).confluent())  # the console sees every declared topic's configuration
     topics = admin.list_topics(timeout=10).topics
     resources = [ConfigResource(ConfigResource.Type.TOPIC, spec.name) for spec in DECLARED_TOPICS]
     configs = {r.name: f.result() for r, f in admin.describe_configs(resources).items()}

@@ -27,6 +27,7 @@ from connectors.log_reader import read_messages
 from connectors.topics import PAYMENT_DLQ
 from devtools.localinfra import ROOT
 from devtools.sample_data import SAMPLE_WALLETS
+from tests.support.kafka import reader
 
 FRESH = "scratch-fresh"
 PORT_SHIFT = 700
@@ -75,7 +76,7 @@ async def test_a_system_started_on_an_empty_broker_has_the_sample_wallets(fresh:
             url = f"http://127.0.0.1:{fresh.wallet_api.port}/api/v1/wallet/{wallet_id}"
             wallet = await _eventually_found(http, url)
             assert (wallet["user_id"], wallet["balance"], wallet["currency"]) == (user_id, balance, currency)
-    letters = [m async for m in read_messages(fresh.kafka.bootstrap_servers, _dlq(fresh))]
+    letters = [m async for m in read_messages(reader(fresh), _dlq(fresh))]
     assert letters == [], "a fresh start dead-lettered good commands"
 
 

@@ -40,6 +40,7 @@ from connectors.topics import (
 from tests.conftest import ensure_running
 from tests.integration.test_payment_service import payment_in, wallet_balance
 from tests.support import Api
+from tests.support.kafka import reader
 
 # Every command the fuzzer's requests publish carries this actor, so its events are told apart
 # from those of the saga still finishing earlier tests' payments.
@@ -63,8 +64,9 @@ class CommandLog:
     """End offsets of the command topics, and what was appended between two readings."""
 
     def __init__(self, config: Config) -> None:
+        # Read as the console, whose groups are named console-*; assigned, so the group commits nothing.
         self.consumer = Consumer(
-            {"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": f"fuzz-{uuid.uuid4()}"}
+            {**reader(config).confluent(), "group.id": f"console-fuzz-{uuid.uuid4()}", "enable.auto.commit": False}
         )
         self.partitions = [(t, p) for t in COMMAND_TOPICS + OUTCOME_TOPICS for p in range(config.kafka.partitions)]
 

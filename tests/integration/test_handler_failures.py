@@ -24,6 +24,7 @@ from connectors.topics import PAYMENT_DLQ, TopicSpec
 from devtools.devctl import Process, Supervisor
 from tests.integration.kafka_helpers import codec
 from tests.support import eventually
+from tests.support.kafka import admin, reader
 
 # The flaky worker's topics (tests/support/flaky_worker.py builds its app when imported).
 COMMANDS = TopicSpec("test.flaky.commands", key="id")
@@ -32,7 +33,7 @@ OUTCOMES = TopicSpec("test.flaky.outcomes", key="id")
 
 @pytest.fixture(scope="module")
 def flaky_worker(config: Config, supervisor: Supervisor) -> Iterator[int]:
-    ensure_topics(config.kafka, (COMMANDS, OUTCOMES))
+    ensure_topics(admin(config), config.kafka, (COMMANDS, OUTCOMES))
     port = config.payment_worker.web_port + 2100
     process = Process(
         "flaky-worker",
@@ -52,7 +53,7 @@ def flaky_worker(config: Config, supervisor: Supervisor) -> Iterator[int]:
 
 @pytest.fixture
 async def producer(config: Config) -> AsyncIterator[AIOKafkaProducer]:
-    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(**admin(config).aiokafka(), acks="all")  # the test's own topic
     await producer.start()
     yield producer
     await producer.stop()
@@ -70,7 +71,7 @@ async def command(producer: AIOKafkaProducer, key: str, **fields: Any) -> tuple[
 async def outcomes(config: Config, command_id: str) -> list[dict[str, Any]]:
     parts = [TopicPartition(OUTCOMES.name, p) for p in range(config.kafka.partitions)]
     found = []
-    async for message in read_messages(config.kafka.bootstrap_servers, parts):
+    async for message in read_messages(admin(config), parts):
         outcome = json.loads(message.value)
         if outcome["id"] == command_id:
             found.append(outcome)
@@ -80,7 +81,7 @@ async def outcomes(config: Config, command_id: str) -> list[dict[str, Any]]:
 async def letters_for(config: Config, offset: int, partition: int) -> list[dict[str, Any]]:
     parts = [TopicPartition(PAYMENT_DLQ.name, p) for p in range(config.kafka.partitions)]
     found = []
-    async for message in read_messages(config.kafka.bootstrap_servers, parts):
+    async for message in read_messages(reader(config), parts):
         letter = codec.decode(message.value)
         if (letter["source_topic"], letter["source_partition"], letter["source_offset"]) == (
             COMMANDS.name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -10,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from connectors.config import Config
+from connectors.config import Config, state_dir
+from connectors.credentials import CONSOLE
 from connectors.kafka_admin import admin_client, ensure_topics
-from connectors.topics import ALL_TOPICS, PAYMENT_DLQ, TopicSpec
+from connectors.kafka_security import kafka_access
+from connectors.topics import ALL_TOPICS, PAYMENT_DLQ, PAYMENTS_CHANGELOG, TopicSpec
+from tests.support.kafka import admin as admin_access
 
 TOOL = Path(__file__).resolve().parents[2] / "bin" / "kafka-tool"
 SUBCOMMANDS = ("topics", "consumer", "producer", "groups", "perf", "help")
@@ -36,9 +40,9 @@ def kafka_tool(
 @pytest.fixture
 def scratch_topic(config: Config) -> Iterator[str]:
     name = f"scratch.kafka-tool.{uuid.uuid4().hex[:8]}"
-    ensure_topics(config.kafka, (TopicSpec(name, key="test"),))
+    ensure_topics(admin_access(config), config.kafka, (TopicSpec(name, key="test"),))
     yield name
-    admin = admin_client(config.kafka)  # kept in a variable: the futures fail once the client is gone
+    admin = admin_client(admin_access(config))  # kept in a variable: the futures fail once the client is gone
     for future in admin.delete_topics([name], operation_timeout=30).values():
         future.result()
 
@@ -65,23 +69,54 @@ def test_describe_shows_the_declared_retention(config: Config) -> None:
     assert "retention.ms=-1" in fields["Configs"].split(",")
 
 
-def test_a_given_bootstrap_server_is_used_as_is(config: Config) -> None:
+def test_a_given_bootstrap_server_and_login_are_used_as_is(config: Config, tmp_path: Path) -> None:
     # With an environment that has no config file, reading the config would fail.
+    login = tmp_path / "console.properties"
+    login.write_text(kafka_access(config, CONSOLE).properties())
     listed = kafka_tool(
         "topics",
         "--list",
         "--bootstrap-server",
         config.kafka.bootstrap_servers,
+        "--command-config",
+        str(login),
         env={"ENVIRONMENT": "no-such-environment"},
     ).stdout.split()
     assert PAYMENT_DLQ.name in listed
 
 
+def test_it_connects_as_the_read_only_console_unless_told_otherwise(config: Config) -> None:
+    properties = state_dir(config) / "kafka-console.properties"
+    kafka_tool("topics", "--list")
+    assert stat.S_IMODE(properties.stat().st_mode) == 0o600
+    assert 'username="console"' in properties.read_text()
+    refused = subprocess.run(
+        [str(TOOL), "producer", "--topic", PAYMENT_DLQ.name, "--request-timeout-ms", "5000"],
+        input="forged\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "AuthorizationException" in refused.stdout + refused.stderr, refused
+    # The changelogs hold the workers' tables (a payment's provider token): the console sees their
+    # offsets (a worker group's lag), never their contents.
+    unread = subprocess.run(
+        [str(TOOL), "consumer", "--topic", PAYMENTS_CHANGELOG.name, "--from-beginning", "--timeout-ms", "5000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert f"Not authorized to access topics: [{PAYMENTS_CHANGELOG.name}]" in unread.stderr, unread
+    assert unread.stdout == "", "the console read a table"
+
+
 def test_a_produced_line_is_consumed_back(scratch_topic: str) -> None:
     line = f"kafka-tool round trip {uuid.uuid4()}"
-    kafka_tool("producer", "--topic", scratch_topic, stdin=line + "\n")
+    # A topic of one's own is the admin's: --as admin.
+    kafka_tool("producer", "--as", "admin", "--topic", scratch_topic, stdin=line + "\n")
     consumed = kafka_tool(
         "consumer",
+        "--as=admin",
         "--topic",
         scratch_topic,
         "--from-beginning",

@@ -25,6 +25,7 @@ from tests.integration.kafka_helpers import codec
 from tests.integration.test_payment_service import new_wallet, wallet_payment
 from tests.support import Api, eventually
 from tests.support.audit import auditor_get
+from tests.support.kafka import writer
 
 
 async def test_a_refund_that_moved_no_money_written_to_the_log_is_reported_within_seconds(
@@ -43,7 +44,8 @@ async def test_a_refund_that_moved_no_money_written_to_the_log_is_reported_withi
         Money(5_000, "USD"),
         "refunded",
     )
-    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, acks="all")
+    # Only the payment worker may write refunds: the forgery is a payment worker gone wrong.
+    producer = AIOKafkaProducer(**writer(config, PAYMENT_REFUNDED.name).aiokafka(), acks="all")
     await producer.start()
     try:
         sent = await producer.send_and_wait(

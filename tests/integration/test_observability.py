@@ -30,6 +30,7 @@ from tests.integration.kafka_helpers import raw_messages
 from tests.integration.test_auth_gateway import TEST_OPERATOR_KEY, token
 from tests.integration.test_payment_service import external_payment
 from tests.support import Api, eventually, free_port
+from tests.support.kafka import admin, reader
 
 SAMPLE_WALLET = SAMPLE_WALLETS[0][0]
 SAMPLE_USER = SAMPLE_WALLETS[0][1]
@@ -198,7 +199,7 @@ async def test_a_worker_routes_its_pages_without_producer_metadata_for_the_topic
     config = wallet_system
     run = uuid.uuid4().hex[:8]
     source, echo, app_id = TopicSpec(f"probe-{run}", "id"), TopicSpec(f"probe-{run}-echo", "id"), f"probe-{run}"
-    ensure_topics(config.kafka, (source,))
+    ensure_topics(admin(config), config.kafka, (source,))
     port = free_port()
     probe = Process(
         "routing-probe",
@@ -208,7 +209,7 @@ async def test_a_worker_routes_its_pages_without_producer_metadata_for_the_topic
         "a worker for the routing test",
         "/ready/",
     )
-    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers)
+    producer = AIOKafkaProducer(**admin(config).aiokafka())  # the probe's topics are the test's own
     await producer.start()
     supervisor.start(probe, extra_env={"PROBE_APP": app_id, "PROBE_SOURCE": source.name, "PROBE_PORT": str(port)})
     try:
@@ -222,10 +223,12 @@ async def test_a_worker_routes_its_pages_without_producer_metadata_for_the_topic
             return all([(await page.get(f"/states/{key}/"))[0] == 200 for key in keys])
 
         await eventually(every_state_shown, what="the probe's table holding every key")
-        ensure_topics(config.kafka, (echo,))
+        ensure_topics(admin(config), config.kafka, (echo,))
         echoed = json.dumps({"user_id": owner, "echo_to": echo.name}).encode()
         await producer.send_and_wait(source.name, echoed, keys[0].encode())
-        await eventually(lambda: raw_messages(config, echo.name), what="the probe producing to the new topic")
+        await eventually(
+            lambda: raw_messages(config, echo.name, admin(config)), what="the probe producing to the new topic"
+        )
         for key in keys:
             status, body = await page.get(f"/states/{key}/")
             assert status == 200 and body["user_id"] == owner, (status, body)
@@ -234,7 +237,7 @@ async def test_a_worker_routes_its_pages_without_producer_metadata_for_the_topic
         await producer.stop()
         supervisor.stop(probe.name)
         topics = [source.name, echo.name, f"{app_id}-states-changelog"]
-        for future in admin_client(config.kafka).delete_topics(topics, operation_timeout=30).values():
+        for future in admin_client(admin(config)).delete_topics(topics, operation_timeout=30).values():
             with contextlib.suppress(Exception):  # a topic the probe never got to create
                 future.result()
         shutil.rmtree(state_dir(config) / "faust" / f"{app_id}-{port}", ignore_errors=True)
@@ -304,7 +307,7 @@ async def test_one_trace_id_travels_in_the_headers_of_every_event_of_a_payment(
         for spec in ALL_TOPICS:
             key = SAMPLE_WALLET if spec.key == "wallet_id" else payment_id
             tp = TopicPartition(spec.name, partition_for(key, config.kafka.partitions))
-            async for message in read_messages(config.kafka.bootstrap_servers, [tp]):
+            async for message in read_messages(reader(config), [tp]):
                 if payment_id.encode() in message.value or (message.key == payment_id.encode()):
                     found.append((spec.name, trace_id_of(from_headers(message.headers))))
         topics = {topic for topic, _ in found}

@@ -38,6 +38,7 @@ from tests.integration.kafka_helpers import codec, end_offsets, events_for_key, 
 from tests.integration.test_wallet_service import open_wallet, projected_balance
 from tests.support import Api, eventually
 from tests.support.actors import TEST_OPERATOR
+from tests.support.kafka import reader
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ async def db(config: Config) -> Any:
 async def projector_letters(config: Config, source_topic: str, key: str) -> list[dict[str, Any]]:
     parts = [TopicPartition(PAYMENT_DLQ.name, p) for p in range(config.kafka.partitions)]
     found = []
-    async for message in read_messages(config.kafka.bootstrap_servers, parts):
+    async for message in read_messages(reader(config), parts):
         letter = codec.decode(message.value)
         if letter["consumer"].startswith("projector:") and letter["source_topic"] == source_topic:
             if letter["key"] == key.encode():

@@ -21,6 +21,7 @@ from tests.conftest import ensure_running
 from tests.integration.kafka_helpers import codec, events_for_key, publish, raw_messages, tailing
 from tests.support import JSON, Api, eventually
 from tests.support.actors import TEST_OPERATOR
+from tests.support.kafka import writer
 
 
 @pytest.fixture
@@ -267,7 +268,7 @@ async def test_a_poison_message_is_dead_lettered_and_the_partition_moves_on(
 ) -> None:
     wallet_id = await open_wallet(wallet_api, 1_000)
     poison = b"\xc3\x01" + uuid.uuid4().bytes[:8] + b"no such schema"
-    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers)
+    producer = AIOKafkaProducer(**writer(config, WALLET_MOVEMENT_REQUIRED.name).aiokafka())
     await producer.start()
     try:
         await producer.send_and_wait(WALLET_MOVEMENT_REQUIRED.name, poison, key=wallet_id.encode())

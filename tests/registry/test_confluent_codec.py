@@ -18,8 +18,10 @@ from fastavro.schema import to_parsing_canonical_form
 
 from connectors.avro import ConfluentCodec, EventDecodeError, SchemaCatalog
 from connectors.config import load_config
+from connectors.credentials import ADMIN
 from connectors.kafka_admin import admin_client, ensure_topics
 from connectors.kafka_io import EventPublisher
+from connectors.kafka_security import kafka_access
 from connectors.topics import TopicSpec
 from devtools.localinfra import kafka_reachable
 from devtools.registry import URL_VARIABLE
@@ -117,15 +119,15 @@ async def test_an_event_travels_through_kafka(codec: ConfluentCodec) -> None:
     if not kafka_reachable(config):
         pytest.skip(f"no test broker on {config.kafka.bootstrap_servers} (make test starts one)")
     topic = f"scratch.registry.{uuid.uuid4().hex[:8]}"
-    ensure_topics(config.kafka, (TopicSpec(topic, key="payment_id"),))
-    admin = admin_client(config.kafka)
+    # The test's own topic and group: the admin's.
+    access = kafka_access(config, ADMIN)
+    ensure_topics(access, config.kafka, (TopicSpec(topic, key="payment_id"),))
+    admin = admin_client(access)
     # Assigned partitions, not a subscription: no consumer group is left behind.
-    consumer = Consumer(
-        {"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": topic, "enable.auto.commit": False}
-    )
+    consumer = Consumer({**access.confluent(), "group.id": topic, "enable.auto.commit": False})
     try:
         event = make_event("PaymentCreated")
-        publisher = EventPublisher(config.kafka.bootstrap_servers, codec)
+        publisher = EventPublisher(access, codec)
         await publisher.start()
         try:
             await publisher.publish(topic, "payment-1", event)

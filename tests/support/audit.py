@@ -11,11 +11,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from connectors.config import Config
 from services.auditor import AUDITED
+from tests.support.kafka import reader
 
 
 async def end_offsets(config: Config, names: tuple[str, ...] = AUDITED) -> dict[str, int]:
     """'topic/partition' -> the offset the next message there will get."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers, group_id=None)
+    consumer = AIOKafkaConsumer(**reader(config).aiokafka(), group_id=None)
     await consumer.start()
     try:
         parts = [TopicPartition(t, p) for t in names for p in range(config.kafka.partitions)]

@@ -9,6 +9,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from connectors.config import Config
+from tests.support.kafka import reader
 
 
 async def commits_behind(
@@ -16,7 +17,8 @@ async def commits_behind(
 ) -> dict[TopicPartition, tuple[int, int]]:
     """Waits up to `timeout` for `group` to commit up to `ends`; returns the partitions still behind,
     each as (committed, end), committed -1 for a partition the group never committed."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka.bootstrap_servers)
+    # The console sees the workers' and projections' groups (DESCRIBE), never joins them.
+    admin = AIOKafkaAdminClient(**reader(config).aiokafka())
     await admin.start()
     try:
         deadline = time.monotonic() + timeout

@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import load_config
+from connectors.credentials import ADMIN
 from connectors.topics import PAYMENT_DLQ, TopicSpec
 from streams.app import make_app, make_pipeline, make_sender, raw_topic
 from streams.pages import add_worker_pages
@@ -33,7 +34,8 @@ WEB_PORT = int(os.environ.get("FLAKY_WEB_PORT", "0"))
 
 config = load_config()
 codec = make_codec(None)
-app = make_app("flaky-worker", config, WEB_PORT, "memory://")
+# The tests' own topics and group: no service principal may touch them, so it runs as admin.
+app = make_app("flaky-worker", config, WEB_PORT, "memory://", ADMIN)
 send = make_sender(app, codec)
 pipeline = make_pipeline(app, config, codec, send, [COMMANDS, OUTCOMES, PAYMENT_DLQ])
 attempts: Counter[str] = Counter()

@@ -124,6 +124,7 @@ def test_the_wallet_refuses_a_debit_whose_actor_does_not_own_it() -> None:
     assert outcome(command(who("ops", OPERATOR)))[0] == "applied"
     assert outcome(command(None)) == ("rejected", "actor_missing")  # every command names its actor
 
+
 def test_a_verified_token_is_remembered_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
     import jwt
 

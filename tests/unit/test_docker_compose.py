@@ -28,6 +28,7 @@ CONTAINER_SPECIFIC = {
     "listeners",
     "advertised.listeners",
     "listener.security.protocol.map",
+    "inter.broker.listener.name",
     "controller.quorum.bootstrap.servers",
     "log.dirs",
 }
@@ -124,6 +125,32 @@ def check_broker_settings(compose: Compose, dev: Config, local: Config) -> None:
         assert str(env.get(variable)) == value, f"{variable} should be {value} as in devtools/localinfra.py"
 
 
+ADMIN_PASSWORD = "${KAFKA_ADMIN_PASSWORD:?see docker-compose.kafka.yml}"
+
+
+def check_security(compose: Compose, dev: Config, local: Config) -> None:
+    """Every listener wants a login, the admin's password comes from the environment only, the
+    storage is formatted with the admin's SCRAM credential, and the one-shot logs in as admin."""
+    kafka = compose["services"]["kafka"]
+    env = kafka["environment"]
+    protocols = dict(item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert set(protocols.values()) == {"SASL_PLAINTEXT"}, "a listener without a login"
+    assert set(protocols) == set(listeners(env["KAFKA_LISTENERS"]))
+    for name in protocols:
+        mechanism = "PLAIN" if name == env["KAFKA_CONTROLLER_LISTENER_NAMES"] else "SCRAM___SHA___512"
+        jaas = env[f"KAFKA_LISTENER_NAME_{name}_{mechanism}_SASL_JAAS_CONFIG"]
+        assert 'username="admin"' in jaas and f'password="{ADMIN_PASSWORD}"' in jaas, name
+    script = kafka["command"][0]
+    assert "--add-scram" in script and "name=admin,password=$$KAFKA_ADMIN_PASSWORD" in script
+    assert env["KAFKA_ADMIN_PASSWORD"] == ADMIN_PASSWORD
+    assert "--command-config" in " ".join(kafka["healthcheck"]["test"])
+    topics = compose["services"]["topics"]
+    assert topics["environment"]["KAFKA_ADMIN_PASSWORD"] == ADMIN_PASSWORD
+    words = init_script(topics)
+    creates = [i for i, word in enumerate(words) if word == "--create"]
+    assert creates and all("--command-config" in words[i - 4 : i] for i in creates), "every create logs in"
+
+
 def check_topics(compose: Compose, dev: Config, local: Config) -> None:
     service = compose["services"]["topics"]
     assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
@@ -170,7 +197,7 @@ def check_registry(compose: Compose, dev: Config, local: Config) -> None:
     assert (datasource.hostname, datasource.port) == (dev.postgres.host, dev.postgres.port)
 
 
-CHECKS = [check_kafka, check_broker_settings, check_topics, check_postgres, check_registry]
+CHECKS = [check_kafka, check_broker_settings, check_security, check_topics, check_postgres, check_registry]
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
@@ -231,6 +258,28 @@ BROKEN = {
     "published kafka port": (_set("services/kafka/ports/0", "9094:19092"), check_kafka),
     "kafka version": (_set("services/kafka/image", "apache/kafka:4.0.0"), check_kafka),
     "auto create": (_set(K + "KAFKA_AUTO_CREATE_TOPICS_ENABLE", "true"), check_broker_settings),
+    "everyone allowed": (_set(K + "KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND", "true"), check_broker_settings),
+    "no authorizer": (_set(K + "KAFKA_AUTHORIZER_CLASS_NAME", None), check_broker_settings),
+    "another super user": (_set(K + "KAFKA_SUPER_USERS", "User:admin;User:ANONYMOUS"), check_broker_settings),
+    "plaintext host listener": (
+        _set(
+            K + "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+            "INTERNAL:SASL_PLAINTEXT,HOST:PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        ),
+        check_security,
+    ),
+    "password in the file": (
+        _set(
+            K + "KAFKA_LISTENER_NAME_HOST_SCRAM___SHA___512_SASL_JAAS_CONFIG",
+            'org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="admin";',
+        ),
+        check_security,
+    ),
+    "formatted without the admin": (_replace_in_script("kafka", "--add-scram", "--no-scram"), check_security),
+    "topics without a login": (
+        _replace_in_script("topics", "--command-config /tmp/admin.properties", ""),
+        check_security,
+    ),
     "replication": (_set(K + "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "3"), check_broker_settings),
     "missing setting": (_set(K + "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", None), check_broker_settings),
     "topic missing": (_drop_topic, check_topics),
