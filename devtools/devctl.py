@@ -21,8 +21,8 @@ from pathlib import Path
 from connectors.auth import issue_token
 from connectors.config import Config, load_config
 from connectors.kafka_admin import ensure_topics
-from connectors.postgres import migrate
 from devtools import localinfra
+from devtools.pg_setup import prepare_database
 from devtools.sample_data import load_sample_wallets
 
 
@@ -107,7 +107,7 @@ def say(message: str) -> None:
 def setup(config: Config) -> None:
     created = ensure_topics(config.kafka)
     say(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ", all present"))
-    applied = asyncio.run(migrate(config.postgres))
+    applied = asyncio.run(prepare_database(config))  # roles, passwords, migrations, grants
     say(f"migrations: {len(applied)} applied" + (f" ({', '.join(applied)})" if applied else ", up to date"))
     produced = asyncio.run(load_sample_wallets(config))
     say(f"sample wallets: {produced} opening command(s) produced, {3 - produced} already on the log")

@@ -294,15 +294,16 @@ OUTCOMES = web.AppKey("outcomes", OutcomeWaiter)
 
 
 def command_resources(
-    outcome_topics: list[str], keys_of: Callable[[dict[str, Any]], list[str]], pool_size: int = 10
+    pg_role: str, outcome_topics: list[str], keys_of: Callable[[dict[str, Any]], list[str]], pool_size: int = 10
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """What a service that publishes commands and waits for their outcomes opens and closes:
-    a PostgreSQL pool, an idempotent producer, and a waiter tailing the outcome topics."""
+    a PostgreSQL pool logged in as the service's role, an idempotent producer, and a waiter
+    tailing the outcome topics."""
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
         codec = make_codec(config.kafka.schema_registry_url or None)
-        app[POOL] = await create_pool(config.postgres, max_size=pool_size)
+        app[POOL] = await create_pool(config, pg_role, max_size=pool_size)
         app[PUBLISHER] = EventPublisher(config.kafka.bootstrap_servers, codec)
         app[OUTCOMES] = OutcomeWaiter(config.kafka.bootstrap_servers, outcome_topics, codec, keys_of)
         await app[PUBLISHER].start()

@@ -19,6 +19,7 @@ from aiohttp import web
 from connectors import wallet_views as views
 from connectors.config import Config, load_config
 from connectors.logs import setup_logging
+from connectors.pg_roles import WALLET_API as WALLET_API_ROLE
 from connectors.topics import WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
 from domain.access import Action, Principal
 from domain.wallet import OPPOSITE, PAYMENT_MOVEMENT, revert_movement_id
@@ -280,7 +281,7 @@ async def list_movements(request: web.Request) -> web.Response:
     return web.json_response({"data": [views.movement_json(r) for r in rows], "has_more": has_more})
 
 
-resources = command_resources([WALLET_MOVEMENT_UPDATES.name], outcome_keys)
+resources = command_resources(WALLET_API_ROLE, [WALLET_MOVEMENT_UPDATES.name], outcome_keys)
 
 
 OPERATIONS = [

@@ -16,6 +16,8 @@ import asyncpg
 from connectors.auth import issue_token
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config
+from connectors.pg_roles import CONSOLE
+from connectors.postgres import create_pool
 from connectors.topics import PAYMENT_FAILED, PAYMENT_SUCCEEDED
 from devtools import localinfra
 from devtools.bench.measure import COLD_BALANCE, FAIL_AMOUNT, HOT_BALANCE, Step, Tail, open_loop, say
@@ -33,7 +35,7 @@ class Wallet:
 async def prepare_wallets(config: Config, hot: int, cold: int) -> list[Wallet]:
     """Reuse the wallets of an earlier run while they still hold money; otherwise open new ones."""
     saved = localinfra.state_dir(config) / "bench-wallets.json"
-    pool = await asyncpg.create_pool(config.postgres.dsn, min_size=1, max_size=2)
+    pool = await create_pool(config, CONSOLE, max_size=2)  # it only reads the views
     try:
         if saved.exists():
             wallets = [Wallet(**w) for w in json.loads(saved.read_text())]

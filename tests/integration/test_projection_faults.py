@@ -37,11 +37,12 @@ from tests.integration.conftest import MoneyWitness
 from tests.integration.kafka_helpers import codec, end_offsets, events_for_key, publish
 from tests.integration.test_wallet_service import open_wallet, projected_balance
 from tests.support import Api, eventually
+from tests.support.postgres import inspect_as_owner
 
 
 @pytest.fixture
 async def db(config: Config) -> Any:
-    conn = await asyncpg.connect(config.postgres.dsn)
+    conn = await inspect_as_owner(config)
     yield conn
     await conn.close()
 

@@ -20,11 +20,12 @@ from streams.envelope import command_record, new_meta
 from tests.conftest import ensure_running
 from tests.integration.kafka_helpers import codec, events_for_key, publish, raw_messages, tailing
 from tests.support import JSON, Api, eventually
+from tests.support.postgres import inspect_as_owner
 
 
 @pytest.fixture
 async def db(config: Config):
-    conn = await asyncpg.connect(config.postgres.dsn)
+    conn = await inspect_as_owner(config)
     yield conn
     await conn.close()
 
