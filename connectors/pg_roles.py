@@ -60,7 +60,7 @@ USED_BY = {
     WALLET_API: "services.wallet_api",
     PAYMENT_API: "services.payment_api",
     AUDITOR: "services.auditor (reads the log only: connects to nothing today)",
-    CONSOLE: "read-only inspection (an operator's psql)",
+    CONSOLE: "read-only inspection: an operator's psql, the benchmark's view watcher, the fault suite's checks",
 }
 
 ROLE_ATTRIBUTES = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
