@@ -26,6 +26,7 @@ from connectors.pg_roles import (
     PAYMENT_API,
     PROJECTOR,
     SERVICE_ROLES,
+    VIEWS,
     WALLET_API,
 )
 from connectors.postgres import connect, login_arguments
@@ -181,7 +182,7 @@ WHAT_THEY_NEED = {
         "UPDATE idempotency_keys SET locked_at = NULL WHERE caller = 'test-roles'",
     ],
     CONSOLE: [
-        "SELECT count(*) FROM wallets, wallet_movements, payments, payment_operations, payment_refunds",
+        *(f"SELECT * FROM {view} LIMIT 1" for view in VIEWS),
         "SELECT * FROM projection_offsets",
     ],
     AUDITOR: ["SELECT 1"],
