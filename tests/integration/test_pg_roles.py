@@ -240,26 +240,29 @@ async def test_rotated_passwords_are_applied_by_setup(config: Config) -> None:
         await conn.close()
 
 
-async def test_a_cluster_made_with_trust_is_converted_on_its_next_start(config: Config) -> None:
-    """An older checkout's cluster (initdb --auth=trust): started again, it asks for passwords."""
-    trusting = dataclasses.replace(
+@pytest.mark.parametrize("made_with_trust", [False, True], ids=["new cluster", "trust cluster converted"])
+async def test_a_cluster_asks_for_passwords_from_its_first_start(config: Config, made_with_trust: bool) -> None:
+    """A new cluster from initdb on; an older checkout's (initdb --auth=trust) once started again."""
+    other = dataclasses.replace(
         config,
-        environment=f"{config.environment}-trust-{uuid.uuid4().hex[:6]}",
+        environment=f"{config.environment}-pg-{uuid.uuid4().hex[:6]}",
         postgres=dataclasses.replace(config.postgres, port=free_port()),
     )
-    data = pg_data_dir(trusting) / "data"
+    data = pg_data_dir(other) / "data"
     try:
-        await asyncio.to_thread(old_trust_cluster, trusting, data)
-        await asyncio.to_thread(start_postgres, trusting)
+        if made_with_trust:
+            await asyncio.to_thread(old_trust_cluster, other, data)
+        await asyncio.to_thread(start_postgres, other)
         assert "trust" not in (data / "pg_hba.conf").read_text()
-        await refused_login(**{**login_arguments(trusting, PG_SUPERUSER), "password": ""})
-        conn = await connect(trusting, PG_SUPERUSER)
-        assert await conn.fetchval("SELECT current_database()") == trusting.postgres.database
+        for host in (other.postgres.host, str(pg_data_dir(other))):
+            await refused_login(**{**login_arguments(other, PG_SUPERUSER), "host": host, "password": ""})
+        conn = await connect(other, PG_SUPERUSER)
+        assert await conn.fetchval("SELECT current_database()") == other.postgres.database
         await conn.close()
     finally:
-        await asyncio.to_thread(stop_postgres, trusting)
-        shutil.rmtree(pg_data_dir(trusting), ignore_errors=True)
-        shutil.rmtree(state_dir(trusting), ignore_errors=True)
+        await asyncio.to_thread(stop_postgres, other)
+        shutil.rmtree(pg_data_dir(other), ignore_errors=True)
+        shutil.rmtree(state_dir(other), ignore_errors=True)
 
 
 def old_trust_cluster(config: Config, data: Path) -> None:
