@@ -36,19 +36,12 @@ class KafkaConfig:
 
 @dataclass(frozen=True)
 class PostgresConfig:
+    """Where the database is. Who connects, and with which password, is not configuration:
+    each process logs in as its own role (connectors/credentials.py, connectors/pg_roles.py)."""
+
     host: str
     port: int
     database: str
-    user: str
-    password: str
-
-    @property
-    def dsn(self) -> str:
-        auth = self.user + (f":{self.password}" if self.password else "")
-        return f"postgresql://{auth}@{self.host}:{self.port}/{self.database}"
-
-    def __repr__(self) -> str:  # keeps the password out of logs
-        return f"PostgresConfig(host={self.host!r}, port={self.port}, database={self.database!r})"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaConnectionError
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config
 from connectors.credentials import OPERATOR
+from connectors.pg_roles import PROJECTOR as PROJECTOR_ROLE
 from connectors.topics import PAYMENT_DLQ
 from console.entries import Entry, fmt_time, jsonable, key_text, preview
 from console.sources import ConsoleError, Log, connect_postgres, console_access, kafka_hint
@@ -149,7 +150,7 @@ async def reapply_to_projections(config: Config, letters: list[Entry], out: Text
 
     by_name = {p.name: p for p in PROJECTIONS}
     codec = make_codec(config.kafka.schema_registry_url or None)
-    conn = await connect_postgres(config)
+    conn = await connect_postgres(config, PROJECTOR_ROLE)  # it does the projector's work: same rights
     try:
         for entry in letters:
             d = entry.event or {}

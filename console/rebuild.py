@@ -14,6 +14,7 @@ import asyncpg
 from aiokafka import TopicPartition
 
 from connectors.config import Config
+from connectors.credentials import PG_OWNER
 from connectors.projections import VIEW_TABLES, Projection, ProjectionNotReady
 from console.sources import ConsoleError, Log, connect_postgres
 
@@ -185,7 +186,9 @@ async def rebuild(config: Config, compare_only: bool, keep: bool, wait_s: float,
     if missing:
         raise ConsoleError(f"connectors/projections.VIEW_TABLES does not list the tables of {missing}")
     schema = "rebuild_" + dt.datetime.now(dt.UTC).strftime("%Y%m%d_%H%M%S")
-    conn = await connect_postgres(config)
+    # As the owner: the rebuild creates (and drops) a schema of its own, which the read-only
+    # console role may not; it writes only there and reads the live views.
+    conn = await connect_postgres(config, PG_OWNER)
     try:
         async with Log(config) as log:
             await create_rebuild_schema(conn, schema, [t for p in PROJECTIONS for t in VIEW_TABLES[p.name]])

@@ -16,6 +16,7 @@ from connectors.config import Config, ConfigError
 from connectors.credentials import CONSOLE
 from connectors.kafka_security import KafkaAccess, kafka_access
 from connectors.log_reader import LogReader, partition_for
+from connectors.postgres import connect
 from console.entries import Entry, to_entry
 
 
@@ -98,9 +99,13 @@ async def stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def connect_postgres(config: Config) -> asyncpg.Connection:
+async def connect_postgres(config: Config, role: str) -> asyncpg.Connection:
+    """As `role` (connectors/pg_roles.py says who may do what), with its password from the
+    credentials file: the operator running the console must be able to read that file."""
     try:
-        return await asyncpg.connect(config.postgres.dsn, timeout=10)
+        return await connect(config, role, timeout=10)
+    except ConfigError as exc:
+        raise ConsoleError(str(exc)) from exc
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise ConsoleError(
             f"cannot reach PostgreSQL at {config.postgres.host}:{config.postgres.port} "

@@ -23,8 +23,8 @@ from connectors.config import Config, load_config
 from connectors.credentials import ADMIN, ensure_credentials
 from connectors.kafka_admin import apply_acls, ensure_topics, ensure_users
 from connectors.kafka_security import kafka_access
-from connectors.postgres import migrate
 from devtools import localinfra
+from devtools.pg_setup import prepare_database
 from devtools.sample_data import load_sample_wallets
 
 
@@ -115,7 +115,7 @@ def setup(config: Config) -> None:
     say(f"kafka ACLs: {added} added, {removed} removed (connectors/kafka_acl.py)")
     created = ensure_topics(admin, config.kafka)
     say(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ", all present"))
-    applied = asyncio.run(migrate(config.postgres))
+    applied = asyncio.run(prepare_database(config))  # roles, passwords, migrations, grants
     say(f"migrations: {len(applied)} applied" + (f" ({', '.join(applied)})" if applied else ", up to date"))
     produced = asyncio.run(load_sample_wallets(config))
     say(f"sample wallets: {produced} opening command(s) produced, {3 - produced} already on the log")

@@ -295,16 +295,20 @@ OUTCOMES = web.AppKey("outcomes", OutcomeWaiter)
 
 
 def command_resources(
-    principal: str, outcome_topics: list[str], keys_of: Callable[[dict[str, Any]], list[str]], pool_size: int = 10
+    principal: str,
+    pg_role: str,
+    outcome_topics: list[str],
+    keys_of: Callable[[dict[str, Any]], list[str]],
+    pool_size: int = 10,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """What a service that publishes commands and waits for their outcomes opens and closes:
-    a PostgreSQL pool, an idempotent producer, and a waiter tailing the outcome topics, both
-    connected to Kafka as the service's principal."""
+    a PostgreSQL pool logged in as the service's role, an idempotent producer, and a waiter
+    tailing the outcome topics, both connected to Kafka as the service's principal."""
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
         codec = make_codec(config.kafka.schema_registry_url or None)
-        app[POOL] = await create_pool(config.postgres, max_size=pool_size)
+        app[POOL] = await create_pool(config, pg_role, max_size=pool_size)
         access = kafka_access(config, principal)
         app[PUBLISHER] = EventPublisher(access, codec)
         app[OUTCOMES] = OutcomeWaiter(access, outcome_topics, codec, keys_of)

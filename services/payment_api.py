@@ -21,6 +21,7 @@ from connectors import payment_views as views
 from connectors.config import Config, ProviderConfig, load_config
 from connectors.credentials import PAYMENT_API
 from connectors.logs import setup_logging
+from connectors.pg_roles import PAYMENT_API as PAYMENT_API_ROLE
 from connectors.projections import ts
 from connectors.providers import offered
 from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
@@ -342,7 +343,11 @@ def read_simulator_webhook(
 
 
 resources = command_resources(
-    PAYMENT_API, [PAYMENT_SUCCEEDED.name, PAYMENT_FAILED.name], lambda event: [event["payment_id"]], pool_size=20
+    PAYMENT_API,
+    PAYMENT_API_ROLE,
+    [PAYMENT_SUCCEEDED.name, PAYMENT_FAILED.name],
+    lambda event: [event["payment_id"]],
+    pool_size=20,
 )
 
 

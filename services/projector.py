@@ -37,7 +37,8 @@ from connectors.metrics import (
     DEAD_LETTERS,
     metrics_handler,
 )
-from connectors.postgres import create_pool, migrate
+from connectors.pg_roles import PROJECTOR as PROJECTOR_ROLE
+from connectors.postgres import create_pool, pending_migrations
 from connectors.projections import PAYMENT_VIEWS, REFUND_RESERVATIONS, WALLET_VIEWS, Projection, ProjectionNotReady
 from connectors.topics import (
     PAYMENT_CREATED,
@@ -340,8 +341,11 @@ async def serve_pages(config: Config, pool: asyncpg.Pool, healths: list[Projecti
 async def main() -> None:
     config = load_config()
     setup_logging(config, "projector")
-    await migrate(config.postgres)
-    pool = await create_pool(config.postgres)
+    pool = await create_pool(config, PROJECTOR_ROLE)
+    pending = await pending_migrations(pool)
+    if pending:  # the projector may not create tables: setup migrates, as the owner
+        await pool.close()
+        raise SystemExit(f"migrations not applied: {', '.join(pending)}; run `make run` or devtools.devctl setup")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

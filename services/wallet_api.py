@@ -20,6 +20,7 @@ from connectors import wallet_views as views
 from connectors.config import Config, load_config
 from connectors.credentials import WALLET_API
 from connectors.logs import setup_logging
+from connectors.pg_roles import WALLET_API as WALLET_API_ROLE
 from connectors.topics import WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
 from domain.access import Action, Principal, may_create_money
 from domain.money_sources import ACTOR_MISSING, NOT_BACKED, SOURCE_NOT_ALLOWED
@@ -299,7 +300,7 @@ async def list_movements(request: web.Request) -> web.Response:
     return web.json_response({"data": [views.movement_json(r) for r in rows], "has_more": has_more})
 
 
-resources = command_resources(WALLET_API, [WALLET_MOVEMENT_UPDATES.name], outcome_keys)
+resources = command_resources(WALLET_API, WALLET_API_ROLE, [WALLET_MOVEMENT_UPDATES.name], outcome_keys)
 
 
 def rejections(status: int) -> str:

@@ -30,11 +30,11 @@ import sys
 import time
 from typing import Any
 
-import asyncpg
-
 from connectors.config import Config, load_config
 from connectors.credentials import ADMIN
 from connectors.kafka_security import KafkaAccess, kafka_access
+from connectors.pg_roles import CONSOLE
+from connectors.postgres import create_pool
 from devtools import devctl, localinfra
 from devtools.bench.measure import (
     MAX_LADDER,
@@ -160,7 +160,7 @@ async def measure(step_coro: Any, pids: dict[str, list[int]], access: KafkaAcces
 async def bench_ours(args: argparse.Namespace, config: Config, rates: list[float], step_s: float) -> list[Step]:
     wallets = await prepare_wallets(config, args.hot, args.cold)
     ours = OurStack(config, wallets, args.hot_share, args.fail_share)
-    pool = await asyncpg.create_pool(config.postgres.dsn, min_size=1, max_size=2)
+    pool = await create_pool(config, CONSOLE, max_size=2)  # it only reads the views
     await ours.tail.start()
     stop = asyncio.Event()
     watcher = asyncio.create_task(ours.watch_projection(pool, stop))

@@ -18,6 +18,8 @@ from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config
 from connectors.credentials import CONSOLE
 from connectors.kafka_security import kafka_access
+from connectors.pg_roles import CONSOLE as CONSOLE_ROLE
+from connectors.postgres import create_pool
 from connectors.topics import PAYMENT_FAILED, PAYMENT_SUCCEEDED
 from devtools import localinfra
 from devtools.bench.measure import COLD_BALANCE, FAIL_AMOUNT, HOT_BALANCE, Step, Tail, open_loop, say
@@ -35,7 +37,7 @@ class Wallet:
 async def prepare_wallets(config: Config, hot: int, cold: int) -> list[Wallet]:
     """Reuse the wallets of an earlier run while they still hold money; otherwise open new ones."""
     saved = localinfra.state_dir(config) / "bench-wallets.json"
-    pool = await asyncpg.create_pool(config.postgres.dsn, min_size=1, max_size=2)
+    pool = await create_pool(config, CONSOLE_ROLE, max_size=2)  # it only reads the views
     try:
         if saved.exists():
             wallets = [Wallet(**w) for w in json.loads(saved.read_text())]

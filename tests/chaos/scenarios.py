@@ -26,6 +26,8 @@ from connectors import topics
 from connectors.auth import issue_token
 from connectors.avro import SingleObjectCodec
 from connectors.config import Config
+from connectors.pg_roles import CONSOLE
+from connectors.postgres import connect
 from devtools import localinfra
 from devtools.devctl import Process, Supervisor, processes
 from domain.ids import keyed_id
@@ -476,7 +478,7 @@ async def check(
         ),
         "auditor: no money violation since the scenario began": await auditor_witness(config, audit_from),
     }
-    conn = await asyncpg.connect(config.postgres.dsn)
+    conn = await connect(config, CONSOLE)  # the checks only read
     try:
         ids = sorted(load.payment_ids)
         results["pg: balance = applied movements, never < 0"] = await inv.pg_wallets_balanced(conn, wallet_ids)

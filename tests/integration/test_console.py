@@ -20,11 +20,12 @@ from tests.integration.kafka_helpers import codec, events_for_key
 from tests.integration.test_wallet_service import movement_command, open_wallet
 from tests.support import Api, eventually
 from tests.support.kafka import writer
+from tests.support.postgres import inspect_as_owner
 
 
 @pytest.fixture
 async def db(config: Config):
-    conn = await asyncpg.connect(config.postgres.dsn)
+    conn = await inspect_as_owner(config)
     yield conn
     await conn.close()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
@@ -19,6 +18,7 @@ from streams.envelope import command_record, new_meta
 from tests.integration.kafka_helpers import events_for_key
 from tests.support.kafka import admin as admin_access
 from tests.support.kafka import reader
+from tests.support.postgres import inspect_as_owner
 
 codec = SingleObjectCodec()
 
@@ -100,8 +100,8 @@ async def test_sample_wallets_are_on_their_topic_exactly_once_after_two_more_loa
 
 
 async def test_migrations_are_applied_once_and_recorded(config: Config) -> None:
-    assert await migrate(config.postgres) == []
-    conn = await asyncpg.connect(config.postgres.dsn)
+    assert await migrate(config) == []
+    conn = await inspect_as_owner(config)
     try:
         versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations ORDER BY 1")]
         tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")}

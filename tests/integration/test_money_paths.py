@@ -15,13 +15,14 @@ from domain.payment import charge_operation_id
 from domain.wallet import PAYMENT_MOVEMENT
 from tests.integration.test_payment_service import new_wallet, payment_in, wallet_balance, wallet_payment
 from tests.support import Api, eventually
+from tests.support.postgres import inspect_as_owner
 
 REVERT = {"reason": "operator correction", "requested_by": "ops"}
 
 
 @pytest.fixture
 async def db(config: Config):
-    conn = await asyncpg.connect(config.postgres.dsn)
+    conn = await inspect_as_owner(config)
     yield conn
     await conn.close()
 

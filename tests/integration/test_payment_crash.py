@@ -13,11 +13,12 @@ from devtools.devctl import Supervisor
 from tests.conftest import ensure_running
 from tests.integration.test_payment_service import new_wallet, payment_in, wallet_balance, wallet_payment
 from tests.support import Api, eventually
+from tests.support.postgres import inspect_as_owner
 
 
 @pytest.fixture
 async def db(config: Config):
-    conn = await asyncpg.connect(config.postgres.dsn)
+    conn = await inspect_as_owner(config)
     yield conn
     await conn.close()
 

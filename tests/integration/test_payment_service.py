@@ -16,6 +16,7 @@ from connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from connectors.topics import EXTERNAL_PROVIDER_EVENTS, PAYMENT_OPERATION_COMPLETED
 from tests.integration.kafka_helpers import events_for_key, saga_passed
 from tests.support import JSON, Api, eventually
+from tests.support.postgres import inspect_as_owner
 
 SEED_WALLET = "550e8400-e29b-41d4-a716-446655440001"
 SEED_USER = "550e8400-e29b-41d4-a716-446655440010"
@@ -23,7 +24,7 @@ SEED_USER = "550e8400-e29b-41d4-a716-446655440010"
 
 @pytest.fixture
 async def db(config: Config):
-    conn = await asyncpg.connect(config.postgres.dsn)
+    conn = await inspect_as_owner(config)
     yield conn
     await conn.close()
 

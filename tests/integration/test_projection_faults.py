@@ -39,11 +39,12 @@ from tests.integration.test_wallet_service import open_wallet, projected_balance
 from tests.support import Api, eventually
 from tests.support.actors import TEST_OPERATOR
 from tests.support.kafka import reader
+from tests.support.postgres import inspect_as_owner
 
 
 @pytest.fixture
 async def db(config: Config) -> Any:
-    conn = await asyncpg.connect(config.postgres.dsn)
+    conn = await inspect_as_owner(config)
     yield conn
     await conn.close()
 

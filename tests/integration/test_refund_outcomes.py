@@ -35,11 +35,12 @@ from tests.integration.test_payment_service import (
 )
 from tests.support import Api, eventually
 from tests.support.audit import auditor_get
+from tests.support.postgres import inspect_as_owner
 
 
 @pytest.fixture
 async def db(config: Config) -> Any:
-    conn = await asyncpg.connect(config.postgres.dsn)
+    conn = await inspect_as_owner(config)
     yield conn
     await conn.close()
 

@@ -27,6 +27,7 @@ from tests.integration.kafka_helpers import events_for_key, raw_messages, saga_p
 from tests.integration.test_observability import scrape, total
 from tests.integration.test_payment_service import external_payment, payment_in
 from tests.support import JSON, Api, eventually
+from tests.support.postgres import inspect_as_owner
 
 HOOK = "/api/v1/webhooks/stripe"
 
@@ -49,7 +50,7 @@ async def mock(payment_system: Config, secrets: StripeSecrets) -> AsyncIterator[
 
 @pytest.fixture
 async def db(config: Config) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(config.postgres.dsn)
+    conn = await inspect_as_owner(config)
     yield conn
     await conn.close()
 

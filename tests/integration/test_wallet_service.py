@@ -22,11 +22,12 @@ from tests.integration.kafka_helpers import codec, events_for_key, publish, raw_
 from tests.support import JSON, Api, eventually
 from tests.support.actors import TEST_OPERATOR
 from tests.support.kafka import writer
+from tests.support.postgres import inspect_as_owner
 
 
 @pytest.fixture
 async def db(config: Config):
-    conn = await asyncpg.connect(config.postgres.dsn)
+    conn = await inspect_as_owner(config)
     yield conn
     await conn.close()
 

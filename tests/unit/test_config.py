@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
+from connectors import config as config_module
 from connectors.config import CONFIG_DIR, ConfigError, load_config
 
 
@@ -47,6 +51,13 @@ def test_an_unknown_environment_lists_the_choices() -> None:
     assert "local" in str(error.value)
 
 
-def test_the_password_stays_out_of_the_repr() -> None:
-    config = load_config("local", env={"POSTGRES_PASSWORD": "s3cret"})
-    assert "s3cret" in config.postgres.dsn and "s3cret" not in repr(config)
+def test_a_database_password_in_a_config_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Passwords live in the credentials file only (connectors/credentials.py): an old config
+    that still carries postgres.user/password fails loudly instead of being half used."""
+    raw = json.loads((config_module.CONFIG_DIR / "local.json").read_text())
+    raw["postgres"]["password"] = "s3cret"
+    (tmp_path / "old.json").write_text(json.dumps(raw))
+    monkeypatch.setattr(config_module, "CONFIG_DIR", tmp_path)
+    with pytest.raises(ConfigError) as error:
+        load_config("old", env={})
+    assert "postgres.password" in str(error.value) and "s3cret" not in str(error.value)

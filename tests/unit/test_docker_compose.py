@@ -18,8 +18,10 @@ import pytest
 import yaml
 
 from connectors.config import Config, load_config
+from connectors.credentials import PG_SUPERUSER
 from connectors.topics import ALL_TOPICS, CHANGELOG_TOPICS
 from devtools.localinfra import KAFKA_POM, _kafka_properties
+from devtools.pg_setup import SUPERUSER_PASSWORD_VARIABLE
 from devtools.registry import APICURIO_POM, CCOMPAT_PATH
 
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.kafka.yml"
@@ -179,8 +181,11 @@ def check_postgres(compose: Compose, dev: Config, local: Config) -> None:
     assert int(env["PGPORT"]) == dev.postgres.port
     assert published(postgres).get(dev.postgres.port) == local.postgres.port
     assert env["POSTGRES_DB"] == dev.postgres.database == local.postgres.database
-    assert env["POSTGRES_USER"] == dev.postgres.user
-    assert env["POSTGRES_HOST_AUTH_METHOD"] == "trust"
+    assert env["POSTGRES_USER"] == PG_SUPERUSER
+    # Passwords from the first start, as devtools/local_postgres.py: never trust, never a literal.
+    assert env["POSTGRES_HOST_AUTH_METHOD"] == "scram-sha-256"
+    assert "--auth=scram-sha-256" in env["POSTGRES_INITDB_ARGS"].split()
+    assert env["POSTGRES_PASSWORD"].startswith("${" + SUPERUSER_PASSWORD_VARIABLE + ":?")
     assert postgres["image"].startswith("postgres:15")
 
 
@@ -293,6 +298,8 @@ BROKEN = {
     "published postgres": (_set("services/postgres/ports/0", "5432:5433"), check_postgres),
     "database": (_set("services/postgres/environment/POSTGRES_DB", "payment"), check_postgres),
     "auth": (_set("services/postgres/environment/POSTGRES_HOST_AUTH_METHOD", "md5"), check_postgres),
+    "trust at initdb": (_set("services/postgres/environment/POSTGRES_INITDB_ARGS", "--auth=trust"), check_postgres),
+    "literal password": (_set("services/postgres/environment/POSTGRES_PASSWORD", "postgres"), check_postgres),
     "postgres version": (_set("services/postgres/image", "postgres:16"), check_postgres),
     "postgres renamed": (_rename_service("postgres", "db"), check_postgres),
     "registry renamed": (_rename_service("schema-registry", "registry"), check_registry),
