@@ -72,6 +72,9 @@ def make_app(name: str, config: Config, web_port: int, store: str, principal: st
         # default of 60 s is a minute of stalled payments after every crash.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
+        # Static membership: a restarted process (same worker, same web port) takes its partitions
+        # back at once instead of waiting out the dead one's session and a rebalance.
+        consumer_group_instance_id=f"{name}-{web_port}",
         # Under load the producer fills batches within this; at low load it is the wait per hop.
         producer_linger=config.processing.producer_linger_s,
         # Fetch many records per poll and let a stream buffer them: per-record broker work
