@@ -37,6 +37,7 @@ from streams.durability import CURRENT_BATCH, Batch, ChangelogAcks, release
 from streams.local_store import match_store_to_log
 from streams.ports import Sender
 from streams.processing import Handler, Processor, SourceMessage
+from streams.rocksdb_store import use_closing_rocksdb_store
 
 log = logging.getLogger(__name__)
 Steps = TypeVar("Steps")
@@ -49,6 +50,7 @@ def make_app(name: str, config: Config, web_port: int, store: str, principal: st
     datadir = state_dir(config) / "faust" / f"{name}-{web_port}"
     datadir.mkdir(parents=True, exist_ok=True)
     if store.startswith("rocksdb"):
+        use_closing_rocksdb_store()
         match_store_to_log(datadir, lambda: cluster_id(kafka_access(config, principal or name)))
     setup_tracing(name)
     return faust.App(
