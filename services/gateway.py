@@ -311,7 +311,7 @@ def create_app(config: Config) -> web.Application:
     settings = config.gateway
     app = web.Application(middlewares=[gateway_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
-    app[AUTHENTICATOR] = Authenticator(config.auth)
+    app[AUTHENTICATOR] = Authenticator(config.auth, settings.cache_entries)
     app[LIMITER] = RateLimiter(settings.rate_per_s, settings.burst)
     app[WAITS] = WaitSlots(settings.max_waits_per_credential, settings.max_waits)
 

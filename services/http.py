@@ -13,7 +13,7 @@ from aiohttp import web
 
 from connectors.auth import API_KEY_HEADER, Authenticator, AuthError
 from connectors.avro import make_codec
-from connectors.config import Config
+from connectors.config import ApiConfig, Config
 from connectors.kafka_io import EventPublisher, OutcomeWaiter
 from connectors.kafka_security import kafka_access
 from connectors.metrics import http_metrics_middleware, metrics_handler
@@ -376,7 +376,8 @@ def service_app(
     """An aiohttp app with the shared middlewares and the health, readiness and metrics routes."""
     app = web.Application(middlewares=service_middlewares(service), client_max_size=64 * 1024)
     app[CONFIG] = config
-    app[AUTH] = Authenticator(config.auth)
+    settings: ApiConfig = getattr(config, service.replace("-", "_"))
+    app[AUTH] = Authenticator(config.auth, settings.cache_entries)
     app.cleanup_ctx.append(resources)
     app.add_routes(
         [web.get("/health", health), web.get("/ready", ready), web.get("/metrics", metrics_handler), *routes]
