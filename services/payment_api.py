@@ -61,6 +61,7 @@ from services.payment_reads import (
     payment_body,
     wait_for_payment,
 )
+from services.payment_search import SEARCH_OPERATION
 from services.provider_webhooks import (
     STRIPE_OPERATION,
     WEBHOOK_REFUSALS,
@@ -368,6 +369,7 @@ OPERATIONS = [
             422: "unknown_provider, currency_mismatch, wallet_not_owned",
         },
     ),
+    SEARCH_OPERATION,
     Operation(
         "GET",
         "/api/v1/payments/{payment_id}",
