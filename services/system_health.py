@@ -20,12 +20,12 @@ from typing import Any
 import aiohttp
 from aiokafka import TopicPartition
 from confluent_kafka import ConsumerGroupTopicPartitions
+from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.config import Config
 from connectors.credentials import CONSOLE
 from connectors.kafka_acl import PROJECTOR_GROUP_PREFIX
-from connectors.kafka_admin import admin_client
 from connectors.kafka_security import KafkaAccess, kafka_access
 from connectors.log_reader import LogReader
 from connectors.topics import PAYMENT_DLQ, PAYMENT_FAILED, PAYMENT_SUCCEEDED, PAYMENT_WORKER, WALLET_WORKER
@@ -182,7 +182,8 @@ class Group:
 
 
 def describe_groups(access: KafkaAccess, names: list[str]) -> list[Group]:
-    admin = admin_client(access)
+    # log_level 4: librdkafka's info lines ("Purging 1 unserved events") would end the console's table.
+    admin = AdminClient({**access.confluent(), "log_level": 4})
     timeout = KAFKA_TIMEOUT_S / 2
     described = {name: f.result() for name, f in admin.describe_consumer_groups(names, request_timeout=timeout).items()}
     groups = []
