@@ -5,8 +5,9 @@ auditor's open violations and the last saga that completed.
 
 Each check is ok, warn (worth a look, not an outage: dead letters are parked, not lost) or
 fail; the system is healthy when nothing fails. It asks afresh every time: an answer kept
-would hide the very outage it is asked about. Kafka is read as the read-only `console`
-principal (connectors/kafka_acl.py: it may describe the worker and projector groups)."""
+would hide the very outage it is asked about. Kafka is asked as the `health` principal
+(connectors/kafka_acl.py), which may describe the topics and the worker and projector groups
+but read no event: the internet-facing gateway holds no credential that reads the books."""
 
 from __future__ import annotations
 
@@ -18,16 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiokafka import TopicPartition
-from confluent_kafka import ConsumerGroupTopicPartitions
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import OffsetSpec
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.config import Config
-from connectors.credentials import CONSOLE
+from connectors.credentials import HEALTH
 from connectors.kafka_acl import PROJECTOR_GROUP_PREFIX
-from connectors.kafka_security import KafkaAccess, kafka_access
-from connectors.log_reader import LogReader
+from connectors.kafka_security import kafka_access
+from connectors.kafka_watch import Group, KafkaWatch
 from connectors.topics import PAYMENT_DLQ, PAYMENT_FAILED, PAYMENT_SUCCEEDED, PAYMENT_WORKER, WALLET_WORKER
 from services.projector import PROJECTIONS
 
@@ -36,7 +35,6 @@ PROBE_TIMEOUT_S = 3.0  # a readiness page slower than this counts as not ready
 KAFKA_TIMEOUT_S = 10.0
 MAX_LAG = 10_000  # messages a group may be behind before it counts as failing
 RECENT_S = 24 * 3600  # dead letters of the last day are worth a look; older ones were seen
-LAST_RECORDS = 10  # read back from each end: the very last offset may be a transaction marker
 
 
 @dataclass(frozen=True)
@@ -159,45 +157,21 @@ def unready_reason(body: Any) -> str:
 
 
 async def kafka_checks(config: Config) -> list[Check]:
-    access = kafka_access(config, CONSOLE)
-    reader = LogReader(access, request_timeout_ms=int(KAFKA_TIMEOUT_S * 1000))
-    await asyncio.wait_for(reader.start(), KAFKA_TIMEOUT_S)
-    try:
-        # aiokafka cannot decode Kafka 4's DescribeGroups answer: the groups are asked through librdkafka.
-        groups = await asyncio.wait_for(asyncio.to_thread(describe_groups, access, worker_groups()), KAFKA_TIMEOUT_S)
-        lags = [await group_check(reader, group) for group in groups]
-        letters = await asyncio.wait_for(dead_letters(reader), KAFKA_TIMEOUT_S)
-        completed = await asyncio.wait_for(last_completion(reader), KAFKA_TIMEOUT_S)
-        return [*lags, letters, completed]
-    finally:
-        await reader.stop()
+    watch = KafkaWatch(kafka_access(config, HEALTH), KAFKA_TIMEOUT_S / 2)
+    # librdkafka blocks: a thread of its own, which gives up at the request timeouts.
+    return await asyncio.wait_for(asyncio.to_thread(ask_kafka, watch), KAFKA_TIMEOUT_S * 2)
 
 
-@dataclass(frozen=True)
-class Group:
-    name: str
-    state: str
-    members: int
-    committed: dict[TopicPartition, int]
+def ask_kafka(watch: KafkaWatch) -> list[Check]:
+    return [
+        *(group_check(watch, group) for group in watch.groups(worker_groups())),
+        dead_letters(watch),
+        last_completion(watch),
+    ]
 
 
-def describe_groups(access: KafkaAccess, names: list[str]) -> list[Group]:
-    # log_level 4: librdkafka's info lines ("Purging 1 unserved events") would end the console's table.
-    admin = AdminClient({**access.confluent(), "log_level": 4})
-    timeout = KAFKA_TIMEOUT_S / 2
-    described = {name: f.result() for name, f in admin.describe_consumer_groups(names, request_timeout=timeout).items()}
-    groups = []
-    for name in names:
-        asked = [ConsumerGroupTopicPartitions(name)]
-        (offsets,) = [f.result() for f in admin.list_consumer_group_offsets(asked, request_timeout=timeout).values()]
-        committed = {TopicPartition(p.topic, p.partition): p.offset for p in offsets.topic_partitions if p.offset >= 0}
-        state = described[name].state.name.lower()
-        groups.append(Group(name, state, len(described[name].members), committed))
-    return groups
-
-
-async def group_check(reader: LogReader, group: Group) -> Check:
-    ends = await reader.ends(group.committed) if group.committed else {}
+def group_check(watch: KafkaWatch, group: Group) -> Check:
+    ends = watch.ends(group.committed)
     lag = sum(max(0, ends[tp] - offset) for tp, offset in group.committed.items())
     detail = f"{lag} behind on {len(group.committed)} partitions, {group.members} member(s), {group.state}"
     # A group nobody consumes in leaves whatever arrives waiting, whatever its lag says now.
@@ -205,23 +179,22 @@ async def group_check(reader: LogReader, group: Group) -> Check:
     return Check(f"lag: {group.name}", FAIL if failing else OK, detail, lag)
 
 
-async def dead_letters(reader: LogReader) -> Check:
-    tps = reader.all_partitions([PAYMENT_DLQ.name])
-    starts, ends = await reader.offsets_at(tps, None), await reader.ends(tps)
-    recent_from = await reader.offsets_at(tps, int((time.time() - RECENT_S) * 1000))
-    total = sum(ends[tp] - starts[tp] for tp in tps)
-    recent = sum(ends[tp] - recent_from[tp] for tp in tps)
+def dead_letters(watch: KafkaWatch) -> Check:
+    tps = watch.partitions(PAYMENT_DLQ.name)
+    starts, ends = watch.offsets(tps, OffsetSpec.earliest()), watch.ends(tps)
+    since = watch.offsets(tps, OffsetSpec.for_timestamp(int((time.time() - RECENT_S) * 1000)))
+    total = sum(ends[tp] - starts[tp][0] for tp in tps)
+    # No record at or after the time: the offset is -1, and none of them is recent.
+    recent = sum(ends[tp] - since[tp][0] for tp in tps if since[tp][0] >= 0)
     detail = f"{total} on {PAYMENT_DLQ.name}, {recent} in the last 24 h (`payments dlq list`)"
     return Check("dead letters", WARN if recent else OK, detail, total)
 
 
-async def last_completion(reader: LogReader) -> Check:
-    """The newest record on the saga's terminal topics, by its broker timestamp."""
-    tps = reader.all_partitions([PAYMENT_SUCCEEDED.name, PAYMENT_FAILED.name])
-    starts, ends = await reader.offsets_at(tps, None), await reader.ends(tps)
-    tail = {tp: max(starts[tp], ends[tp] - LAST_RECORDS) for tp in tps}
-    newest = max([record.timestamp async for record in reader.read(tail, ends)], default=None)
-    if newest is None:
+def last_completion(watch: KafkaWatch) -> Check:
+    """The newest broker timestamp on the saga's terminal topics (ListOffsets MAX_TIMESTAMP, KIP-734)."""
+    tps = watch.partitions(PAYMENT_SUCCEEDED.name, PAYMENT_FAILED.name)
+    newest = max((stamp for _, stamp in watch.offsets(tps, OffsetSpec.max_timestamp()).values()), default=-1)
+    if newest < 0:
         return Check("last saga completion", OK, "none yet")
     ago = max(0.0, time.time() - newest / 1000)
     return Check("last saga completion", OK, f"{iso(newest / 1000)} ({ago:.0f} s ago)", round(ago, 3))
