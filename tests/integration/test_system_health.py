@@ -56,17 +56,25 @@ def expected_checks(config: Config) -> set[str]:
     }
 
 
+def services_fine(report: dict[str, Any]) -> bool:
+    """Every service ready and every group consumed in (what a started system owes; the other
+    checks depend on what earlier tests left on the log)."""
+    return all(c["state"] == "ok" for name, c in by_name(report).items() if name.startswith(("ready: ", "lag: ")))
+
+
 async def test_the_console_and_the_route_give_one_answer(everything: Config, gateway: Api) -> None:
-    code, report = await console_health()
+    async def settled() -> tuple[int, dict[str, Any]] | None:
+        code, report = await console_health()
+        return (code, report) if services_fine(report) else None
+
+    # A worker restarted by an earlier test may still be taking its partitions back.
+    code, report = await eventually(settled, timeout=60, interval=2, what="every service ready")
     status, answered = await gateway.as_(operator(everything)).get(HEALTH)
+    assert services_fine(answered), answered
     for one in (report, answered):
         assert set(by_name(one)) == expected_checks(everything)
         assert one["status"] == ("healthy" if not one["failing"] else "unhealthy")
         assert one["failing"] == [c["check"] for c in one["checks"] if c["state"] == "fail"]
-        # With every service started, each says it is ready and each group has its consumer.
-        for name, check in by_name(one).items():
-            if name.startswith(("ready: ", "lag: ")):
-                assert check["state"] == "ok", check
     assert code == (0 if report["status"] == "healthy" else 1)
     assert status == (200 if answered["status"] == "healthy" else 503)
 
