@@ -132,10 +132,9 @@ async def service_readiness(config: Config) -> dict[str, Check]:
 async def ready_answer(http: aiohttp.ClientSession, url: str) -> tuple[str, str]:
     try:
         async with http.get(url) as response:
-            body = await response.json(content_type=None)
             if response.status == 200:
                 return OK, "ready"
-            return FAIL, f"unready ({response.status}): {unready_reason(body)}"
+            return FAIL, f"unready ({response.status}): {unready_reason(await response.json(content_type=None))}"
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         return FAIL, f"not answering on {url} ({type(exc).__name__})"
 
