@@ -62,6 +62,7 @@ from services.payment_reads import (
     payment_body,
     wait_for_payment,
 )
+from services.payment_search import SEARCH_OPERATION
 from services.provider_webhooks import (
     STRIPE_OPERATION,
     WEBHOOK_REFUSALS,
@@ -369,6 +370,7 @@ OPERATIONS = [
             422: "unknown_provider, currency_mismatch, wallet_not_owned",
         },
     ),
+    SEARCH_OPERATION,
     Operation(
         "GET",
         "/api/v1/payments/{payment_id}",
