@@ -46,6 +46,9 @@ class Process:
     health_port: int | None
     description: str
     health_path: str = "/health"
+    # What this process needs in its environment besides the configuration: a worker's second
+    # process must be told its web port, which names its local store and its group membership.
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def processes(config: Config) -> list[Process]:
@@ -93,15 +96,18 @@ def processes(config: Config) -> list[Process]:
     ]
 
 
-def worker_peer(config: Config, name: str, n: int) -> tuple[Process, dict[str, str]]:
+def worker_peer(config: Config, name: str, n: int) -> Process:
     """Another process of worker `name` (scale-out: Kafka splits the partitions between them),
-    on its own web port, with the environment that makes it advertise that port."""
+    on its own web port, with the environment that makes it use that port: to advertise, to
+    name its local store and its static group membership (two processes sharing either would
+    lock each other out of RocksDB, or fence each other out of the group)."""
     first = next(p for p in processes(config) if p.name == name)
     section = name.replace("-", "_")
     port = getattr(config, section).web_port + 1000 + n
     args = ("worker", "-l", "info", "--web-port", str(port))
-    process = Process(f"{name}-{n + 1}", first.module, args, port, f"{first.description} (process {n + 1})", "/ready/")
-    return process, {f"{section.upper()}_WEB_PORT": str(port)}
+    description = f"{first.description} (process {n + 1})"
+    env = ((f"{section.upper()}_WEB_PORT", str(port)),)
+    return Process(f"{name}-{n + 1}", first.module, args, port, description, "/ready/", env)
 
 
 def say(message: str) -> None:
@@ -152,7 +158,7 @@ class Supervisor:
             return
         run_dir(self.config).mkdir(parents=True, exist_ok=True)
         log_dir(self.config).mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "ENVIRONMENT": self.config.environment, **(extra_env or {})}
+        env = {**os.environ, "ENVIRONMENT": self.config.environment, **dict(process.env), **(extra_env or {})}
         with open(self.log_file(process.name), "ab") as log:
             child = subprocess.Popen(
                 [sys.executable, "-m", process.module, *process.args],

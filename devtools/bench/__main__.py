@@ -85,8 +85,8 @@ def ensure_workers(config: Config, workers: int) -> list[str]:
     started = []
     for name in ("payment-worker", "wallet-worker"):
         for n in range(1, workers):
-            peer, env = devctl.worker_peer(config, name, n)
-            supervisor.start(peer, env)
+            peer = devctl.worker_peer(config, name, n)
+            supervisor.start(peer)
             started.append((peer, peer.name))
     for peer, _ in started:
         supervisor.wait_healthy(peer, timeout=90)

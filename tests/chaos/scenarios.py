@@ -29,7 +29,7 @@ from connectors.config import Config
 from connectors.pg_roles import CONSOLE
 from connectors.postgres import connect
 from devtools import localinfra
-from devtools.devctl import Process, Supervisor, processes
+from devtools.devctl import Process, Supervisor, processes, worker_peer
 from domain.ids import keyed_id
 from domain.payment import charge_operation_id
 from streams.envelope import command_record, new_meta
@@ -48,9 +48,7 @@ def process_named(config: Config, name: str) -> Process:
 
 
 def second_wallet_worker(config: Config) -> Process:
-    port = config.wallet_worker.web_port + 1000
-    args = ("worker", "-l", "info", "--web-port", str(port))
-    return Process("wallet-worker-2", "streams.wallet_worker", args, port, "second wallet worker", "/ready/")
+    return worker_peer(config, "wallet-worker", 1)
 
 
 async def ensure_running(supervisor: Supervisor, *procs: Process) -> None:
