@@ -19,11 +19,12 @@ from connectors.kafka_security import kafka_access
 from connectors.metrics import http_metrics_middleware, metrics_handler
 from connectors.otel import span
 from connectors.postgres import create_pool
-from connectors.tracing import TRACEPARENT_HEADER, current_traceparent
+from connectors.tracing import TRACEPARENT_HEADER, current_caller, current_request_id, current_traceparent
 from domain.access import Action, Decision, Principal, decide, may
 from domain.ids import is_uuid
 from domain.money import CURRENCIES
 from services.json_input import JsonRefused, OversizedInt, is_header_token, parse_json, text_problem
+from services.request_ids import request_id_middleware
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,9 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message, "field": field}}, status=status)
+    """The one error body; its request id is what an operator greps the logs for."""
+    error = {"code": code, "message": message, "field": field, "request_id": current_request_id.get()}
+    return web.json_response({"error": error}, status=status)
 
 
 @web.middleware
@@ -257,6 +260,7 @@ async def auth_middleware(
             log.info("refused %s %s: %s", request.method, request.path, exc)
             raise ApiError(401, "unauthenticated", str(exc)) from None
         request[PRINCIPAL] = principal
+        current_caller.set(principal.subject)  # read back by the access line, outside this middleware
     response = await handler(request)
     if response.status == 401:
         response.headers.setdefault("WWW-Authenticate", "Bearer")
@@ -285,7 +289,13 @@ def authorize(request: web.Request, action: Action, owner: str | None, not_found
 
 
 def service_middlewares(service: str) -> list[Any]:
-    return [http_metrics_middleware(service), trace_middleware, error_middleware, auth_middleware]
+    return [
+        request_id_middleware,
+        http_metrics_middleware(service),
+        trace_middleware,
+        error_middleware,
+        auth_middleware,
+    ]
 
 
 CONFIG = web.AppKey("config", Config)
@@ -393,4 +403,7 @@ def service_app(
 
 def serve(app: web.Application, name: str, host: str, port: int) -> None:
     logger = logging.getLogger(name)
-    web.run_app(app, host=host, port=port, print=lambda _: logger.info("%s on http://%s:%s", name, host, port))
+    # access_log=None: services.request_ids writes the access lines, with the caller and request id.
+    web.run_app(
+        app, host=host, port=port, access_log=None, print=lambda _: logger.info("%s on http://%s:%s", name, host, port)
+    )
