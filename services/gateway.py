@@ -37,6 +37,7 @@ from connectors.metrics import (
     metrics_handler,
 )
 from connectors.tracing import current_caller
+from services.gateway_docs import docs_context, docs_routes
 from services.gateway_rules import WaitSlots, asks_to_wait, canonical_path, encoded_path, single_header
 from services.http import MAX_WAIT_S, ApiError, answers, error_response, needs_credentials, readiness
 from services.request_ids import REQUEST_ID_HEADER, log_access, request_context, request_id_of
@@ -319,11 +320,13 @@ def create_app(config: Config) -> web.Application:
         await app[POOLS].close()
 
     app.cleanup_ctx.append(pools)
+    app.cleanup_ctx.append(docs_context(settings))
     app.add_routes(
         [
             web.get("/health", health),
             web.get("/ready", ready),
             web.get("/metrics", metrics_handler),
+            *docs_routes(),  # the APIs' documents and a page to read them; no credential
             # Everything else, whatever its path, meets the gateway's own rules in proxy.
             web.route("*", "/{tail:.*}", proxy),
         ]
