@@ -111,7 +111,8 @@ h2 { border-bottom: 2px solid #ccc; margin-top: 2em; }
 section.op { border: 1px solid #ddd; border-radius: 6px; margin: 1em 0; padding: 0.6em 1em; }
 .method { display: inline-block; min-width: 4.5em; font-weight: bold; font-family: monospace; }
 .path { font-family: monospace; font-size: 1.05em; }
-table { border-collapse: collapse; margin: 0.4em 0; }
+table { border-collapse: collapse; margin: 0.6em 0; }
+caption { text-align: left; font-weight: bold; padding: 0.2em 0; }
 td, th { border: 1px solid #e3e3e3; padding: 0.2em 0.6em; text-align: left; vertical-align: top; }
 .error { color: #a00; } .ok { color: #070; }
 """

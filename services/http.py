@@ -17,14 +17,13 @@ from connectors.config import Config
 from connectors.kafka_io import EventPublisher, OutcomeWaiter
 from connectors.kafka_security import kafka_access
 from connectors.metrics import http_metrics_middleware, metrics_handler
-from connectors.otel import span
 from connectors.postgres import create_pool
-from connectors.tracing import TRACEPARENT_HEADER, current_caller, current_request_id, current_traceparent
+from connectors.tracing import current_caller, current_request_id
 from domain.access import Action, Decision, Principal, decide, may
 from domain.ids import is_uuid
 from domain.money import CURRENCIES
 from services.json_input import JsonRefused, OversizedInt, is_header_token, parse_json, text_problem
-from services.request_ids import request_id_middleware
+from services.request_ids import request_id_middleware, trace_middleware
 
 log = logging.getLogger(__name__)
 
@@ -218,23 +217,6 @@ def idempotency_key(request: web.Request) -> str | None:
             400, "invalid_header", "Idempotency-Key must be 1 to 255 printable ASCII characters", "Idempotency-Key"
         )
     return key
-
-
-@web.middleware
-async def trace_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Continues the caller's W3C trace (or starts one) for everything this request publishes."""
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
-    with span(f"{request.method} {route}", request.headers.get(TRACEPARENT_HEADER)) as traceparent:
-        token = current_traceparent.set(traceparent)
-        try:
-            response = await handler(request)
-        finally:
-            current_traceparent.reset(token)
-    response.headers[TRACEPARENT_HEADER] = traceparent
-    return response
 
 
 AUTH = web.AppKey("auth", Authenticator)

@@ -1,4 +1,4 @@
-"""Request ids and access lines, shared by the APIs and the gateway.
+"""What each request carries, shared by the APIs and the gateway: its id, its access line, its trace.
 
 Every request gets an id: the caller's X-Request-Id when it is a safe one (the gateway always
 sends one), else a new uuid4. It is answered in the X-Request-Id header, put in every error body
@@ -18,7 +18,14 @@ from contextlib import contextmanager
 
 from aiohttp import web
 
-from connectors.tracing import current_caller, current_request_id, is_request_id
+from connectors.otel import span
+from connectors.tracing import (
+    TRACEPARENT_HEADER,
+    current_caller,
+    current_request_id,
+    current_traceparent,
+    is_request_id,
+)
 
 REQUEST_ID_HEADER = "X-Request-Id"
 UUID_SEGMENT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -90,4 +97,21 @@ async def request_id_middleware(
         finally:
             log_access(request, status, started)
     response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+@web.middleware
+async def trace_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Continues the caller's W3C trace (or starts one) for everything this request publishes."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    with span(f"{request.method} {route}", request.headers.get(TRACEPARENT_HEADER)) as traceparent:
+        token = current_traceparent.set(traceparent)
+        try:
+            response = await handler(request)
+        finally:
+            current_traceparent.reset(token)
+    response.headers[TRACEPARENT_HEADER] = traceparent
     return response

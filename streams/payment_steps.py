@@ -26,7 +26,7 @@ from connectors.topics import (
     PAYMENT_SUCCEEDED,
     WALLET_MOVEMENT_REQUIRED,
 )
-from connectors.tracing import continue_or_start, current_request_id, current_traceparent
+from connectors.tracing import continue_or_start, current_request_id, current_traceparent, log_fields
 from domain import payment as domain
 from domain.events import EventMeta
 from domain.ids import derive_id
@@ -185,9 +185,11 @@ class PaymentSteps:
         context = (self.payments.get(payment_id) or {}).get(CONTEXT_KEY) or {}
         trace_token = current_traceparent.set(continue_or_start(context.get("traceparent")))
         request_token = current_request_id.set(context.get("request_id"))
+        fields_token = log_fields.set({"payment_id": payment_id})
         try:
             yield
         finally:
+            log_fields.reset(fields_token)
             current_request_id.reset(request_token)
             current_traceparent.reset(trace_token)
 
