@@ -1,4 +1,5 @@
-"""Logging: plain lines for a terminal, JSON lines when `log.json` is set."""
+"""Logging: plain lines for a terminal, JSON lines when `log.json` is set. Both carry the
+ids of the request or event in hand: request id, caller, trace id, and the aggregate ids."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import sys
 
 from connectors.config import Config
 from connectors.otel import setup_tracing
-from connectors.tracing import current_traceparent, log_fields, trace_id_of
+from connectors.tracing import current_caller, current_request_id, current_traceparent, log_fields, trace_id_of
+
+# The context a line may carry, in the order a plain line shows it.
+CONTEXT_KEYS = ("request_id", "caller", "payment_id", "wallet_id", "movement_id", "event_id", "trace_id")
+# What an access line adds (services.request_ids.log_access); a plain line has them in its message.
+ACCESS_KEYS = ("method", "route", "status", "latency_ms")
 
 
 class ContextFilter(logging.Filter):
@@ -22,9 +28,16 @@ class ContextFilter(logging.Filter):
         record.service = self.service
         for key, value in log_fields.get().items():
             setattr(record, key, value)
+        # The request's own ids win over an event's: a request is what an operator holds.
+        request_id, caller = current_request_id.get(), current_caller.get()
+        if request_id:
+            record.request_id = request_id
+        if caller:
+            record.caller = caller
         trace_id = trace_id_of(current_traceparent.get())
         if trace_id:
             record.trace_id = trace_id
+        record.context = "".join(f" {key}={getattr(record, key)}" for key in CONTEXT_KEYS if hasattr(record, key))
         return True
 
 
@@ -37,7 +50,7 @@ class JsonFormatter(logging.Formatter):
             "service": getattr(record, "service", None),
             "message": record.getMessage(),
         }
-        for key in ("payment_id", "wallet_id", "movement_id", "event_id", "trace_id"):
+        for key in (*CONTEXT_KEYS, *ACCESS_KEYS):
             if hasattr(record, key):
                 line[key] = getattr(record, key)
         if record.exc_info:
@@ -45,13 +58,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line)
 
 
+class PlainFormatter(logging.Formatter):
+    """One line for a person: the message, then its context as key=value."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s%(context)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not hasattr(record, "context"):  # a handler without the filter
+            record.context = ""
+        return super().format(record)
+
+
 def log_handler(config: Config, service: str) -> logging.Handler:
     handler = logging.StreamHandler(sys.stdout)
     handler.addFilter(ContextFilter(service))
-    if config.log.json:
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if config.log.json else PlainFormatter(service))
     return handler
 
 

@@ -1,6 +1,7 @@
 """The operator's console: where is a payment and why, straight from the log.
 
     payments trace ID [--follow] [--json] [--since-hours H]
+    payments trace --request-id RID [--follow] [--json] [--since-hours H]
     payments tail TOPIC [--from-beginning | --offset N | --since 5m] [--key KEY] [--json] [--max N]
     payments dlq list [--json]
     payments dlq replay OFFSET... [--partition P] | --all
@@ -27,7 +28,7 @@ from console.health import health
 from console.rebuild import rebuild
 from console.sources import ConsoleError
 from console.tail import tail
-from console.trace import trace
+from console.trace import trace, trace_request
 
 
 def since_arg(text: str) -> int:
@@ -41,7 +42,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="payments", description="Trace, tail and repair the payment system's log.")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("trace", help="every event about a payment or wallet id, in time order")
-    t.add_argument("id")
+    t.add_argument("id", nargs="?", help="a payment or wallet id")
+    t.add_argument("--request-id", help="trace the payments this request id created or refunded")
     t.add_argument("--follow", action="store_true", help="keep watching for new events until Ctrl-C")
     t.add_argument("--json", action="store_true", help="one JSON object per line")
     t.add_argument("--since-hours", type=float, help="only events of the last H hours")
@@ -72,7 +74,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    if args.command == "trace" and args.request_id:
+        return await trace_request(config, args.request_id, args.follow, args.json, args.since_hours, out)
     if args.command == "trace":
+        if not args.id:
+            raise ConsoleError("name a payment or wallet id, or pass --request-id")
         return await trace(config, args.id, args.follow, args.json, args.since_hours, out)
     if args.command == "tail":
         start = "beginning" if args.from_beginning else "end"

@@ -28,7 +28,7 @@ from connectors.topics import (
     WALLET_MOVEMENT_REQUIRED,
     WALLET_MOVEMENT_UPDATES,
 )
-from connectors.tracing import TRACEPARENT_HEADER, trace_id_of
+from connectors.tracing import TRACEPARENT_HEADER, header_value, request_id_from_headers, trace_id_of
 from domain.payment import REFUND_ENDINGS, SAGA_ENDINGS
 
 # A trace is complete once its payment's saga ended and each of its refunds did.
@@ -78,6 +78,7 @@ class Entry:
     error: str | None = None
     trace_id: str | None = None
     inner: dict[str, Any] | None = None  # a DeadLetter's original event, when decodable
+    request_id: str | None = None  # the X-Request-Id of the request that caused it
 
     @property
     def event_type(self) -> str:
@@ -111,7 +112,7 @@ def to_entry(
     headers: Sequence[tuple[str, bytes]] = (),
 ) -> Entry:
     raw = value or b""
-    traceparent = next((v.decode(errors="replace") for k, v in headers or () if k == TRACEPARENT_HEADER), None)
+    traceparent = header_value(headers, TRACEPARENT_HEADER)
     event, error, inner = None, None, None
     try:
         event = codec.decode(raw)
@@ -122,7 +123,8 @@ def to_entry(
             inner = codec.decode(event["value"])
         except EventDecodeError:
             inner = None
-    return Entry(topic, partition, offset, timestamp, key_text(key), raw, event, error, trace_id_of(traceparent), inner)
+    trace_id, request_id = trace_id_of(traceparent), request_id_from_headers(headers)
+    return Entry(topic, partition, offset, timestamp, key_text(key), raw, event, error, trace_id, inner, request_id)
 
 
 def sort_key(entry: Entry) -> tuple[int, int, int, str, int, int]:
@@ -236,6 +238,8 @@ def format_entry(entry: Entry, hop: int | None) -> str:
     ids = f"key={entry.key} corr={entry.correlation_id or '-'}"
     if entry.trace_id:
         ids += f" trace={entry.trace_id}"
+    if entry.request_id:
+        ids += f" request={entry.request_id}"
     step = "" if hop is None else "+" + fmt_duration(hop)
     return f"{fmt_time(entry.timestamp)} {step:>12}  {where:<42} {entry.event_type:<28} {fields}  {ids}"
 
@@ -262,6 +266,7 @@ def entry_json(entry: Entry, hop: int | None) -> str:
         "key": entry.key,
         "correlation_id": entry.correlation_id,
         "trace_id": entry.trace_id,
+        "request_id": entry.request_id,
         "details": details(entry),
         "event": entry.event,
         "error": entry.error,

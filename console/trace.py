@@ -1,5 +1,7 @@
 """payments trace ID: every event about a payment or wallet id across every topic, in time
-order with the time between hops; --follow keeps watching."""
+order with the time between hops; --follow keeps watching. `--request-id RID` finds the
+payments a request created or asked to refund (the `request_id` header the API puts on their
+events) and traces each."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from typing import TextIO
 from aiokafka import TopicPartition
 
 from connectors.config import Config
-from connectors.topics import ALL_TOPICS, PAYMENT_DLQ
+from connectors.topics import ALL_TOPICS, PAYMENT_CREATED, PAYMENT_DLQ, PAYMENT_REFUND_REQUESTED
+from connectors.tracing import REQUEST_ID_EVENT_HEADER, header_value
 from console.entries import (
     WALLET_TOPICS,
     Entry,
@@ -24,7 +27,38 @@ from console.entries import (
     timeline,
     wallets_named,
 )
-from console.sources import Log, stop_on_signals
+from console.sources import ConsoleError, Log, stop_on_signals
+
+# Where a caller's request becomes events about a payment: its creation and its refunds.
+REQUEST_TOPICS = (PAYMENT_CREATED.name, PAYMENT_REFUND_REQUESTED.name)
+
+
+async def payments_of_request(config: Config, request_id: str, since_hours: float | None) -> list[str]:
+    """The payment ids whose creation or refund request carried this request id, oldest first.
+    It reads those two topics whole (or since --since-hours), comparing headers before decoding."""
+    since_ms = None if since_hours is None else int(time.time() * 1000 - since_hours * 3_600_000)
+    found: list[str] = []
+    async with Log(config) as log:
+        tps = [TopicPartition(topic, p) for topic in REQUEST_TOPICS for p in log.partitions(topic)]
+        async for record in log.reader.read(await log.offsets_at(tps, since_ms), await log.ends(tps)):
+            if header_value(record.headers, REQUEST_ID_EVENT_HEADER) == request_id and record.key is not None:
+                payment_id = record.key.decode(errors="replace")
+                if payment_id not in found:
+                    found.append(payment_id)
+    return found
+
+
+async def trace_request(
+    config: Config, request_id: str, follow: bool, as_json: bool, since_hours: float | None, out: TextIO
+) -> int:
+    payment_ids = await payments_of_request(config, request_id, since_hours)
+    if not payment_ids:
+        raise ConsoleError(f"no payment created or refunded by request {request_id} on {', '.join(REQUEST_TOPICS)}")
+    if not as_json:
+        print(f"request {request_id}: payment {', '.join(payment_ids)}", file=out)
+    for payment_id in payment_ids:
+        await trace(config, payment_id, follow and len(payment_ids) == 1, as_json, since_hours, out)
+    return 0
 
 
 async def trace(config: Config, ident: str, follow: bool, as_json: bool, since_hours: float | None, out: TextIO) -> int:

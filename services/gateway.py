@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -38,16 +36,16 @@ from connectors.metrics import (
     HTTP_REQUESTS,
     metrics_handler,
 )
+from connectors.tracing import current_caller
 from domain.access import Principal
+from services.gateway_docs import docs_context, docs_routes
 from services.gateway_rules import WaitSlots, asks_to_wait, canonical_path, encoded_path, single_header
 from services.http import MAX_WAIT_S, ApiError, answers, error_response, needs_credentials, readiness
+from services.request_ids import REQUEST_ID_HEADER, log_access, request_context, request_id_of
 from services.system_health import system_health
 
 log = logging.getLogger("gateway")
 
-REQUEST_ID_HEADER = "X-Request-Id"
-# A caller's own request id is kept only if it cannot smuggle anything into logs.
-CALLER_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 HOP_BY_HOP = frozenset(
     h.lower()
     for h in (
@@ -179,14 +177,15 @@ async def gateway_middleware(
 ) -> web.StreamResponse:
     """Request ids, aiohttp's own refusals as JSON, and the request metrics."""
     started = time.perf_counter()
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = given if CALLER_REQUEST_ID.match(given) else str(uuid.uuid4())
+    request_id = request_id_of(request.headers.get(REQUEST_ID_HEADER))
     request[REQUEST_ID] = request_id
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:  # e.g. 413 from client_max_size, 405 on /health
-        code = exc.reason.lower().replace(" ", "_")
-        response = refusal(ApiError(exc.status, code, exc.reason))
+    with request_context(request_id):
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:  # e.g. 413 from client_max_size, 405 on /health
+            code = exc.reason.lower().replace(" ", "_")
+            response = refusal(ApiError(exc.status, code, exc.reason))
+        log_access(request, response.status, started)
     response.headers[REQUEST_ID_HEADER] = request_id
     resource = request.match_info.route.resource
     route = request.get(ROUTE) or (resource.canonical if resource is not None else "unmatched")
@@ -231,9 +230,9 @@ def caller_of(request: web.Request, path: str) -> tuple[Principal, str]:
     try:
         principal, credential = request.app[AUTHENTICATOR].authenticate(authorization, api_key)
     except AuthError as exc:
-        log.info("refused %s %s [%s]: %s", request.method, path, request[REQUEST_ID], exc)
+        log.info("refused %s %s: %s", request.method, path, exc)
         raise ApiError(401, "unauthenticated", str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
-    log.debug("%s %s by %s", request.method, path, principal.subject)
+    current_caller.set(principal.subject)
     return principal, credential
 
 
@@ -334,7 +333,7 @@ async def forward(request: web.Request, upstream: str, path: str, waiting: bool)
     except TimeoutError:
         return error_response(504, "upstream_timeout", "the service did not answer in time")
     except aiohttp.ClientError as exc:
-        log.warning("upstream %s unreachable [%s]: %r", upstream, request[REQUEST_ID], exc)
+        log.warning("upstream %s unreachable: %r", upstream, exc)
         return error_response(502, "upstream_unavailable", "the service is not reachable")
 
 
@@ -353,12 +352,14 @@ def create_app(config: Config) -> web.Application:
         await app[POOLS].close()
 
     app.cleanup_ctx.append(pools)
+    app.cleanup_ctx.append(docs_context(settings))
     app.add_routes(
         [
             web.get("/health", health),
             web.get("/ready", ready),
             web.get("/metrics", metrics_handler),
             web.get(HEALTH_PATH, system_health_route),
+            *docs_routes(),  # the APIs' documents and a page to read them; no credential
             # Everything else, whatever its path, meets the gateway's own rules in proxy.
             web.route("*", "/{tail:.*}", proxy),
         ]
@@ -375,6 +376,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         handler_cancellation=True,  # a caller that hangs up releases its upstream request
+        access_log=None,  # services.request_ids writes the access lines
         print=lambda _: log.info("gateway on http://%s:%s", settings.host, settings.port),
     )
 

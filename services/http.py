@@ -17,13 +17,13 @@ from connectors.config import ApiConfig, Config
 from connectors.kafka_io import EventPublisher, OutcomeWaiter
 from connectors.kafka_security import kafka_access
 from connectors.metrics import http_metrics_middleware, metrics_handler
-from connectors.otel import span
 from connectors.postgres import create_pool
-from connectors.tracing import TRACEPARENT_HEADER, current_traceparent
+from connectors.tracing import current_caller, current_request_id
 from domain.access import Action, Decision, Principal, decide, may
 from domain.ids import is_uuid
 from domain.money import CURRENCIES
 from services.json_input import JsonRefused, OversizedInt, is_header_token, parse_instant, parse_json, text_problem
+from services.request_ids import request_id_middleware, trace_middleware
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,9 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message, "field": field}}, status=status)
+    """The one error body; its request id is what an operator greps the logs for."""
+    error = {"code": code, "message": message, "field": field, "request_id": current_request_id.get()}
+    return web.json_response({"error": error}, status=status)
 
 
 @web.middleware
@@ -225,23 +227,6 @@ def idempotency_key(request: web.Request) -> str | None:
     return key
 
 
-@web.middleware
-async def trace_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Continues the caller's W3C trace (or starts one) for everything this request publishes."""
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
-    with span(f"{request.method} {route}", request.headers.get(TRACEPARENT_HEADER)) as traceparent:
-        token = current_traceparent.set(traceparent)
-        try:
-            response = await handler(request)
-        finally:
-            current_traceparent.reset(token)
-    response.headers[TRACEPARENT_HEADER] = traceparent
-    return response
-
-
 AUTH = web.AppKey("auth", Authenticator)
 PRINCIPAL = "principal"
 # Webhooks carry the provider's signature instead of a credential.
@@ -265,6 +250,7 @@ async def auth_middleware(
             log.info("refused %s %s: %s", request.method, request.path, exc)
             raise ApiError(401, "unauthenticated", str(exc)) from None
         request[PRINCIPAL] = principal
+        current_caller.set(principal.subject)  # read back by the access line, outside this middleware
     response = await handler(request)
     if response.status == 401:
         response.headers.setdefault("WWW-Authenticate", "Bearer")
@@ -293,7 +279,13 @@ def authorize(request: web.Request, action: Action, owner: str | None, not_found
 
 
 def service_middlewares(service: str) -> list[Any]:
-    return [http_metrics_middleware(service), trace_middleware, error_middleware, auth_middleware]
+    return [
+        request_id_middleware,
+        http_metrics_middleware(service),
+        trace_middleware,
+        error_middleware,
+        auth_middleware,
+    ]
 
 
 CONFIG = web.AppKey("config", Config)
@@ -402,4 +394,7 @@ def service_app(
 
 def serve(app: web.Application, name: str, host: str, port: int) -> None:
     logger = logging.getLogger(name)
-    web.run_app(app, host=host, port=port, print=lambda _: logger.info("%s on http://%s:%s", name, host, port))
+    # access_log=None: services.request_ids writes the access lines, with the caller and request id.
+    web.run_app(
+        app, host=host, port=port, access_log=None, print=lambda _: logger.info("%s on http://%s:%s", name, host, port)
+    )

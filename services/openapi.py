@@ -95,7 +95,13 @@ def answer_schema(required: Mapping[str, Schema], optional: Mapping[str, Schema]
 ERROR = answer_schema(
     {
         "error": answer_schema(
-            {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": ["string", "null"]}}
+            {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": ["string", "null"]},
+                # The request's X-Request-Id: what to quote to an operator, who finds it in the logs.
+                "request_id": {"type": ["string", "null"]},
+            }
         )
     }
 )

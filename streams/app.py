@@ -89,9 +89,15 @@ def make_app(name: str, config: Config, web_port: int, store: str, principal: st
         topic_disable_leader=True,
         # Every table write waits for the source offset commit: at least once.
         processing_guarantee="at_least_once",
-        # JSON lines with event, payment, wallet and trace ids when log.json is set;
-        # otherwise faust's own console format.
-        loghandlers=[log_handler(config, name)] if config.log.json else [],
+        # Our lines alone, plain or JSON as log.json says, with the request, event, payment,
+        # wallet and trace ids (connectors/logs.py): an empty root replaces faust's console
+        # handler, whose lines had none of them.
+        loghandlers=[log_handler(config, name)],
+        logging_config={
+            "version": 1,
+            "disable_existing_loggers": False,
+            "root": {"level": config.log.level, "handlers": []},
+        },
     )
 
 

@@ -11,7 +11,8 @@ because a table write goes to the changelog partition of the event being process
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from connectors.topics import (
     PAYMENT_SUCCEEDED,
     WALLET_MOVEMENT_REQUIRED,
 )
+from connectors.tracing import continue_or_start, current_request_id, current_traceparent, log_fields
 from domain import payment as domain
 from domain.events import EventMeta
 from domain.ids import derive_id
@@ -44,6 +46,16 @@ OUTPUT_TOPIC = {
     "RefundFailed": PAYMENT_REFUND_FAILED.name,
     "PaymentOperationCompleted": PAYMENT_OPERATION_COMPLETED.name,
 }
+
+
+# Beside the domain's fields, a payment's row keeps the trace and request id of the caller's
+# command that made it wait (its creation, or its latest refund request): the deadline sweep
+# runs outside any event, and its events must continue that trace, not start one.
+CONTEXT_KEY = "context"
+
+
+def payment_of(row: dict[str, Any]) -> domain.Payment:
+    return domain.from_dict({k: v for k, v in row.items() if k != CONTEXT_KEY})
 
 
 class UnprocessableEvent(ValueError):
@@ -73,7 +85,7 @@ class PaymentSteps:
 
     def load(self, payment_id: str) -> domain.Payment | None:
         raw = self.payments.get(payment_id)
-        return domain.from_dict(raw) if raw else None
+        return payment_of(raw) if raw else None
 
     # ------------------------------------------------------------ the steps, one per agent
 
@@ -81,7 +93,8 @@ class PaymentSteps:
         """PaymentCreated: open the payment and ask its method (wallet or provider) for the money."""
         expect(event, "PaymentCreated")
         created = from_record(domain.RequestPayment, event)
-        await self.apply(domain.decide_created(self.load(created.payment_id), created, self.now()), created.payment_id)
+        decision = domain.decide_created(self.load(created.payment_id), created, self.now())
+        await self.apply(decision, created.payment_id, from_caller=True)
 
     async def process_movement_outcome(self, event: dict[str, Any]) -> None:
         """MovementUpdated of a payment's movement (debit, refund credit, compensation): its operation."""
@@ -144,7 +157,7 @@ class PaymentSteps:
             log.warning(
                 "refund %s of payment %s refused: %s", requested.refund_id, requested.payment_id, decision.rejection[1]
             )
-        await self.apply(decision, requested.payment_id)
+        await self.apply(decision, requested.payment_id, from_caller=True)
 
     async def enforce_deadlines(self, rebalancing: bool, monotonic_now: float) -> None:
         """Fail the charges and refunds of this worker's partitions that waited on the provider past their deadline."""
@@ -159,18 +172,38 @@ class PaymentSteps:
             if payment is None or due is None or due > now:
                 self.deadlines.due_at.pop(payment_id, None)
                 continue
-            for op in domain.overdue_operations(payment, now):
-                if op.operation_id not in self.sent_deadlines:
-                    log.info("payment %s: %s passed its deadline; failing it", op.payment_id, op.kind)
-                    await self.publish((op,))
-                    self.sent_deadlines.add(op.operation_id)
+            with self.continuing(payment_id):
+                for op in domain.overdue_operations(payment, now):
+                    if op.operation_id not in self.sent_deadlines:
+                        log.info("payment %s: %s passed its deadline; failing it", op.payment_id, op.kind)
+                        await self.publish((op,))
+                        self.sent_deadlines.add(op.operation_id)
+
+    @contextmanager
+    def continuing(self, payment_id: str) -> Iterator[None]:
+        """The trace and request id the payment keeps, in hand for what the block publishes."""
+        context = (self.payments.get(payment_id) or {}).get(CONTEXT_KEY) or {}
+        trace_token = current_traceparent.set(continue_or_start(context.get("traceparent")))
+        request_token = current_request_id.set(context.get("request_id"))
+        fields_token = log_fields.set({"payment_id": payment_id})
+        try:
+            yield
+        finally:
+            log_fields.reset(fields_token)
+            current_request_id.reset(request_token)
+            current_traceparent.reset(trace_token)
 
     # ------------------------------------------------------------ what every step ends with
 
-    async def apply(self, decision: domain.Decision, payment_id: str) -> None:
-        """Table first, then events, then requests: a crash in between re-emits the same ids on redelivery."""
+    async def apply(self, decision: domain.Decision, payment_id: str, from_caller: bool = False) -> None:
+        """Table first, then events, then requests: a crash in between re-emits the same ids on redelivery.
+        `from_caller`: the event is a caller's command, whose trace the payment keeps from now on."""
         if decision.payment is not None:
-            self.payments[decision.payment.payment_id] = domain.to_dict(decision.payment)
+            row = domain.to_dict(decision.payment)
+            context = self.context_in_hand() if from_caller else (self.payments.get(payment_id) or {}).get(CONTEXT_KEY)
+            if context:
+                row[CONTEXT_KEY] = context
+            self.payments[decision.payment.payment_id] = row
             self.deadlines.track(decision.payment)
             await self.durable()
         elif (row := self.payments.get(payment_id)) is not None:
@@ -178,7 +211,7 @@ class PaymentSteps:
             # write before its changelog record is acknowledged, so a SIGKILL can leave it ahead
             # of the changelog; writing the row again brings the changelog level with it.
             self.payments[payment_id] = row
-            self.deadlines.track(domain.from_dict(row), rewrite=True)
+            self.deadlines.track(payment_of(row), rewrite=True)
             await self.durable()
         await self.publish(decision.events)
         if decision.payment is not None:
@@ -187,6 +220,12 @@ class PaymentSteps:
             observe_refunds_and_mismatches(decision.events)
         for effect in decision.effects:
             await self.perform(effect)
+
+    @staticmethod
+    def context_in_hand() -> dict[str, str]:
+        traceparent, request_id = current_traceparent.get(), current_request_id.get()
+        context = {"traceparent": traceparent} if traceparent else {}
+        return context | ({"request_id": request_id} if request_id else {})
 
     async def publish(self, events: tuple[Any, ...]) -> None:
         """The events as decided: the domain has stamped each with the actor it acts for."""

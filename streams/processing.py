@@ -27,7 +27,14 @@ from connectors.avro import EventDecodeError
 from connectors.metrics import DEAD_LETTERS, EVENT_LATENCY, EVENTS_PROCESSED, PROCESSING_PAUSES, PROCESSING_RETRIES
 from connectors.otel import span
 from connectors.topics import PAYMENT_DLQ
-from connectors.tracing import current_traceparent, fields_of, from_headers, log_fields
+from connectors.tracing import (
+    current_request_id,
+    current_traceparent,
+    fields_of,
+    from_headers,
+    log_fields,
+    request_id_from_headers,
+)
 from domain.ids import derive_id
 from streams.envelope import command_record, new_meta
 
@@ -87,6 +94,8 @@ class Processor:
             **{"messaging.destination.name": message.topic},
         ) as traceparent:
             token = current_traceparent.set(traceparent)
+            # What the step publishes carries the request id of what it consumed.
+            request_token = current_request_id.set(request_id_from_headers(message.headers))
             fields_token = log_fields.set({})
             started = time.perf_counter()
             try:
@@ -94,6 +103,7 @@ class Processor:
             finally:
                 EVENT_LATENCY.labels(self.consumer).observe(time.perf_counter() - started)
                 log_fields.reset(fields_token)
+                current_request_id.reset(request_token)
                 current_traceparent.reset(token)
 
     async def _process(self, message: SourceMessage, handler: Handler) -> bool:
