@@ -88,6 +88,13 @@ def processes(config: Config) -> list[Process]:
             config.auditor.port,
             "money auditor: invariants checked from the log; violations on /",
         ),
+        Process(
+            "web-console",
+            "console.web",
+            (),
+            config.web_console.port,
+            "operators' web console, at /console/ on the gateway",
+        ),
     ]
 
 

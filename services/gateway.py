@@ -38,6 +38,7 @@ from connectors.metrics import (
     HTTP_REQUESTS,
     metrics_handler,
 )
+from services.console_route import console_route
 from services.gateway_rules import WaitSlots, asks_to_wait, canonical_path, encoded_path, single_header
 from services.http import MAX_WAIT_S, ApiError, answers, error_response, needs_credentials, readiness
 
@@ -326,6 +327,7 @@ def create_app(config: Config) -> web.Application:
             web.get("/health", health),
             web.get("/ready", ready),
             web.get("/metrics", metrics_handler),
+            web.route("*", "/console/{tail:.*}", console_route(config)),  # the console checks its own session
             # Everything else, whatever its path, meets the gateway's own rules in proxy.
             web.route("*", "/{tail:.*}", proxy),
         ]
