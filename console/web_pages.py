@@ -34,6 +34,13 @@ def iso(millis: int) -> str:
     return dt.datetime.fromtimestamp(millis / 1000, tz=dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def when(text: str | None) -> str:
+    """A view's ISO 8601 timestamp written as `iso` writes the log's, so the two read alike."""
+    if not text:
+        return ""
+    return iso(int(dt.datetime.fromisoformat(text).timestamp() * 1000))
+
+
 def age(millis: int, now_ms: int) -> str:
     return fmt_duration(max(0, now_ms - millis)) + " ago"
 
@@ -114,7 +121,7 @@ def search_page(subject: str, csrf: str, query: Mapping[str, str], found: Sequen
             p["payment_method_type"],
             p["status"],
             p["description"],
-            p["created_at"],
+            when(p["created_at"]),
         ]
         for p in found
     ]
@@ -154,21 +161,28 @@ def payment_page(
     subject: str, csrf: str, payment: Mapping[str, Any], entries: Sequence[Entry], state: Mapping[str, Any] | str
 ) -> str:
     now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
-    summary = {k: v for k, v in payment.items() if k not in ("operations", "refunds")}
+    summary = {k: when(v) if k.endswith("_at") else v for k, v in payment.items() if k not in ("operations", "refunds")}
     if payment.get("wallet_id"):
         summary["wallet_id"] = link(f"{BASE}/wallets/{payment['wallet_id']}", payment["wallet_id"])
     operations = table(
         ["kind", "status", "amount", "source", "provider reference", "failure", "created"],
         (
             [o["kind"], o["status"], f"{o['amount']} {o['currency']}", o["source"], o["reference"],
-             o["failure_code"] or "", o["created_at"]]
+             o["failure_code"] or "", when(o["created_at"])]
             for o in payment["operations"]
         ),
     )  # fmt: skip
     refunds = table(
         ["refund", "amount", "status", "reason", "requested", "decided"],
         (
-            [r["id"], f"{r['amount']} {r['currency']}", r["status"], r["reason"], r["requested_at"], r["decided_at"]]
+            [
+                r["id"],
+                f"{r['amount']} {r['currency']}",
+                r["status"],
+                r["reason"],
+                when(r["requested_at"]),
+                when(r["decided_at"]),
+            ]
             for r in payment["refunds"]
         ),
     )
@@ -183,7 +197,7 @@ def payment_page(
 def wallet_page(subject: str, csrf: str, wallet: Mapping[str, Any], movements: Sequence[Mapping[str, Any]]) -> str:
     rows = [
         [
-            m.get("created_at"),
+            when(m.get("created_at")),
             m.get("type"),
             f"{m.get('amount')} {m.get('currency')}",
             m.get("balance_after", ""),
@@ -193,6 +207,7 @@ def wallet_page(subject: str, csrf: str, wallet: Mapping[str, Any], movements: S
         ]
         for m in movements
     ]
+    wallet = {**wallet, "last_updated": when(wallet.get("last_updated"))}
     body = f"{fields(wallet)}<h2>Movements, newest first</h2>" + table(
         ["time", "type", "amount", "balance after", "payment", "reference", "description"], rows
     )

@@ -4,7 +4,10 @@ Debian's `chromium` and `chromium-driver` packages; nothing is downloaded by Sel
 points it at /usr/bin/chromedriver. Like devtools/promtool.py, the install runs only as root on a
 machine with apt-get, says what it does and how long it took.
 
-    python -m devtools.chromium install      # prints where chromium and chromedriver are
+    python -m devtools.chromium install      # says where chromium and chromedriver are
+
+Where it cannot install (not root, no apt-get) it says so and the browser test skips, except in
+CI (CI=true), where the install failing fails the command, since the test must run there.
 """
 
 from __future__ import annotations
@@ -70,8 +73,11 @@ def main() -> None:
         browser, driver = install()
     except ChromiumMissing as exc:
         say(str(exc))
-        sys.exit(1)
-    print(browser, driver)
+        if os.environ.get("CI") == "true":
+            sys.exit(1)
+        say("the web console's browser test will be skipped")
+        return
+    say(f"browser {browser}, driver {driver}")
 
 
 if __name__ == "__main__":

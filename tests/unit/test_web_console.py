@@ -48,7 +48,7 @@ def test_a_session_cookie_opens_only_with_its_key_and_before_it_expires() -> Non
     assert unseal(KEY, cookie, time.time()) == session
     assert unseal(b"x" * 32, cookie, time.time()) is None
     assert unseal(KEY, cookie, time.time() + 901) is None
-    body, _, signature = cookie.partition(".")
+    signature = cookie.partition(".")[2]
     forged = seal(b"x" * 32, Session("op", ["admin"], session.expires, "n1")).partition(".")[0]
     assert unseal(KEY, f"{forged}.{signature}", time.time()) is None
     assert unseal(KEY, "", time.time()) is None and unseal(KEY, "garbage", time.time()) is None
