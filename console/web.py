@@ -199,7 +199,9 @@ async def payment(request: web.Request) -> web.Response:
     if found is None:
         return problem(request, "Payment", f"no payment {payment_id} in the views", 404)
     session = request[SESSION]
-    state = await reads.saga_state(request.app[HTTP], request.app[CONFIG], payment_id, session.subject, session.roles)
+    state = await reads.worker_state(
+        request.app[HTTP], request.app[CONFIG], "payments", payment_id, session.subject, session.roles
+    )
     entries = await reads.timeline_of(request.app[CONFIG], payment_id)
     return html(pages.payment_page(*who(request), found, entries, state))
 
@@ -211,7 +213,11 @@ async def wallet(request: web.Request) -> web.Response:
     found = await reads.wallet_with_movements(request.app[POOL], wallet_id)
     if found is None:
         return problem(request, "Wallet", f"no wallet {wallet_id} in the views", 404)
-    return html(pages.wallet_page(*who(request), *found))
+    session = request[SESSION]
+    state = await reads.worker_state(
+        request.app[HTTP], request.app[CONFIG], "wallets", wallet_id, session.subject, session.roles
+    )
+    return html(pages.wallet_page(*who(request), *found, state))
 
 
 async def event(request: web.Request) -> web.Response:

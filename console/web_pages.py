@@ -145,7 +145,7 @@ def timeline_table(entries: Sequence[Entry], now_ms: int) -> Safe:
     return Safe(f"<p>{h(since)}</p>" + table(["time", "since previous", "where", "event", "details"], rows))
 
 
-def saga_state(state: Mapping[str, Any] | str) -> Safe:
+def worker_state(state: Mapping[str, Any] | str) -> Safe:
     """The worker's live state, its epoch-millisecond fields as ISO 8601."""
     if isinstance(state, str):
         return Safe(f'<p class="muted">{h(state)}</p>')
@@ -189,12 +189,18 @@ def payment_page(
     body = (
         f"{fields(summary)}<h2>Timeline across topics</h2><div id=timeline>{timeline_table(entries, now_ms)}</div>"
         f"<h2>Operations</h2>{operations}<h2>Refunds</h2>{refunds}"
-        f"<h2>Live saga state (payment worker)</h2>{saga_state(state)}"
+        f"<h2>Live saga state (payment worker)</h2>{worker_state(state)}"
     )
     return layout(f"Payment {payment['id']}", Safe(body), subject, csrf)
 
 
-def wallet_page(subject: str, csrf: str, wallet: Mapping[str, Any], movements: Sequence[Mapping[str, Any]]) -> str:
+def wallet_page(
+    subject: str,
+    csrf: str,
+    wallet: Mapping[str, Any],
+    movements: Sequence[Mapping[str, Any]],
+    state: Mapping[str, Any] | str,
+) -> str:
     rows = [
         [
             when(m.get("created_at")),
@@ -211,6 +217,7 @@ def wallet_page(subject: str, csrf: str, wallet: Mapping[str, Any], movements: S
     body = f"{fields(wallet)}<h2>Movements, newest first</h2>" + table(
         ["time", "type", "amount", "balance after", "payment", "reference", "description"], rows
     )
+    body += f"<h2>Live state (wallet worker)</h2>{worker_state(state)}"
     return layout(f"Wallet {wallet['id']}", Safe(body), subject, csrf)
 
 

@@ -107,22 +107,22 @@ async def get_json(session: aiohttp.ClientSession, url: str, token: str | None =
             return answer.status, (await answer.text())[:200]
 
 
-async def saga_state(
-    session: aiohttp.ClientSession, config: Config, payment_id: str, subject: str, roles: list[str]
+async def worker_state(
+    session: aiohttp.ClientSession, config: Config, kind: str, ident: str, subject: str, roles: list[str]
 ) -> dict[str, Any] | str:
-    """The payment worker's live state for the payment, read with a token minted for the operator
-    logged in (so the worker's own checks and logs see who asked), or why it is not shown."""
+    """A worker's live state for a payment or wallet (`kind`), read with a token minted for the
+    operator logged in (so the worker's own checks and logs see who asked), or why it is not shown."""
+    port = config.payment_worker.web_port if kind == "payments" else config.wallet_worker.web_port
     token = issue_token(config.auth, subject, roles, ttl_s=WORKER_TOKEN_TTL_S)
-    url = f"http://127.0.0.1:{config.payment_worker.web_port}/payments/{payment_id}/"
     try:
-        status, body = await get_json(session, url, token)
+        status, body = await get_json(session, f"http://127.0.0.1:{port}/{kind}/{ident}/", token)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return f"the payment worker did not answer ({type(exc).__name__}): is it running?"
+        return f"the worker on port {port} did not answer ({type(exc).__name__}): is it running?"
     if status == 200 and isinstance(body, dict):
         return body
     if status == 404:
-        return "the payment worker holds no state for it (not yet created there, or not this payment's id)"
-    return f"the payment worker answered {status}: {body}"
+        return "the worker holds no state for it (not yet there, or an unknown id)"
+    return f"the worker answered {status}: {body}"
 
 
 async def violations(session: aiohttp.ClientSession, config: Config) -> list[dict[str, Any]]:

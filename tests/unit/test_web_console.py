@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from console.web import Session, csrf_token, seal, unseal
-from console.web_pages import Safe, h, iso, link, saga_state, search_page, table
+from console.web_pages import Safe, h, iso, link, search_page, table, worker_state
 
 HOSTILE = "<script>alert(1)</script>\"'&"
 PAYMENT = {
@@ -33,8 +33,8 @@ def test_only_safe_markup_passes_unescaped() -> None:
     assert "<td>&lt;td&gt;</td>" in table(["a"], [["<td>"]])
 
 
-def test_epoch_milliseconds_of_the_saga_state_become_iso_8601() -> None:
-    shown = saga_state({"created_at": 1_767_225_600_123, "amount": 1_767_225_600_123, "flag": True})
+def test_epoch_milliseconds_of_the_worker_state_become_iso_8601() -> None:
+    shown = worker_state({"created_at": 1_767_225_600_123, "amount": 1_767_225_600_123, "flag": True})
     assert "2026-01-01T00:00:00.123Z" in shown and "<td>1767225600123</td>" in shown
     assert iso(0) == "1970-01-01T00:00:00.000Z"
 
