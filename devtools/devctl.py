@@ -233,6 +233,7 @@ def print_credentials(config: Config) -> None:
     for subject, role in DEV_IDENTITIES:
         print(f"  {role:<9}{subject}\n    {issue_token(config.auth, subject, [role])}")
     print(f'use: curl -H "Authorization: Bearer <token>" http://127.0.0.1:{config.gateway.port}/api/v1/...')
+    print(f"web console: http://127.0.0.1:{config.gateway.port}/console/ (log in with the operator's token)")
 
 
 def stop_services(config: Config) -> None:
