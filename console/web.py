@@ -34,6 +34,7 @@ from connectors.auth import Authenticator, AuthError
 from connectors.config import Config, load_config
 from connectors.credentials import CONSOLE
 from connectors.logs import setup_logging
+from connectors.metrics import http_metrics_middleware, metrics_handler
 from connectors.postgres import create_pool
 from connectors.topics import ALL_TOPICS
 from console import web_ops_pages as ops
@@ -46,7 +47,7 @@ from domain.ids import is_uuid
 log = logging.getLogger("web-console")
 
 COOKIE = "console_session"
-OPEN_PATHS = frozenset({"/console/login", "/health", "/ready"})
+OPEN_PATHS = frozenset({"/console/login", "/health", "/ready", "/metrics"})
 SECURITY_HEADERS = {
     # Nothing is fetched from anywhere, nothing runs: the pages are plain HTML with inline CSS.
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
@@ -272,7 +273,9 @@ async def alive(_: web.Request) -> web.Response:
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[session_middleware], client_max_size=64 * 1024)
+    app = web.Application(
+        middlewares=[http_metrics_middleware("web-console"), session_middleware], client_max_size=64 * 1024
+    )
     app[CONFIG] = config
     app[KEY] = session_key(config)
     app[AUTHENTICATOR] = Authenticator(config.auth)
@@ -289,6 +292,7 @@ def create_app(config: Config) -> web.Application:
         [
             web.get("/health", alive),
             web.get("/ready", alive),
+            web.get("/metrics", metrics_handler),  # on the console's own port only: the gateway passes /console/
             web.get("/console/login", login_form),
             web.post("/console/login", login),
             web.post("/console/logout", logout),
