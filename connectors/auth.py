@@ -24,6 +24,7 @@ from typing import Any
 import jwt
 
 from connectors.config import AuthConfig, load_config
+from connectors.lru import LruCache
 from domain.access import ROLES, Principal
 
 API_KEY_HEADER = "X-Api-Key"
@@ -100,15 +101,12 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-MAX_VERIFIED = 10_000  # tokens remembered as verified; more than that and the memory starts afresh
-
-
 class Authenticator:
-    def __init__(self, config: AuthConfig) -> None:
+    def __init__(self, config: AuthConfig, remembered_tokens: int = 10_000) -> None:
         self.config = config
         # token -> (principal, credential id, expiry): a client sends the same token with every
         # request, and checking its signature each time was a sizeable share of an API's CPU.
-        self.verified: dict[str, tuple[Principal, str, float]] = {}
+        self.verified: LruCache[str, tuple[Principal, str, float]] = LruCache(remembered_tokens)
         self.api_keys: dict[str, Principal] = {}
         for digest, entry in config.api_keys.items():
             subject, _, roles = entry.partition(":")
@@ -139,9 +137,7 @@ class Authenticator:
         if known is not None and time.time() < known[2] + LEEWAY_S:
             return known[0], known[1]
         principal, credential, expires = self._verify(token)
-        if len(self.verified) >= MAX_VERIFIED:
-            self.verified.clear()
-        self.verified[token] = (principal, credential, expires)
+        self.verified.put(token, (principal, credential, expires))
         return principal, credential
 
     def _verify(self, token: str) -> tuple[Principal, str, float]:

@@ -55,6 +55,9 @@ class ApiConfig:
     # wait than the saga completes in max_behind_s (services/admission.py).
     max_in_flight: int
     max_behind_s: float
+    # Entries of each in-memory cache (verified tokens; the payment API's known wallets), least
+    # recently used out: memory stays flat whatever the number of callers and wallets.
+    cache_entries: int
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,7 @@ class GatewayConfig:
     max_body_bytes: int
     upstream_timeout_s: float
     rate_per_s: float  # sustained requests per second per credential
+    cache_entries: int  # verified tokens remembered, least recently used out
     burst: int  # requests a credential may send at once before the rate applies
     upstream_connections: int  # connections to each API for ordinary requests, apart from long-polls
     max_waits: int  # long-polls (?wait>0) parked at once in all, and each API's long-poll connections

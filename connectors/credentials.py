@@ -35,7 +35,19 @@ WALLET_API = "wallet-api"
 PAYMENT_API = "payment-api"
 CONSOLE = "console"  # reads the log, writes nothing
 OPERATOR = "operator"  # `payments dlq replay`: puts dead letters back on the workers' source topics
-PRINCIPALS = (ADMIN, WALLET_WORKER, PAYMENT_WORKER, PROJECTOR, AUDITOR, WALLET_API, PAYMENT_API, CONSOLE, OPERATOR)
+HEALTH = "health"  # `payments health` and the gateway's health route: offsets and groups, no content
+PRINCIPALS = (
+    ADMIN,
+    WALLET_WORKER,
+    PAYMENT_WORKER,
+    PROJECTOR,
+    AUDITOR,
+    WALLET_API,
+    PAYMENT_API,
+    CONSOLE,
+    OPERATOR,
+    HEALTH,
+)
 
 # PostgreSQL roles: the superuser (setup only), the owner that runs migrations, one per service.
 PG_SUPERUSER = "postgres"

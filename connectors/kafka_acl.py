@@ -19,6 +19,7 @@ from connectors.credentials import (
     ADMIN,
     AUDITOR,
     CONSOLE,
+    HEALTH,
     OPERATOR,
     PAYMENT_API,
     PAYMENT_WORKER,
@@ -152,6 +153,14 @@ GRANTS: tuple[Grant, ...] = (
         OPERATOR,
         writes=WORKER_SOURCES,
         why="`payments dlq replay`: a dead letter back on the worker topic it came from",
+    ),
+    Grant(
+        HEALTH,
+        watches=(t.WALLET_WORKER, t.PAYMENT_WORKER),
+        watch_prefixes=(PROJECTOR_GROUP_PREFIX,),
+        sees=names(*t.DECLARED_TOPICS),
+        why="`payments health` and the gateway's `/api/v1/system/health`: groups, offsets and newest"
+        " timestamps (lag, dead letters, last completion); reads no event and writes nothing",
     ),
 )
 GRANT_OF = {grant.principal: grant for grant in GRANTS}

@@ -4,6 +4,7 @@ refund reservations (idempotency keys are connectors.idempotency_keys)."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -170,3 +171,52 @@ async def reserve_refund(
         requested_at,
     )
     return "ok", wanted
+
+
+@dataclass(frozen=True)
+class PaymentSearch:
+    """What a payment search keeps: each filter given, all of them at once."""
+
+    user_id: str | None = None
+    status: str | None = None
+    provider: str | None = None
+    method: str | None = None
+    created_from: dt.datetime | None = None  # inclusive
+    created_to: dt.datetime | None = None  # exclusive
+
+    def where(self) -> tuple[list[str], list[Any]]:
+        clauses, args = [], []
+        for column in ("user_id", "status", "provider", "method"):
+            if getattr(self, column) is not None:
+                args.append(getattr(self, column))
+                clauses.append(f"{column} = ${len(args)}")
+        for bound, operator in ((self.created_from, ">="), (self.created_to, "<")):
+            if bound is not None:
+                args.append(bound)
+                clauses.append(f"created_at {operator} ${len(args)}")
+        return clauses, args
+
+
+async def search_payments(
+    pool: asyncpg.Pool, search: PaymentSearch, limit: int, starting_after: str | None, owner: str | None
+) -> tuple[list[asyncpg.Record], bool] | None:
+    """Newest first by (created_at, id), after the payment `starting_after` names; None when it
+    names no payment (of `owner`, when given). Only the filters given become clauses, so each
+    query plans onto payments_created or payments_user_created (migration 0006)."""
+    clauses, args = search.where()
+    if starting_after is not None:
+        cursor = await pool.fetchrow(
+            "SELECT created_at, id FROM payments WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2::uuid)",
+            starting_after,
+            owner,
+        )
+        if cursor is None:
+            return None
+        args += [cursor["created_at"], cursor["id"]]
+        clauses.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit + 1)
+    where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+    rows = await pool.fetch(
+        f"SELECT * FROM payments {where}ORDER BY created_at DESC, id DESC LIMIT ${len(args)}", *args
+    )
+    return rows[:limit], len(rows) > limit

@@ -5,6 +5,7 @@
     payments dlq list [--json]
     payments dlq replay OFFSET... [--partition P] | --all
     payments rebuild [--compare-only] [--keep]
+    payments health [--json]
 
 The log is the source of truth, so everything here reads Kafka directly and
 never trusts the views; `rebuild` checks the views against the log.
@@ -22,6 +23,7 @@ from aiokafka.errors import KafkaError
 from connectors.config import Config, ConfigError, load_config
 from console.dlq import dlq_list, dlq_replay
 from console.entries import parse_since
+from console.health import health
 from console.rebuild import rebuild
 from console.sources import ConsoleError
 from console.tail import tail
@@ -64,6 +66,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--compare-only", action="store_true", help="never touch the live views (the only mode)")
     r.add_argument("--keep", action="store_true", help="keep the rebuild schema for inspection")
     r.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the live projector")
+    h = sub.add_parser("health", help="every readiness, lag, dead letters, violations: exit 1 when unhealthy")
+    h.add_argument("--json", action="store_true", help="the same JSON as GET /api/v1/system/health")
     return p
 
 
@@ -79,6 +83,8 @@ async def run(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         if not args.all and not args.offsets:
             raise ConsoleError("name the dead letters to replay (offsets from `payments dlq list`) or pass --all")
         return await dlq_replay(config, args.offsets, args.partition, args.all, out)
+    if args.command == "health":
+        return await health(config, args.json, out)
     return await rebuild(config, args.compare_only, args.keep, args.wait, out)
 
 

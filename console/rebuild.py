@@ -122,6 +122,11 @@ REFUSED = (
 )
 
 
+# Messages of one partition applied per statement batch: large enough that PostgreSQL's
+# round trips stop mattering, small enough to keep memory flat.
+BATCH = 5_000
+
+
 class Rebuilder:
     """Applies a projection's topics into the side schema, remembering how far it got."""
 
@@ -140,21 +145,35 @@ class Rebuilder:
         total = sum(max(0, targets[tp] - starts[tp]) for tp in targets)
         if total == 0:
             return
-        done, last_report = 0, time.monotonic()
+        done, started = 0, time.monotonic()
+        last_report = started
         batches: dict[TopicPartition, list[tuple[int, dict[str, Any] | None]]] = {}
         async for entry in self.log.read(starts, targets):
             tp = TopicPartition(entry.topic, entry.partition)
             batches.setdefault(tp, []).append((entry.offset, entry.event))
-            if len(batches[tp]) >= 500:
+            if len(batches[tp]) >= BATCH:
                 done += await self._flush(projection, tp, batches.pop(tp))
             if time.monotonic() - last_report > 2:
-                print(f"[rebuild] {projection.name}: {done}/{total} messages", file=self.out, flush=True)
+                self._progress(projection.name, entry.topic, done, total, started)
                 last_report = time.monotonic()
         for tp, batch in batches.items():
             done += await self._flush(projection, tp, batch)
         for tp in targets:
             self.reached[(projection.name, tp)] = max(targets[tp], starts[tp])
-        print(f"[rebuild] {projection.name}: {done} messages applied", file=self.out, flush=True)
+        elapsed = time.monotonic() - started
+        print(
+            f"[rebuild] {projection.name}: {done:,} messages of {', '.join(projection.topics)} applied in "
+            f"{elapsed:.1f} s ({done / max(elapsed, 1e-6):,.0f}/s)",
+            file=self.out,
+            flush=True,
+        )
+
+    def _progress(self, name: str, topic: str, done: int, total: int, started: float) -> None:
+        rate = done / max(time.monotonic() - started, 1e-6)
+        left = f", about {(total - done) / rate:,.0f} s left" if rate > 0 else ""
+        print(
+            f"[rebuild] {name} ({topic}): {done:,}/{total:,} messages, {rate:,.0f}/s{left}", file=self.out, flush=True
+        )
 
     async def _flush(self, projection: Projection, tp: TopicPartition, batch: list[tuple[int, Any]]) -> int:
         try:

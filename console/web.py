@@ -43,6 +43,7 @@ from console import web_reads as reads
 from console.dlq import dead_letters, dlq_replay
 from console.sources import ConsoleError, Log
 from domain.ids import is_uuid
+from services.system_health import system_health
 
 log = logging.getLogger("web-console")
 
@@ -265,7 +266,7 @@ async def violations(request: web.Request) -> web.Response:
 
 
 async def health_page(request: web.Request) -> web.Response:
-    return html(ops.health_page(*who(request), await reads.health(request.app[HTTP], request.app[CONFIG])))
+    return html(ops.health_page(*who(request), await system_health(request.app[CONFIG])))
 
 
 async def alive(_: web.Request) -> web.Response:

@@ -7,6 +7,9 @@ from typing import Any
 
 from console.entries import Entry, details
 from console.web_pages import BASE, Safe, age, h, hidden_csrf, iso, layout, link, table
+from services.system_health import FAIL, OK, WARN, Health
+
+STATE_CLASS = {OK: "ok", WARN: "muted", FAIL: "bad"}
 
 
 def event_link(topic: str, partition: int, offset: int) -> Safe:
@@ -67,14 +70,13 @@ def violations_page(
     return layout("Money auditor: violations", Safe(body), subject, csrf)
 
 
-def health_page(subject: str, csrf: str, answers: Sequence[tuple[str, str, int | None, str]]) -> str:
+def health_page(subject: str, csrf: str, health: Health) -> str:
+    """The system's health as `payments health` and the gateway's /api/v1/system/health give it."""
     rows = [
-        [
-            name,
-            url,
-            Safe(f'<span class="{"ok" if status == 200 else "bad"}">{h(status or "no answer")}</span>'),
-            detail,
-        ]
-        for name, url, status, detail in answers
+        [check.name, Safe(f'<span class="{STATE_CLASS[check.state]}">{h(check.state)}</span>'), check.detail]
+        for check in health.checks
     ]
-    return layout("Health", table(["service", "readiness page", "status", "answer"], rows), subject, csrf)
+    verdict = "healthy" if health.healthy else "UNHEALTHY: " + ", ".join(health.failing())
+    summary = Safe(f'<p id=verdict class="{"ok" if health.healthy else "bad"}">{h(verdict)}, checked at '
+                   f"{h(iso(int(health.checked_at * 1000)))}</p>")  # fmt: skip
+    return layout("Health", Safe(summary + table(["check", "state", "detail"], rows)), subject, csrf)

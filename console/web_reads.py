@@ -3,7 +3,6 @@ the `console` principal, through console/sources.py), and the services' own page
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -149,29 +148,3 @@ async def violations(session: aiohttp.ClientSession, config: Config) -> list[dic
     if status != 200 or not isinstance(body, list):
         raise ConsoleError(f"the money auditor answered {status} on {url}")
     return body
-
-
-def readiness_pages(config: Config) -> list[tuple[str, str]]:
-    local = "http://127.0.0.1"
-    return [
-        ("gateway", f"{local}:{config.gateway.port}/ready"),
-        ("payment API", f"{local}:{config.payment_api.port}/ready"),
-        ("wallet API", f"{local}:{config.wallet_api.port}/ready"),
-        ("payment worker", f"{local}:{config.payment_worker.web_port}/ready/"),
-        ("wallet worker", f"{local}:{config.wallet_worker.web_port}/ready/"),
-        ("projector", f"{local}:{config.projector.metrics_port}/ready"),
-        ("money auditor", f"{local}:{config.auditor.port}/ready"),
-    ]
-
-
-async def health(session: aiohttp.ClientSession, config: Config) -> list[tuple[str, str, int | None, str]]:
-    """Each service's readiness page, asked at once."""
-
-    async def ask(name: str, url: str) -> tuple[str, str, int | None, str]:
-        try:
-            status, body = await get_json(session, url)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return name, url, None, type(exc).__name__
-        return name, url, status, str(body)[:300]
-
-    return list(await asyncio.gather(*(ask(name, url) for name, url in readiness_pages(config))))

@@ -24,8 +24,10 @@ from connectors.credentials import ADMIN, ensure_credentials
 from connectors.kafka_admin import apply_acls, ensure_topics, ensure_users
 from connectors.kafka_security import kafka_access
 from devtools import localinfra
+from devtools.local_postgres import postgres_ready
 from devtools.pg_setup import prepare_database
 from devtools.sample_data import load_sample_wallets
+from services.system_health import OK, service_readiness
 
 
 def run_dir(config: Config) -> Path:
@@ -245,22 +247,35 @@ def stop_services(config: Config) -> None:
 
 
 def status(config: Config) -> None:
+    """What runs where and whether it is ready (its readiness page, not only a pid)."""
     supervisor = Supervisor(config)
+    readiness = asyncio.run(service_readiness(config))
     print(f"{'what':<20}{'where':<28}{'state':<9}description")
     print(
         f"{'kafka':<20}{config.kafka.bootstrap_servers:<28}"
         f"{'up' if localinfra.kafka_reachable(config) else 'down':<9}event store (Apache Kafka, KRaft)"
     )
     print(
-        f"{'postgres':<20}{f'{config.postgres.host}:{config.postgres.port}':<28}{'':<9}"
+        f"{'postgres':<20}{f'{config.postgres.host}:{config.postgres.port}':<28}{postgres_state(config):<9}"
         f"read views, database {config.postgres.database}"
     )
     for process in processes(config):
         where = f"http://127.0.0.1:{process.health_port}" if process.health_port else "-"
-        print(
-            f"{process.name:<20}{where:<28}{'up' if supervisor.pid(process.name) else 'down':<9}{process.description}"
-        )
+        check = readiness[process.name]
+        state = "ready" if check.state == OK else "unready" if supervisor.pid(process.name) else "down"
+        print(f"{process.name:<20}{where:<28}{state:<9}{process.description}")
+        if state == "unready":
+            print(f"{'':<20}{check.detail}")
     print(f"logs: {log_dir(config)}/<name>.log, kafka: {localinfra.kafka_home(config) / 'logs'}")
+    print("the whole system's health (lag, dead letters, violations): `payments health`")
+
+
+def postgres_state(config: Config) -> str:
+    """Whether the server accepts connections (pg_isready), as far as this machine can tell."""
+    try:
+        return "up" if postgres_ready(config) else "down"
+    except OSError:  # no local PostgreSQL binaries (the Docker setup)
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,9 +38,11 @@ from connectors.metrics import (
     HTTP_REQUESTS,
     metrics_handler,
 )
+from domain.access import Principal
 from services.console_route import console_route
 from services.gateway_rules import WaitSlots, asks_to_wait, canonical_path, encoded_path, single_header
 from services.http import MAX_WAIT_S, ApiError, answers, error_response, needs_credentials, readiness
+from services.system_health import system_health
 
 log = logging.getLogger("gateway")
 
@@ -68,6 +70,7 @@ MAX_BUCKETS = 100_000  # idle buckets are dropped past this, so many credentials
 # Metrics labels stay few whatever callers send: the API family of a path, known methods.
 ROUTE_FAMILIES = frozenset({"payments", "webhooks", "wallet", "wallets", "movement"})
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+HEALTH_PATH = "/api/v1/system/health"  # the gateway's own route, not forwarded
 READY_TIMEOUT_S = 2.0  # an upstream slower than this to say it is ready counts as not ready
 
 
@@ -126,6 +129,7 @@ AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 LIMITER = web.AppKey("limiter", RateLimiter)
 WAITS = web.AppKey("waits", WaitSlots)
 SETTINGS = web.AppKey("settings", GatewayConfig)
+SYSTEM = web.AppKey("system", Config)  # the whole configuration: the health checks ask every service
 REQUEST_ID = web.RequestKey("request_id", str)
 ROUTE = web.RequestKey("route", str)  # the request's metrics label, once its path is known
 
@@ -216,17 +220,29 @@ ready = readiness(
 
 def credential_of(request: web.Request, path: str) -> str:
     """Who the request counts against: the verified credential, or the address for webhooks."""
-    authorization = single_header(request.headers.getall("Authorization", []), "Authorization")
-    api_key = single_header(request.headers.getall(API_KEY_HEADER, []), API_KEY_HEADER)
     if not needs_credentials(path):
         return "ip:" + (request.remote or "unknown")  # webhooks: signed, limited by address
+    return caller_of(request, path)[1]
+
+
+def caller_of(request: web.Request, path: str) -> tuple[Principal, str]:
+    """The verified principal and credential, or 401."""
+    authorization = single_header(request.headers.getall("Authorization", []), "Authorization")
+    api_key = single_header(request.headers.getall(API_KEY_HEADER, []), API_KEY_HEADER)
     try:
         principal, credential = request.app[AUTHENTICATOR].authenticate(authorization, api_key)
     except AuthError as exc:
         log.info("refused %s %s [%s]: %s", request.method, path, request[REQUEST_ID], exc)
         raise ApiError(401, "unauthenticated", str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
     log.debug("%s %s by %s", request.method, path, principal.subject)
-    return credential
+    return principal, credential
+
+
+def limit(request: web.Request, credential: str) -> None:
+    wait_s = request.app[LIMITER].take(credential, time.monotonic())
+    if wait_s > 0:
+        message = "too many requests for this credential; retry later"
+        raise ApiError(429, "rate_limited", message, headers={"Retry-After": str(max(1, math.ceil(wait_s)))})
 
 
 def admit(request: web.Request) -> tuple[str, str, str]:
@@ -238,10 +254,7 @@ def admit(request: web.Request) -> tuple[str, str, str]:
     if upstream is None:
         raise ApiError(404, "not_found", "no such route")
     credential = credential_of(request, path)
-    wait_s = request.app[LIMITER].take(credential, time.monotonic())
-    if wait_s > 0:
-        message = "too many requests for this credential; retry later"
-        raise ApiError(429, "rate_limited", message, headers={"Retry-After": str(max(1, math.ceil(wait_s)))})
+    limit(request, credential)
     if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
         # Refused, not decompressed: aiohttp would inflate it and forward the header with the
         # plain bytes, and a few compressed KiB can inflate to far more than the body limit.
@@ -270,6 +283,24 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     finally:
         waits.give_back(credential)
         GATEWAY_PARKED_WAITS.set(waits.parked)
+
+
+async def system_health_route(request: web.Request) -> web.StreamResponse:
+    """The system's health for operators and admins (services/system_health.py), asked afresh
+    on every call and never cached: 200 healthy, 503 unhealthy, the checks in the body."""
+    request[ROUTE] = HEALTH_PATH
+    try:
+        caller, credential = caller_of(request, HEALTH_PATH)
+        if not caller.privileged:
+            raise ApiError(403, "forbidden", "only an operator or an admin may see the system's health")
+        limit(request, credential)
+    except ApiError as refused:
+        response = refusal(refused)
+    else:
+        report = await system_health(request.app[SYSTEM])
+        response = web.json_response(report.json(), status=200 if report.healthy else 503)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 async def forward(request: web.Request, upstream: str, path: str, waiting: bool) -> web.StreamResponse:
@@ -312,7 +343,8 @@ def create_app(config: Config) -> web.Application:
     settings = config.gateway
     app = web.Application(middlewares=[gateway_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
-    app[AUTHENTICATOR] = Authenticator(config.auth)
+    app[SYSTEM] = config
+    app[AUTHENTICATOR] = Authenticator(config.auth, settings.cache_entries)
     app[LIMITER] = RateLimiter(settings.rate_per_s, settings.burst)
     app[WAITS] = WaitSlots(settings.max_waits_per_credential, settings.max_waits)
 
@@ -327,6 +359,7 @@ def create_app(config: Config) -> web.Application:
             web.get("/health", health),
             web.get("/ready", ready),
             web.get("/metrics", metrics_handler),
+            web.get(HEALTH_PATH, system_health_route),
             web.route("*", "/console/{tail:.*}", console_route(config)),  # the console checks its own session
             # Everything else, whatever its path, meets the gateway's own rules in proxy.
             web.route("*", "/{tail:.*}", proxy),

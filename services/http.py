@@ -13,7 +13,7 @@ from aiohttp import web
 
 from connectors.auth import API_KEY_HEADER, Authenticator, AuthError
 from connectors.avro import make_codec
-from connectors.config import Config
+from connectors.config import ApiConfig, Config
 from connectors.kafka_io import EventPublisher, OutcomeWaiter
 from connectors.kafka_security import kafka_access
 from connectors.metrics import http_metrics_middleware, metrics_handler
@@ -23,7 +23,7 @@ from connectors.tracing import TRACEPARENT_HEADER, current_traceparent
 from domain.access import Action, Decision, Principal, decide, may
 from domain.ids import is_uuid
 from domain.money import CURRENCIES
-from services.json_input import JsonRefused, OversizedInt, is_header_token, parse_json, text_problem
+from services.json_input import JsonRefused, OversizedInt, is_header_token, parse_instant, parse_json, text_problem
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,9 @@ async def error_middleware(
 
 @dataclass(frozen=True)
 class Field:
-    kind: str  # "uuid", "string", "amount", "currency", "enum:<a>|<b>", "int", "object"; in a query also "number"
+    # "uuid", "string", "amount", "currency", "enum:<a>|<b>", "int", "object", "datetime" (ISO 8601 with
+    # its offset); in a query also "number"
+    kind: str
     required: bool = True
     max_length: int = 500
     minimum: float | None = None
@@ -152,6 +154,12 @@ def check(name: str, value: Any, spec: Field, ignore_unknown: bool = False) -> A
         if value not in CURRENCIES:
             raise ApiError(422, "invalid_currency", f"{name} must be an ISO 4217 code such as USD", name)
         return value
+    if spec.kind == "datetime":
+        moment = parse_instant(value)
+        if moment is None:
+            example = "such as 2026-01-31T12:00:00Z (send '+' as %2B)"
+            raise ApiError(422, "invalid_time", f"{name} must be an ISO 8601 time with its offset, {example}", name)
+        return moment
     if spec.kind.startswith("enum:"):
         choices = spec.kind[5:].split("|")
         if value not in choices:
@@ -376,7 +384,8 @@ def service_app(
     """An aiohttp app with the shared middlewares and the health, readiness and metrics routes."""
     app = web.Application(middlewares=service_middlewares(service), client_max_size=64 * 1024)
     app[CONFIG] = config
-    app[AUTH] = Authenticator(config.auth)
+    settings: ApiConfig = getattr(config, service.replace("-", "_"))
+    app[AUTH] = Authenticator(config.auth, settings.cache_entries)
     app.cleanup_ctx.append(resources)
     app.add_routes(
         [web.get("/health", health), web.get("/ready", ready), web.get("/metrics", metrics_handler), *routes]

@@ -8,6 +8,7 @@ these is a refusal the caller is told about, before anything is stored or publis
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
@@ -107,3 +108,19 @@ def text_problem(value: str, multiline: bool) -> str | None:
 def is_header_token(value: str) -> bool:
     """Printable ASCII only: header bytes outside it reach us as surrogate escapes."""
     return value.isascii() and value.isprintable()
+
+
+# ISO 8601 in ASCII: fromisoformat would also take other scripts' digits. A '+' sent unencoded
+# in a query string arrives as a space, which this refuses.
+_INSTANT = re.compile(r"[0-9]{4}-[0-9T:.,+Zz-]{1,35}")
+
+
+def parse_instant(text: str) -> dt.datetime | None:
+    """An ISO 8601 time that gives its UTC offset, as UTC; None for anything else."""
+    if not _INSTANT.fullmatch(text):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text)
+        return moment.astimezone(dt.UTC) if moment.tzinfo is not None else None
+    except (ValueError, OverflowError):  # not a time; or a year-1 time east of UTC, before year 1 in UTC
+        return None

@@ -51,6 +51,8 @@ def schema_of(spec: Field) -> Schema:
         schema = {"type": "string", "enum": sorted(CURRENCIES)}
     elif spec.kind.startswith("enum:"):
         schema = {"type": "string", "enum": spec.kind[5:].split("|")}
+    elif spec.kind == "datetime":
+        schema = {"type": "string", "format": "date-time"}
     elif spec.kind == "object":
         schema = object_schema(spec.fields or {}, closed=False)
     elif spec.kind in ("int", "number"):

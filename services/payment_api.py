@@ -21,6 +21,7 @@ from connectors import payment_views as views
 from connectors.config import Config, ProviderConfig, load_config
 from connectors.credentials import PAYMENT_API
 from connectors.logs import setup_logging
+from connectors.lru import LruCache
 from connectors.pg_roles import PAYMENT_API as PAYMENT_API_ROLE
 from connectors.projections import ts
 from connectors.providers import offered
@@ -61,6 +62,7 @@ from services.payment_reads import (
     payment_body,
     wait_for_payment,
 )
+from services.payment_search import SEARCH_OPERATION
 from services.provider_webhooks import (
     STRIPE_OPERATION,
     WEBHOOK_REFUSALS,
@@ -368,6 +370,7 @@ OPERATIONS = [
             422: "unknown_provider, currency_mismatch, wallet_not_owned",
         },
     ),
+    SEARCH_OPERATION,
     Operation(
         "GET",
         "/api/v1/payments/{payment_id}",
@@ -409,7 +412,7 @@ def create_app(config: Config) -> web.Application:
     routes = [op.route() for op in OPERATIONS]
     app = service_app("payment-api", config, routes, resources, document("Payment API", OPERATIONS))
     app[ADMISSION] = Admission.of(config.payment_api)
-    app[WALLETS] = {}
+    app[WALLETS] = LruCache(config.payment_api.cache_entries)
     load_webhook_secret(app)
     return app
 

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from connectors import payment_views as views
 from connectors import wallet_views
+from connectors.lru import LruCache
 from domain import payment as domain
 
 POLL_S = 0.05
@@ -88,12 +89,11 @@ def knows_all_of(shown: dict[str, Any], answered: dict[str, Any]) -> bool:
     return True
 
 
-WALLETS = web.AppKey("wallets", dict)
-MAX_KNOWN_WALLETS = 100_000
+WALLETS = web.AppKey("wallets", LruCache)
 WALLET_VIEW_WAIT_S = 0.5  # the views trail the log by the projector's lag (tens of ms)
 
 
-async def known_wallet(known: dict[str, Any], pool: asyncpg.Pool, wallet_id: str) -> Any:
+async def known_wallet(known: LruCache[str, dict[str, Any]], pool: asyncpg.Pool, wallet_id: str) -> Any:
     """A wallet's owner and currency, which never change: read once from the views, then kept.
     A wallet not found is not kept (it may be opened a moment later). The wallet API answers an
     opening from its event, before the projector has written the view, so a wallet not found is
@@ -108,7 +108,6 @@ async def known_wallet(known: dict[str, Any], pool: asyncpg.Pool, wallet_id: str
             row = await wallet_views.get_wallet(pool, wallet_id)
         if row is None:
             return None
-        if len(known) >= MAX_KNOWN_WALLETS:
-            known.clear()
-        wallet = known[wallet_id] = {"user_id": row["user_id"], "currency": row["currency"]}
+        wallet = {"user_id": row["user_id"], "currency": row["currency"]}
+        known.put(wallet_id, wallet)
     return wallet

@@ -22,6 +22,7 @@ from connectors.config import Config
 from connectors.credentials import (
     AUDITOR,
     CONSOLE,
+    HEALTH,
     OPERATOR,
     PAYMENT_API,
     PROJECTOR,
@@ -135,7 +136,7 @@ async def test_a_principal_cannot_write_a_topic_it_does_not_own(
     assert await end_offsets(config, spec.name) == before
 
 
-@pytest.mark.parametrize("principal", [CONSOLE, AUDITOR])
+@pytest.mark.parametrize("principal", [CONSOLE, AUDITOR, HEALTH])
 async def test_the_readers_cannot_produce_at_all(config: Config, principal: str) -> None:
     before = await end_offsets(config, t.WALLET_MOVEMENT_REQUIRED.name)
     # An idempotent producer needs WRITE on some topic (KIP-679); they have none.
@@ -150,6 +151,7 @@ async def test_the_readers_cannot_produce_at_all(config: Config, principal: str)
 FOREIGN_READS = [
     (WALLET_API, t.WALLET_MOVEMENT_REQUIRED),  # writes the commands, reads only their outcomes
     (CONSOLE, t.PAYMENTS_CHANGELOG),  # the payment table holds the payer's provider token
+    (HEALTH, t.PAYMENT_SUCCEEDED),  # the gateway holds it: offsets and timestamps, never an event
 ]
 
 

@@ -140,7 +140,9 @@ def test_a_verified_token_is_remembered_until_it_expires(monkeypatch: pytest.Mon
     assert authenticator.verify(token)[0].subject == "cached-user"
     assert authenticator.verify(token)[0].subject == "cached-user"
     assert len(decoded) == 1  # the second request did not check the signature again
-    expires = authenticator.verified[token][2]
+    remembered = authenticator.verified.get(token)
+    assert remembered is not None
+    expires = remembered[2]
     monkeypatch.setattr(auth.time, "time", lambda: expires + auth.LEEWAY_S + 1)
     with pytest.raises(AuthError, match="expired"):
         authenticator.verify(token)

@@ -182,6 +182,7 @@ GATEWAY = GatewayConfig(
     max_body_bytes=1024,
     upstream_timeout_s=10.0,
     rate_per_s=1.0,
+    cache_entries=1,
     burst=1,
     upstream_connections=1,
     max_waits=1,
