@@ -61,6 +61,7 @@ reset: $(STAMP)
 
 test: $(STAMP)
 	@$(PY) -m devtools.promtool test
+	@$(PY) -m devtools.chromium install
 	@ENVIRONMENT=$(TEST_ENV) $(PY) -m devtools.localinfra up
 	@ENVIRONMENT=$(TEST_ENV) $(PY) -m devtools.devctl setup
 	@ENVIRONMENT=$(TEST_ENV) $(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)

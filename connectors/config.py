@@ -166,6 +166,16 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True)
+class WebConsoleConfig:
+    """The operators' web console (console/web.py), reached through the gateway at /console/."""
+
+    host: str
+    port: int
+    url: str  # where the gateway reaches it
+    session_ttl_s: int  # the login cookie's lifetime
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str
     json: bool
@@ -186,6 +196,7 @@ class Config:
     provider: ProviderConfig
     auth: AuthConfig
     gateway: GatewayConfig
+    web_console: WebConsoleConfig
     log: LogConfig = field(default_factory=lambda: LogConfig("INFO", False))
     # Optional: a deployment without this section has no Stripe.
     stripe: StripeConfig = field(default_factory=StripeConfig.disabled)

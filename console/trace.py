@@ -61,20 +61,28 @@ async def trace_request(
     return 0
 
 
+async def collect(
+    log: Log, ident: str, since_ms: int | None
+) -> tuple[list[Entry], dict[TopicPartition, int], set[str], set[str]]:
+    """The timeline of `ident` (the web console shows it too), the ends read up to, and the
+    wallets and movements it names."""
+    own = [log.key_partition(t.name, ident) for t in ALL_TOPICS]
+    ends = await log.ends(own)
+    found = [e async for e in log.read(await log.offsets_at(own, since_ms), ends)]
+    wallets = wallets_named(found, ident)
+    extra = [log.key_partition(t, w) for w in sorted(wallets) for t in (*WALLET_TOPICS, PAYMENT_DLQ.name)]
+    if extra:
+        extra_ends = await log.ends(extra)
+        found += [e async for e in log.read(await log.offsets_at(extra, since_ms), extra_ends)]
+        ends.update(extra_ends)
+    movements = movements_of(found, ident)
+    return timeline(e for e in found if is_about(e, ident, wallets, movements)), ends, wallets, movements
+
+
 async def trace(config: Config, ident: str, follow: bool, as_json: bool, since_hours: float | None, out: TextIO) -> int:
     since_ms = None if since_hours is None else int(time.time() * 1000 - since_hours * 3_600_000)
     async with Log(config) as log:
-        own = [log.key_partition(t.name, ident) for t in ALL_TOPICS]
-        ends = await log.ends(own)
-        found = [e async for e in log.read(await log.offsets_at(own, since_ms), ends)]
-        wallets = wallets_named(found, ident)
-        extra = [log.key_partition(t, w) for w in sorted(wallets) for t in (*WALLET_TOPICS, PAYMENT_DLQ.name)]
-        if extra:
-            extra_ends = await log.ends(extra)
-            found += [e async for e in log.read(await log.offsets_at(extra, since_ms), extra_ends)]
-            ends.update(extra_ends)
-        movements = movements_of(found, ident)
-        entries = timeline(e for e in found if is_about(e, ident, wallets, movements))
+        entries, ends, wallets, movements = await collect(log, ident, since_ms)
         printer = Printer(out, as_json)
         if not as_json:
             kind = "payment" if is_payment(entries) else "id"

@@ -93,6 +93,13 @@ def processes(config: Config) -> list[Process]:
             config.auditor.port,
             "money auditor: invariants checked from the log; violations on /",
         ),
+        Process(
+            "web-console",
+            "console.web",
+            (),
+            config.web_console.port,
+            "operators' web console, at /console/ on the gateway",
+        ),
     ]
 
 
@@ -234,6 +241,7 @@ def print_credentials(config: Config) -> None:
     for subject, role in DEV_IDENTITIES:
         print(f"  {role:<9}{subject}\n    {issue_token(config.auth, subject, [role])}")
     print(f'use: curl -H "Authorization: Bearer <token>" http://127.0.0.1:{config.gateway.port}/api/v1/...')
+    print(f"web console: http://127.0.0.1:{config.gateway.port}/console/ (log in with the operator's token)")
 
 
 def stop_services(config: Config) -> None:

@@ -38,6 +38,7 @@ from connectors.metrics import (
 )
 from connectors.tracing import current_caller
 from domain.access import Principal
+from services.console_route import console_route
 from services.gateway_docs import docs_context, docs_routes
 from services.gateway_rules import WaitSlots, asks_to_wait, canonical_path, encoded_path, single_header
 from services.http import MAX_WAIT_S, ApiError, answers, error_response, needs_credentials, readiness
@@ -360,6 +361,7 @@ def create_app(config: Config) -> web.Application:
             web.get("/metrics", metrics_handler),
             web.get(HEALTH_PATH, system_health_route),
             *docs_routes(),  # the APIs' documents and a page to read them; no credential
+            web.route("*", "/console/{tail:.*}", console_route(config)),  # the console checks its own session
             # Everything else, whatever its path, meets the gateway's own rules in proxy.
             web.route("*", "/{tail:.*}", proxy),
         ]

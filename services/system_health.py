@@ -89,6 +89,7 @@ def readiness_pages(config: Config) -> dict[str, str]:
         "auditor": f"{local}:{config.auditor.port}/ready",
         "gateway": f"{local}:{config.gateway.port}/ready",
         "provider-simulator": f"{local}:{config.provider.port}/ready",
+        "web-console": f"{local}:{config.web_console.port}/ready",
     }
 
 
