@@ -85,6 +85,7 @@ class Auditor:
         self.epoch = 0
         self.resumed_from: datetime | None = None  # when the checkpoint it started from was written
         self.caught_up = False
+        self.stored_payments = False  # whether this epoch has written judged payments to read back
         self.last_checkpoint: dict[str, Any] | None = None
         self.reported = 0
 
@@ -119,7 +120,9 @@ class Auditor:
                 ", ".join(AUDITED),
                 self.catching_up(),
             )
-            tasks = [asyncio.create_task(self.judge_forever(stop)), asyncio.create_task(self.checkpoint_forever(stop))]
+            judging = asyncio.create_task(self.judge_forever(stop))
+            checkpoints = asyncio.create_task(self.checkpoint_forever(stop))
+            tasks = [judging, checkpoints]
             self.check_caught_up()
             while not stop.is_set():
                 try:
@@ -129,8 +132,10 @@ class Auditor:
                     await asyncio.sleep(1)
                     continue
                 await self.read(batches)
-            for task in tasks:
-                task.cancel()
+            judging.cancel()
+            # Never cancelled in the middle of a write: a transaction abandoned mid-way would
+            # hold its rows' locks against the final checkpoint.
+            await checkpoints
             if self.caught_up:
                 await self.checkpoint()  # a clean stop: the next start reads nothing twice
         finally:
@@ -143,6 +148,9 @@ class Auditor:
         """Where to start each partition: the checkpoint's offsets with its state, else the beginning."""
         assert self.store is not None
         found = None if self.from_start else await self.store.checkpoint()
+        if found is not None and any(found.offsets.get(key(tp), 0) > end for tp, end in self.target.items()):
+            log.warning("the checkpoint is ahead of the log (a Kafka recreated under it): auditing from offset 0")
+            found = None
         if found is None:
             self.epoch = await self.store.epoch() + 1  # a new epoch: the judged payments stored before are not ours
             log.info(
@@ -150,6 +158,14 @@ class Auditor:
             )
             return dict(begins)
         self.epoch, self.resumed_from = found.epoch, found.written_at
+        self.stored_payments = True
+        age = (datetime.now(UTC) - found.written_at).total_seconds()
+        self.last_checkpoint = {
+            "written_at": found.written_at.isoformat(),
+            "at": time.monotonic() - age,
+            "offsets": found.offsets,
+            "ledger": None,  # not this process's: its first periodic checkpoint writes
+        }
         self.ledger = ledger_from_dict(found.state, time.monotonic())
         self.reported = self.ledger.found  # counted and logged by the process that found them
         starts = {}
@@ -170,7 +186,7 @@ class Auditor:
                 except EventDecodeError:
                     EVENTS_READ.labels("undecodable").inc()
         wanted = sorted({w for _, _, event in decoded if (w := self.ledger.wanted(event)) is not None})
-        if wanted:  # payments judged earlier that news names again: read back before the news
+        if wanted and self.stored_payments:  # payments judged earlier that news names: read back first
             assert self.store is not None
             restore_payments(self.ledger, await self.store.judged_payments(self.epoch, wanted), time.monotonic())
         now = time.monotonic()
@@ -206,7 +222,11 @@ class Auditor:
 
     async def checkpoint_forever(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await asyncio.sleep(CHECKPOINT_EVERY_S)
+            try:
+                await asyncio.wait_for(stop.wait(), CHECKPOINT_EVERY_S)
+                return  # stopping: run() writes the last one
+            except TimeoutError:
+                pass
             if self.caught_up and self.changed_since_checkpoint():
                 try:
                     await self.checkpoint()
@@ -230,6 +250,7 @@ class Auditor:
         judged = dict(self.ledger.evicted)
         size = await self.store.write(self.epoch, offsets, state, {p: payment_to_dict(b) for p, b in judged.items()})
         self.ledger.written(judged)
+        self.stored_payments = self.stored_payments or bool(judged)
         self.last_checkpoint = {
             "written_at": datetime.now(UTC).isoformat(),
             "at": time.monotonic(),

@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from connectors.config import load_config
+from connectors.config import load_config, state_dir
 from tests.support.audit import end_offsets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,9 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     target = asyncio.run(end_offsets(config))
     started = time.monotonic()
     env = {**os.environ, "PYTHONPATH": str(args.root)}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "services.auditor", *args.extra], cwd=args.root, env=env, start_new_session=True
-    )
+    log_file = state_dir(config) / "log" / "auditor-restart-bench.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "services.auditor", *args.extra],
+            cwd=args.root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     ready_s = caught_up_s = None
     figures: dict[str, Any] = {"messages": sum(target.values())}
     try:
@@ -92,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     status = figures.pop("status", {})
     figures["started_from"] = status.get("started_from")
     figures["checkpoint"] = status.get("checkpoint")
+    figures["in_memory"] = status.get("in_memory")
+    figures["log"] = str(log_file)
     print(json.dumps(figures, indent=2, default=str))
     return 0 if caught_up_s is not None else 1
 
