@@ -27,6 +27,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -187,8 +188,7 @@ class Auditor:
                     EVENTS_READ.labels("undecodable").inc()
         wanted = sorted({w for _, _, event in decoded if (w := self.ledger.wanted(event)) is not None})
         if wanted and self.stored_payments:  # payments judged earlier that news names: read back first
-            assert self.store is not None
-            restore_payments(self.ledger, await self.store.judged_payments(self.epoch, wanted), time.monotonic())
+            restore_payments(self.ledger, await self.judged_payments(wanted), time.monotonic())
         now = time.monotonic()
         for tp, offset, event in decoded:
             self.ledger.add(event, At(tp.topic, tp.partition, offset), now)
@@ -198,6 +198,17 @@ class Auditor:
                 self.positions[tp] = messages[-1].offset + 1
         self.check_caught_up()
         self.report_new()
+
+    async def judged_payments(self, wanted: list[str]) -> dict[str, Any]:
+        """Until PostgreSQL answers: judging news without its payment's book would be wrong, so
+        the auditor stalls (its lag grows, MoneyAuditorBehind) rather than guess."""
+        assert self.store is not None
+        while True:
+            try:
+                return await self.store.judged_payments(self.epoch, wanted)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("reading judged payments back failed (%r); retrying", exc)
+                await asyncio.sleep(1)
 
     def catching_up(self) -> int:
         """Messages between where it stands and the log end it saw at start."""
