@@ -44,8 +44,8 @@ GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "wallets": READ,
         "idempotency_keys": UPSERT,
     },
-    # Judges payments from the log alone: no table.
-    AUDITOR: {},
+    # Judges payments from the log; keeps its checkpoint and the payments it judged (never deletes).
+    AUDITOR: {"auditor_checkpoint": UPSERT, "auditor_payments": UPSERT},
     # Read only: the views and how far the projections are.
     CONSOLE: {"projection_offsets": READ, "schema_migrations": READ, **dict.fromkeys(VIEWS, READ)},
 }
@@ -59,7 +59,7 @@ USED_BY = {
     PROJECTOR: "services.projector; `payments dlq replay` of a projector's letter (it re-applies it)",
     WALLET_API: "services.wallet_api",
     PAYMENT_API: "services.payment_api",
-    AUDITOR: "services.auditor (reads the log only: connects to nothing today)",
+    AUDITOR: "services.auditor (its checkpoint and the payments it judged)",
     CONSOLE: "read-only inspection: an operator's psql, the benchmark's view watcher, the fault suite's checks",
 }
 

@@ -27,35 +27,79 @@ Invariants:
 Payments are judged when terminal with nothing in flight and quiet for `quiet_s`, or
 after `grace_s` without news whatever their state; news after a judgment judges again,
 and a violation that the saga's later events settle is marked cleared.
+
+Only what is open stays in memory: a judged payment leaves `payments` for `evicted`, which
+the auditor writes to its store with the next checkpoint and reads back (domain.audit_state.restore_payments) when news
+names it again (`wanted`); a wallet's movements are folded into running figures once their
+balance update is read; cleared violations beyond the RECENT_CLEARED latest are dropped. What
+folding gives up: a movement claiming a version folded and no longer kept is not compared
+(a redelivery looks the same), nor is a revert of such a movement attributed to its payment.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from domain.audit_books import INVARIANTS, At, Event, Movement, PaymentBook, Violation, WalletBook
+from domain.audit_books import FIGURE_KINDS, INVARIANTS, At, Event, Movement, PaymentBook, Violation, WalletBook
 from domain.audit_sources import MoneySources
-from domain.money_sources import payment_debit_id
 from domain.payment import charge_operation_id, compensation_operation_id, refund_operation_id
 from domain.wallet import opening_movement_id
+
+RECENT_CLEARED = 200  # cleared violations kept for the page, the latest ones
+PAYMENT_EVENTS = frozenset(
+    {
+        "PaymentCreated",
+        "PaymentSucceeded",
+        "PaymentFailed",
+        "RefundRequested",
+        "PaymentRefunded",
+        "RefundFailed",
+        "PaymentOperationCompleted",
+        "PaymentOperationInconsistent",
+    }
+)
 
 
 class Ledger:
     def __init__(self) -> None:
         self.wallets: dict[str, WalletBook] = defaultdict(WalletBook)
         self.payments: dict[str, PaymentBook] = defaultdict(PaymentBook)
-        self.movements: dict[str, Movement] = {}
-        self.seen_movements: set[str] = set()
+        self.evicted: dict[str, PaymentBook] = {}  # judged, not written to the store yet
         self.violations: list[Violation] = []
+        self.found = 0  # violations ever found (numbers them)
         self.currency_open: dict[str, Violation] = {}
         self.pending: set[str] = set()  # payments with news not judged yet
         self.sources = MoneySources()
+        self.unchecked = 0  # movements and updates at versions folded and no longer kept
+
+    # ------------------------------------------------------------ what stays in memory
+
+    def wanted(self, event: Event) -> str | None:
+        """The payment this event needs the book of, if it is neither in memory nor new."""
+        kind = event["envelope"]["event_type"]
+        if kind in PAYMENT_EVENTS or kind == "MovementUpdated":
+            payment_id = event.get("payment_id")
+            if payment_id is None and kind == "MovementUpdated" and event["wallet_id"] in self.wallets:
+                payment_id = self._owner_of_reverted(self.wallets[event["wallet_id"]], event)
+            if payment_id is not None and payment_id not in self.payments:
+                revived = self.evicted.pop(payment_id, None)
+                if revived is None:
+                    return str(payment_id)
+                self.payments[payment_id] = revived
+        return None
+
+    def written(self, books: dict[str, PaymentBook]) -> None:
+        """These evicted books are in the store now (unless revived and judged again since)."""
+        for payment_id, book in books.items():
+            if self.evicted.get(payment_id) is book:
+                del self.evicted[payment_id]
 
     # ------------------------------------------------------------ reading the log
 
     def add(self, event: Event, at: At, now: float) -> None:
         """Read one event; each type the auditor cares about has its `_on_<EventType>`."""
         kind = event["envelope"]["event_type"]
+        self.wanted(event)  # brings back a book judged since the last checkpoint
         handler = getattr(self, f"_on_{kind}", None)
         if handler is not None:
             handler(event, at, now)
@@ -73,9 +117,8 @@ class Ledger:
 
     def _on_MovementUpdated(self, event: Event, at: At, now: float) -> None:
         movement_id = event["movement_id"]
-        if event["status"] != "applied" or movement_id in self.seen_movements:
-            return  # rejections move nothing; a redelivered outcome repeats one already read
-        self.seen_movements.add(movement_id)
+        if event["status"] != "applied":
+            return  # rejections move nothing
         amount = event["amount"]["amount"]
         movement = Movement(
             movement_id,
@@ -87,13 +130,18 @@ class Ledger:
             event["payment_id"],
             at,
         )
-        self.movements[movement_id] = movement
+        book = self.wallets[movement.wallet_id]
+        known = book.versions.get(movement.version)
+        if known is not None and known.movement_id == movement_id:
+            return  # a redelivered outcome repeats one already read
+        if book.forgotten(movement.version):
+            self.unchecked += 1  # a redelivery of a folded movement, or a claim it cannot compare
+            return
         if movement.delta > 0:
-            debit = self.movements.get(payment_debit_id(movement.payment_id)) if movement.payment_id else None
-            problem = self.sources.admit(event, movement, debit)
+            payment = self.payments.get(movement.payment_id) if movement.payment_id else None
+            problem = self.sources.admit(event, movement, payment)
             if problem is not None:
                 self._report("money_has_a_source", movement.wallet_id, problem, at)
-        book = self.wallets[movement.wallet_id]
         book.currency, book.last_news = book.currency or movement.currency, now
         if movement.balance_after < 0:
             self._report(
@@ -118,22 +166,23 @@ class Ledger:
         pending = book.unmatched.pop(movement.version, None)
         if pending is not None:
             self._check_update(movement.wallet_id, book, movement.version, *pending)
-        owner = movement.payment_id or self._owner_of_reverted(event)
+        owner = movement.payment_id or self._owner_of_reverted(book, event)
         if owner is not None:
             payment = self.payments[owner]
             payment.movements[movement_id] = movement
             payment.last_news, payment.judged = now, False
             self.pending.add(owner)
+        book.fold(opening_movement_id(movement.wallet_id))
 
-    def _owner_of_reverted(self, event: Event) -> str | None:
-        reverted = self.movements.get(event["reverts_movement_id"] or "")
-        return reverted.payment_id if reverted is not None else None
+    @staticmethod
+    def _owner_of_reverted(book: WalletBook, event: Event) -> str | None:
+        reverted = event.get("reverts_movement_id")
+        found = next((m for m in book.versions.values() if m.movement_id == reverted), None) if reverted else None
+        return found.payment_id if found is not None else None
 
     def _check_chain(self, book: WalletBook, version: int) -> None:
         movement = book.versions.get(version)
-        before = (
-            0 if version == 1 else book.versions[version - 1].balance_after if version - 1 in book.versions else None
-        )
+        before = book.balance_at(version - 1)
         if movement is None or before is None:
             return
         if movement.balance_after != before + movement.delta:
@@ -154,13 +203,16 @@ class Ledger:
             self._report("balance_never_negative", wallet_id, f"balance update v{version} says {amount}", at)
         if book.balance is None or version > book.balance[0]:
             book.balance = (version, amount, at)
-        if version == 0 or version in book.versions:
+        if book.forgotten(version):
+            self.unchecked += 1
+        elif version == 0 or version in book.versions:
             self._check_update(wallet_id, book, version, amount, at)
         else:
             book.unmatched[version] = (amount, at)
+        book.fold(opening_movement_id(wallet_id))
 
     def _check_update(self, wallet_id: str, book: WalletBook, version: int, amount: int, at: At) -> None:
-        expected = 0 if version == 0 else book.versions[version].balance_after
+        expected = book.balance_at(version)
         if amount != expected:
             self._report(
                 "balance_equals_movements",
@@ -171,7 +223,7 @@ class Ledger:
 
     def _on_PaymentCreated(self, event: Event, at: At, now: float) -> None:
         book = self._payment(event, at, now)
-        book.created = book.created or event
+        book.created = book.created or {"method": event["method"], "amount": event["amount"]}
 
     def _on_PaymentSucceeded(self, event: Event, at: At, now: float) -> None:
         self._payment(event, at, now).succeeded = True
@@ -191,7 +243,8 @@ class Ledger:
         self._payment(event, at, now).refunds_settled.add(event["refund_id"])
 
     def _on_PaymentOperationCompleted(self, event: Event, at: At, now: float) -> None:
-        self._payment(event, at, now).operations.setdefault(event["operation_id"], event)
+        kept = {k: event.get(k) for k in ("kind", "source", "status", "amount")}
+        self._payment(event, at, now).operations.setdefault(event["operation_id"], kept)
 
     def _on_PaymentOperationInconsistent(self, event: Event, at: At, now: float) -> None:
         self._payment(event, at, now).flagged.add(event["operation_id"])
@@ -208,10 +261,10 @@ class Ledger:
                 self._judge_payment(payment_id, book)
                 book.judged = True
                 self.pending.discard(payment_id)
+                self.evicted[payment_id] = self.payments.pop(payment_id)
         for wallet_id, wallet in self.wallets.items():
-            unbroken = not wallet.versions or max(wallet.versions) == len(wallet.versions)
             quiet = now - wallet.last_news >= grace_s
-            gap = None if wallet.gap_reported or unbroken or not quiet else self._gap(wallet)
+            gap = None if wallet.gap_reported or wallet.unbroken() or not quiet else wallet.gap()
             if gap is not None:
                 wallet.gap_reported = True
                 version, at = gap
@@ -222,13 +275,13 @@ class Ledger:
                     at,
                 )
         self._judge_currencies()
+        self._forget_cleared()
 
-    @staticmethod
-    def _gap(book: WalletBook) -> tuple[int, At] | None:
-        for version in sorted(book.versions):
-            if version > 1 and version - 1 not in book.versions:
-                return version - 1, book.versions[version].at
-        return None
+    def _forget_cleared(self) -> None:
+        cleared = [v for v in self.violations if v.cleared]
+        if len(cleared) > RECENT_CLEARED:
+            dropped = {id(v) for v in cleared[: len(cleared) - RECENT_CLEARED]}
+            self.violations = [v for v in self.violations if id(v) not in dropped]
 
     def _settled(self, book: PaymentBook) -> bool:
         """Terminal, with no refund and no movement the saga has not finished with."""
@@ -236,7 +289,7 @@ class Ledger:
             return False
         if set(book.refunds_requested) - book.refunds_settled:
             return False
-        return all(m in book.operations for m in book.movements if self.movements[m].payment_id is not None)
+        return all(m in book.operations for m, movement in book.movements.items() if movement.payment_id is not None)
 
     def _judge_payment(self, payment_id: str, book: PaymentBook) -> None:
         assert book.created is not None and book.last_at is not None
@@ -322,35 +375,14 @@ class Ledger:
 
     def currency_totals(self) -> dict[str, dict[str, int]]:
         """Per currency, over wallets whose history up to their latest balance is complete."""
-        totals: dict[str, dict[str, int]] = defaultdict(
-            lambda: dict.fromkeys(("balances", "openings", "incomes", "expenses"), 0)
-        )
+        totals: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(("balances", *FIGURE_KINDS), 0))
         for wallet_id, book in self.wallets.items():
-            own = self._wallet_figures(wallet_id, book)
+            own = book.own_figures(opening_movement_id(wallet_id))
             if own is not None:
                 figures = totals[book.currency]
                 for kind, amount in own.items():
                     figures[kind] += amount
         return dict(totals)
-
-    @staticmethod
-    def _wallet_figures(wallet_id: str, book: WalletBook) -> dict[str, int] | None:
-        """This wallet's share of its currency's figures, or None while its history up to its
-        latest balance is incomplete; kept until the wallet reads something new."""
-        key = (book.balance, len(book.versions))
-        if book.figures is not None and book.figures[0] == key:
-            return book.figures[1]
-        own: dict[str, int] | None = None
-        if book.balance is not None and all(v in book.versions for v in range(1, book.balance[0] + 1)):
-            own = dict.fromkeys(("balances", "openings", "incomes", "expenses"), 0)
-            own["balances"] = book.balance[1]
-            opening = opening_movement_id(wallet_id)
-            for version in range(1, book.balance[0] + 1):
-                m = book.versions[version]
-                kind = "openings" if m.movement_id == opening else "incomes" if m.delta > 0 else "expenses"
-                own[kind] += abs(m.delta)
-        book.figures = (key, own)
-        return own
 
     def _last_at(self) -> At:
         latest = [b.balance[2] for b in self.wallets.values() if b.balance is not None]
@@ -359,7 +391,8 @@ class Ledger:
     # ------------------------------------------------------------ reporting
 
     def _report(self, invariant: str, subject: str, message: str, at: At) -> Violation:
-        violation = Violation(invariant, subject, message, at)
+        self.found += 1
+        violation = Violation(invariant, subject, message, at, number=self.found)
         self.violations.append(violation)
         return violation
 

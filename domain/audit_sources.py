@@ -14,8 +14,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from domain.access import ADMIN, OPERATOR, USER
-from domain.audit_books import Event, Movement
-from domain.money_sources import OPENING, OPERATOR_MOVEMENT, PAYMENT_COMPENSATION, PAYMENT_REFUND
+from domain.audit_books import Event, Movement, PaymentBook
+from domain.money_sources import OPENING, OPERATOR_MOVEMENT, PAYMENT_COMPENSATION, PAYMENT_REFUND, payment_debit_id
 from domain.payment import compensation_operation_id
 from domain.wallet import opening_movement_id
 
@@ -43,10 +43,10 @@ def source_of(event: Event) -> str:
 class MoneySources:
     # (source as stated, actor subject, currency) -> minor units entered, and how many incomes
     entered: dict[tuple[str, str, str], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
-    given_back: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # payment id -> minor units
 
-    def admit(self, event: Event, movement: Movement, debit: Movement | None) -> str | None:
-        """Count an applied income; what is wrong with its source, or None."""
+    def admit(self, event: Event, movement: Movement, payment: PaymentBook | None) -> str | None:
+        """Count an applied income; what is wrong with its source, or None. `payment` is the book
+        of the payment the income names (what its debit took, what it has given back)."""
         envelope = event["envelope"]
         stated, actor = event.get("source"), envelope.get("actor_subject")
         tally = self.entered[(stated or UNNAMED, actor or UNNAMED, movement.currency)]
@@ -61,17 +61,19 @@ class MoneySources:
             who = f"{actor} ({', '.join(sorted(roles)) or 'no role'})" if actor else "no actor"
             return f"{what}: {who} may not give {expected}"
         if expected in (PAYMENT_REFUND, PAYMENT_COMPENSATION):
-            return self._backing_problem(what, movement, debit)
+            return self._backing_problem(what, movement, payment)
         return None
 
-    def _backing_problem(self, what: str, movement: Movement, debit: Movement | None) -> str | None:
+    @staticmethod
+    def _backing_problem(what: str, movement: Movement, payment: PaymentBook | None) -> str | None:
         payment_id = movement.payment_id
         assert payment_id is not None
-        if debit is None or debit.wallet_id != movement.wallet_id or debit.delta >= 0:
+        debit = payment.movements.get(payment_debit_id(payment_id)) if payment is not None else None
+        if payment is None or debit is None or debit.wallet_id != movement.wallet_id or debit.delta >= 0:
             return f"{what} gives back money payment {payment_id} never took from wallet {movement.wallet_id}"
-        self.given_back[payment_id] += movement.delta
-        if self.given_back[payment_id] > -debit.delta:
-            return f"{what}: payment {payment_id} took {-debit.delta}, has given back {self.given_back[payment_id]}"
+        payment.given_back += movement.delta
+        if payment.given_back > -debit.delta:
+            return f"{what}: payment {payment_id} took {-debit.delta}, has given back {payment.given_back}"
         return None
 
     def per_source(self) -> dict[tuple[str, str], int]:

@@ -1,42 +1,49 @@
 """The money auditor: a second witness that checks the books continuously from the log.
 
-It reads every event topic from the beginning (no consumer group: its state is rebuilt
-in memory on every start), feeds `domain.audit.Ledger`, and judges the payments as they
-settle. It shares no code path with the workers' decisions.
+It reads every event topic (no consumer group), feeds `domain.audit.Ledger`, and judges the
+payments as they settle. It shares no code path with the workers' decisions. Its state is
+checkpointed in PostgreSQL (connectors.audit_store) with the offsets it covers, every
+CHECKPOINT_EVERY_S and on a clean stop; a start resumes from the last checkpoint.
 
-    python -m services.auditor
+    python -m services.auditor               # resume from the checkpoint (offset 0 without one)
+    python -m services.auditor --from-start  # full re-audit from offset 0 with progress, then
+                                             # replace the checkpoint and exit (stop the service first)
 
 `/` lists the violations with their coordinates on the log, `/violations` the same as
 JSON, `/money-sources` how much money entered the wallets per source, actor and currency,
-`/status` how far it has read, `/metrics` money_invariant_violations_total, the per-invariant
-gauge money_invariant_violations_open and money_entered_minor_units per source and currency.
+`/status` how far it has read and its checkpoint, `/ready` 200 once it has read up to the log
+end it saw at start, `/metrics` money_invariant_violations_total, the per-invariant gauge
+money_invariant_violations_open and money_entered_minor_units per source and currency.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import html
 import logging
 import signal
+import sys
 import time
-from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
 from connectors import topics
+from connectors.audit_store import AuditStore
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config, load_config
 from connectors.credentials import AUDITOR
 from connectors.kafka_security import kafka_access
 from connectors.logs import setup_logging
-from connectors.metrics import metrics_handler
 from domain.audit import Ledger
-from domain.audit_books import INVARIANTS, At, Violation
-from services.http import health, readiness
+from domain.audit_books import At, Event
+from domain.audit_state import ledger_from_dict, ledger_to_dict, payment_to_dict, restore_payments
+from services.auditor_web import web_app
 
 log = logging.getLogger("auditor")
 
@@ -44,6 +51,10 @@ log = logging.getLogger("auditor")
 NOT_AUDITED = {topics.WALLET_MOVEMENT_REQUIRED.name, topics.EXTERNAL_PROVIDER_EVENTS.name, topics.PAYMENT_DLQ.name}
 AUDITED = tuple(t.name for t in topics.ALL_TOPICS if t.name not in NOT_AUDITED)
 JUDGE_EVERY_S = 0.5
+# A checkpoint writes every wallet's running figures (about 1 KB each): often enough that a
+# crash re-reads little, rarely enough to cost little; skipped when nothing changed.
+CHECKPOINT_EVERY_S = 30.0
+PROGRESS_EVERY_S = 5.0
 
 VIOLATIONS_TOTAL = Counter("money_invariant_violations_total", "Money invariant violations found", ["invariant"])
 VIOLATIONS_OPEN = Gauge("money_invariant_violations_open", "Violations not cleared, per invariant", ["invariant"])
@@ -54,18 +65,35 @@ ENTERED = Gauge(
     "money_entered_minor_units", "Money that entered wallets, per named source and currency", ["source", "currency"]
 )
 LAG = Gauge("money_auditor_lag_messages", "Messages of the log the auditor has not read yet")
+CHECKPOINT_AGE = Gauge("money_auditor_checkpoint_age_seconds", "Seconds since the auditor's last checkpoint")
+
+
+def key(tp: TopicPartition) -> str:
+    return f"{tp.topic}/{tp.partition}"
 
 
 class Auditor:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, from_start: bool = False) -> None:
         self.config = config
+        self.from_start = from_start
         self.ledger = Ledger()
         self.codec = make_codec(config.kafka.schema_registry_url or None)
         self.positions: dict[TopicPartition, int] = {}
+        self.starts: dict[TopicPartition, int] = {}  # where this process began reading
+        self.target: dict[TopicPartition, int] = {}  # the log end it saw at start
         self.consumer: AIOKafkaConsumer | None = None
+        self.store: AuditStore | None = None
+        self.epoch = 0
+        self.resumed_from: datetime | None = None  # when the checkpoint it started from was written
+        self.caught_up = False
+        self.stored_payments = False  # whether this epoch has written judged payments to read back
+        self.last_checkpoint: dict[str, Any] | None = None
         self.reported = 0
 
+    # ------------------------------------------------------------ reading
+
     async def run(self, stop: asyncio.Event) -> None:
+        self.store = await AuditStore.open(self.config)
         self.consumer = consumer = AIOKafkaConsumer(
             **kafka_access(self.config, AUDITOR).aiokafka(),
             group_id=None,
@@ -75,16 +103,28 @@ class Auditor:
             fetch_max_wait_ms=250,
         )
         await consumer.start()
+        tasks: list[asyncio.Task[None]] = []
         try:
             cluster = await consumer._client.fetch_all_metadata()
             parts = [TopicPartition(t, p) for t in AUDITED for p in sorted(cluster.partitions_for_topic(t) or ())]
+            begins = await consumer.beginning_offsets(parts)
+            self.target = dict(await consumer.end_offsets(parts))
+            self.starts = await self.resume(begins)
             consumer.assign(parts)
             # Explicit offsets: seek_to_beginning() races with the first fetch.
-            for tp, begin in (await consumer.beginning_offsets(parts)).items():
-                consumer.seek(tp, begin)
-                self.positions[tp] = begin
-            log.info("auditing %d partitions of %s", len(parts), ", ".join(AUDITED))
+            for tp, offset in self.starts.items():
+                consumer.seek(tp, offset)
+            self.positions = dict(self.starts)
+            log.info(
+                "auditing %d partitions of %s, %d message(s) to catch up",
+                len(parts),
+                ", ".join(AUDITED),
+                self.catching_up(),
+            )
             judging = asyncio.create_task(self.judge_forever(stop))
+            checkpoints = asyncio.create_task(self.checkpoint_forever(stop))
+            tasks = [judging, checkpoints]
+            self.check_caught_up()
             while not stop.is_set():
                 try:
                     batches = await consumer.getmany(timeout_ms=200, max_records=2000)
@@ -92,31 +132,153 @@ class Auditor:
                     log.warning("reading the log failed (%r); retrying", exc)
                     await asyncio.sleep(1)
                     continue
-                now = time.monotonic()
-                for tp, messages in batches.items():
-                    for message in messages:
-                        self.read(tp, message.offset, message.value, now)
-                    self.positions[tp] = messages[-1].offset + 1
-                self.report_new()
+                await self.read(batches)
             judging.cancel()
+            # Never cancelled in the middle of a write: a transaction abandoned mid-way would
+            # hold its rows' locks against the final checkpoint.
+            await checkpoints
+            if self.caught_up:
+                await self.checkpoint()  # a clean stop: the next start reads nothing twice
         finally:
+            for task in tasks:
+                task.cancel()
             await consumer.stop()
+            await self.store.close()
 
-    def read(self, tp: TopicPartition, offset: int, value: bytes, now: float) -> None:
-        try:
-            event = self.codec.decode(value)
-        except EventDecodeError:
-            EVENTS_READ.labels("undecodable").inc()
-            return
-        self.ledger.add(event, At(tp.topic, tp.partition, offset), now)
-        EVENTS_READ.labels("read").inc()
+    async def resume(self, begins: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Where to start each partition: the checkpoint's offsets with its state, else the beginning."""
+        assert self.store is not None
+        found = None if self.from_start else await self.store.checkpoint()
+        if found is not None and any(found.offsets.get(key(tp), 0) > end for tp, end in self.target.items()):
+            log.warning("the checkpoint is ahead of the log (a Kafka recreated under it): auditing from offset 0")
+            found = None
+        if found is None:
+            self.epoch = await self.store.epoch() + 1  # a new epoch: the judged payments stored before are not ours
+            log.info(
+                "no checkpoint%s: auditing from offset 0 (epoch %d)", " used" if self.from_start else "", self.epoch
+            )
+            return dict(begins)
+        self.epoch, self.resumed_from = found.epoch, found.written_at
+        self.stored_payments = True
+        age = (datetime.now(UTC) - found.written_at).total_seconds()
+        self.last_checkpoint = {
+            "written_at": found.written_at.isoformat(),
+            "at": time.monotonic() - age,
+            "offsets": found.offsets,
+            "ledger": None,  # not this process's: its first periodic checkpoint writes
+        }
+        self.ledger = ledger_from_dict(found.state, time.monotonic())
+        self.reported = self.ledger.found  # counted and logged by the process that found them
+        starts = {}
+        for tp, begin in begins.items():
+            offset = found.offsets.get(key(tp), begin)
+            if offset < begin:
+                log.warning("%s: the log no longer holds offsets %d..%d since the checkpoint", key(tp), offset, begin)
+            starts[tp] = max(offset, begin)
+        log.info("resuming from the checkpoint of %s (epoch %d)", found.written_at.isoformat(), self.epoch)
+        return starts
+
+    async def read(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        decoded: list[tuple[TopicPartition, int, Event]] = []
+        for tp, messages in batches.items():
+            for message in messages:
+                try:
+                    decoded.append((tp, message.offset, self.codec.decode(message.value)))
+                except EventDecodeError:
+                    EVENTS_READ.labels("undecodable").inc()
+        wanted = sorted({w for _, _, event in decoded if (w := self.ledger.wanted(event)) is not None})
+        if wanted and self.stored_payments:  # payments judged earlier that news names: read back first
+            restore_payments(self.ledger, await self.judged_payments(wanted), time.monotonic())
+        now = time.monotonic()
+        for tp, offset, event in decoded:
+            self.ledger.add(event, At(tp.topic, tp.partition, offset), now)
+        EVENTS_READ.labels("read").inc(len(decoded))
+        for tp, messages in batches.items():
+            if messages:
+                self.positions[tp] = messages[-1].offset + 1
+        self.check_caught_up()
+        self.report_new()
+
+    async def judged_payments(self, wanted: list[str]) -> dict[str, Any]:
+        """Until PostgreSQL answers: judging news without its payment's book would be wrong, so
+        the auditor stalls (its lag grows, MoneyAuditorBehind) rather than guess."""
+        assert self.store is not None
+        while True:
+            try:
+                return await self.store.judged_payments(self.epoch, wanted)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("reading judged payments back failed (%r); retrying", exc)
+                await asyncio.sleep(1)
+
+    def catching_up(self) -> int:
+        """Messages between where it stands and the log end it saw at start."""
+        return sum(max(0, end - self.positions.get(tp, 0)) for tp, end in self.target.items())
+
+    def check_caught_up(self) -> None:
+        if not self.caught_up and self.consumer is not None and self.catching_up() == 0:
+            self.caught_up = True
+            log.info("caught up with the log end seen at start: judging from now on")
+
+    # ------------------------------------------------------------ judging and checkpoints
 
     async def judge_forever(self, stop: asyncio.Event) -> None:
         audit = self.config.auditor
         while not stop.is_set():
-            self.ledger.judge(time.monotonic(), audit.quiet_s, audit.grace_s)
+            # Not while catching up: topics are read at different paces, so a payment's events
+            # would look quiet (or missing) long before every topic has been read up to them.
+            if self.caught_up:
+                self.ledger.judge(time.monotonic(), audit.quiet_s, audit.grace_s)
             self.publish()
             await asyncio.sleep(JUDGE_EVERY_S)
+
+    async def checkpoint_forever(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), CHECKPOINT_EVERY_S)
+                return  # stopping: run() writes the last one
+            except TimeoutError:
+                pass
+            if self.caught_up and self.changed_since_checkpoint():
+                try:
+                    await self.checkpoint()
+                except Exception as exc:  # noqa: BLE001 - PostgreSQL away, a timeout: the next one retries
+                    log.warning("checkpoint failed (%r); the next one retries", exc)
+
+    def changed_since_checkpoint(self) -> bool:
+        if self.last_checkpoint is None:
+            return True
+        ledger = self.ledger
+        now = (ledger.found, len(ledger.pending), len(ledger.evicted), len(ledger.payments))
+        moved = any(self.last_checkpoint["offsets"].get(key(tp)) != p for tp, p in self.positions.items())
+        return moved or now != self.last_checkpoint["ledger"]
+
+    async def checkpoint(self) -> None:
+        """The state, the offsets it covers and the payments judged since the last one, taken
+        together (no await in between) and written in one transaction."""
+        assert self.store is not None
+        started = time.monotonic()
+        state, offsets = ledger_to_dict(self.ledger), {key(tp): p for tp, p in self.positions.items()}
+        judged = dict(self.ledger.evicted)
+        size = await self.store.write(self.epoch, offsets, state, {p: payment_to_dict(b) for p, b in judged.items()})
+        self.ledger.written(judged)
+        self.stored_payments = self.stored_payments or bool(judged)
+        self.last_checkpoint = {
+            "written_at": datetime.now(UTC).isoformat(),
+            "at": time.monotonic(),
+            "offsets": offsets,
+            "ledger": (
+                self.ledger.found,
+                len(self.ledger.pending),
+                len(self.ledger.evicted),
+                len(self.ledger.payments),
+            ),
+            "state_bytes": size,
+            "judged_payments_written": len(judged),
+            "write_s": round(time.monotonic() - started, 3),
+        }
+        log.info(
+            "checkpoint: %d bytes of state, %d judged payment(s), %.2fs", size, len(judged), time.monotonic() - started
+        )
 
     def publish(self) -> None:
         """Every metric, after judging: the books' figures cost a pass over the wallets."""
@@ -129,10 +291,14 @@ class Auditor:
         for (source, currency), amount in self.ledger.sources.per_source().items():
             ENTERED.labels(source, currency).set(amount)
         LAG.set(sum(self.lag().values()))
+        if self.last_checkpoint is not None:
+            CHECKPOINT_AGE.set(time.monotonic() - self.last_checkpoint["at"])
 
     def report_new(self) -> None:
         """The counter and the log line of every violation found since the last call."""
-        for violation in self.ledger.violations[self.reported :]:
+        for violation in self.ledger.violations:
+            if violation.number <= self.reported:
+                continue
             VIOLATIONS_TOTAL.labels(violation.invariant).inc()
             log.error(
                 "money invariant %s violated at %s@%d/%d: %s",
@@ -142,7 +308,7 @@ class Auditor:
                 violation.at.offset,
                 violation.message,
             )
-        self.reported = len(self.ledger.violations)
+        self.reported = self.ledger.found
 
     def lag(self) -> dict[str, int]:
         if self.consumer is None:
@@ -150,99 +316,92 @@ class Auditor:
         found = {}
         for tp, position in self.positions.items():
             highwater = self.consumer.highwater(tp)
-            found[f"{tp.topic}/{tp.partition}"] = max(0, (highwater or position) - position)
+            found[key(tp)] = max(0, (highwater or position) - position)
         return found
 
     def status(self) -> dict[str, Any]:
+        checkpoint = None
+        if self.last_checkpoint is not None:
+            written = self.last_checkpoint
+            behind = sum(p - written["offsets"].get(key(tp), 0) for tp, p in self.positions.items())
+            checkpoint = {
+                **{k: v for k, v in written.items() if k not in ("at", "offsets", "ledger")},
+                "age_s": round(time.monotonic() - written["at"], 1),
+                "messages_behind": behind,  # read since: a crash now reads them again
+            }
         return {
-            "positions": {f"{tp.topic}/{tp.partition}": p for tp, p in sorted(self.positions.items())},
+            "positions": {key(tp): p for tp, p in sorted(self.positions.items())},
             "lag": sum(self.lag().values()),
+            "caught_up": self.caught_up,
+            "catching_up": self.catching_up(),
+            "started_from": {
+                "checkpoint_written_at": None if self.resumed_from is None else self.resumed_from.isoformat(),
+                "epoch": self.epoch,
+                "offsets": {key(tp): p for tp, p in sorted(self.starts.items())},
+                "messages_skipped": sum(self.starts.values()),
+            },
+            "checkpoint": checkpoint,
+            "in_memory": {
+                "payments": len(self.ledger.payments),
+                "judged_not_written": len(self.ledger.evicted),
+                "wallets": len(self.ledger.wallets),
+                "violations": len(self.ledger.violations),
+            },
+            "unchecked_old_versions": self.ledger.unchecked,
             "unjudged_payments": self.ledger.unjudged(),
             "open": self.ledger.open_counts(),
-            "violations_total": len(self.ledger.violations),
+            "violations_total": self.ledger.found,
         }
 
 
-def violation_json(violation: Violation) -> dict[str, Any]:
-    return {**asdict(violation), "at": asdict(violation.at)}
-
-
-def web_app(auditor: Auditor) -> web.Application:
-    async def violations(_: web.Request) -> web.Response:
-        return web.json_response([violation_json(v) for v in auditor.ledger.violations])
-
-    async def money_sources(_: web.Request) -> web.Response:
-        return web.json_response(auditor.ledger.sources.figures())
-
-    async def status(_: web.Request) -> web.Response:
-        return web.json_response(auditor.status())
-
-    async def reading(_: web.Request) -> dict[str, str]:
-        if auditor.consumer is not None and bool(auditor.positions):
-            return {}
-        return {"log": "not reading the log yet (starting)"}
-
-    ready = readiness(reading)
-
-    async def page(_: web.Request) -> web.Response:
-        return web.Response(text=render_page(auditor), content_type="text/html")
-
-    app = web.Application()
-    app.add_routes(
-        [
-            web.get("/", page),
-            web.get("/violations", violations),
-            web.get("/money-sources", money_sources),
-            web.get("/status", status),
-            web.get("/metrics", metrics_handler),
-            web.get("/health", health),
-            web.get("/ready", ready),
-        ]
-    )
-    return app
-
-
-def render_page(auditor: Auditor) -> str:
+async def show_progress(auditor: Auditor, stop: asyncio.Event) -> None:
+    """For --from-start: how much it has read, at what pace, and when it should be done; then it
+    waits for the payments read last to be quiet, checkpoints and stops."""
+    started, total = time.monotonic(), None
+    while not auditor.caught_up and not stop.is_set():
+        await asyncio.sleep(PROGRESS_EVERY_S)
+        left = auditor.catching_up()
+        total = total or sum(auditor.target.values()) - sum(auditor.starts.values())
+        done, elapsed = (total or 0) - left, time.monotonic() - started
+        rate = done / elapsed if elapsed else 0.0
+        eta = f"about {left / rate:.0f}s left" if rate else "estimating"
+        print(
+            f"[audit] {done:,}/{total:,} messages ({100 * done / max(total, 1):.0f}%), {rate:,.0f}/s, {eta}", flush=True
+        )
+    await asyncio.sleep(auditor.config.auditor.quiet_s + 2 * JUDGE_EVERY_S)
     state = auditor.status()
-    rows = "".join(
-        f"<tr class={'cleared' if v.cleared else 'open'}><td>{html.escape(v.invariant)}</td>"
-        f"<td>{html.escape(v.subject)}</td><td>{html.escape(v.at.topic)}</td><td>{v.at.partition}</td>"
-        f"<td>{v.at.offset}</td><td>{'cleared' if v.cleared else 'open'}</td><td>{html.escape(v.message)}</td></tr>"
-        for v in reversed(auditor.ledger.violations)
+    print(
+        f"[audit] read the log in {time.monotonic() - started:.0f}s; open violations {state['open']}, "
+        f"{state['unjudged_payments']} payment(s) still in flight; writing the checkpoint",
+        flush=True,
     )
-    counts = ", ".join(f"{name}: {state['open'][name]}" for name in INVARIANTS)
-    entered = "".join(
-        f"<tr><td>{html.escape(str(row['source']))}</td><td>{html.escape(str(row['actor']))}</td>"
-        f"<td>{html.escape(str(row['currency']))}</td><td>{row['amount']}</td><td>{row['incomes']}</td></tr>"
-        for row in auditor.ledger.sources.figures()
-    )
-    return (
-        "<!doctype html><html><head><meta charset=utf-8><title>money auditor</title>"
-        "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}.cleared{color:#888}</style>"
-        f"</head><body><h1>Money auditor</h1><p>open violations: {counts}; lag {state['lag']} messages; "
-        f"{state['unjudged_payments']} payment(s) waiting to be judged</p>"
-        "<table><tr><th>invariant</th><th>subject</th><th>topic</th><th>partition</th><th>offset</th>"
-        f"<th>state</th><th>what</th></tr>{rows or '<tr><td colspan=7>no violation</td></tr>'}</table>"
-        "<h2>Money entered, per source and actor</h2><table><tr><th>source</th><th>actor</th><th>currency</th>"
-        f"<th>minor units</th><th>incomes</th></tr>{entered or '<tr><td colspan=5>none yet</td></tr>'}</table>"
-        "</body></html>"
-    )
+    stop.set()
 
 
-async def main() -> None:
+async def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="The money auditor")
+    parser.add_argument("--from-start", action="store_true", help="re-audit from offset 0, then replace the checkpoint")
+    args = parser.parse_args(argv)
     config = load_config()
     setup_logging(config, "auditor")
-    auditor = Auditor(config)
+    auditor = Auditor(config, from_start=args.from_start)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(web_app(auditor))
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", config.auditor.port).start()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", config.auditor.port).start()
+    except OSError:
+        await runner.cleanup()
+        sys.exit(f"port {config.auditor.port} is taken: is the auditor running? stop it first")
+    progress = asyncio.create_task(show_progress(auditor, stop)) if args.from_start else None
     try:
         await auditor.run(stop)
     finally:
+        if progress is not None:
+            progress.cancel()
         await runner.cleanup()
 
 

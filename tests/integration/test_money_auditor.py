@@ -10,22 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.request
-import uuid
-
-from aiokafka import AIOKafkaProducer
 
 from connectors.config import Config
 from connectors.topics import PAYMENT_REFUNDED
-from domain.events import EventMeta
-from domain.money import Money
-from domain.payment import PaymentRefunded
-from streams.envelope import to_record
 from tests.integration.conftest import MoneyWitness
-from tests.integration.kafka_helpers import codec
 from tests.integration.test_payment_service import new_wallet, wallet_payment
 from tests.support import Api, eventually
-from tests.support.audit import auditor_get
-from tests.support.kafka import writer
+from tests.support.audit import auditor_get, forge_full_refund
 
 
 async def test_a_refund_that_moved_no_money_written_to_the_log_is_reported_within_seconds(
@@ -36,25 +27,8 @@ async def test_a_refund_that_moved_no_money_written_to_the_log_is_reported_withi
     assert status == 201 and payment["status"] == "completed", payment
     payment_id = payment["id"]
     money_witness.planted.add(payment_id)
-    forged = PaymentRefunded(
-        EventMeta(str(uuid.uuid4()), int(time.time() * 1000), payment_id, None),
-        payment_id,
-        str(uuid.uuid4()),
-        Money(5_000, "USD"),
-        Money(5_000, "USD"),
-        "refunded",
-    )
-    # Only the payment worker may write refunds: the forgery is a payment worker gone wrong.
-    producer = AIOKafkaProducer(**writer(config, PAYMENT_REFUNDED.name).aiokafka(), acks="all")
-    await producer.start()
-    try:
-        sent = await producer.send_and_wait(
-            PAYMENT_REFUNDED.name, codec.encode(to_record(forged)), key=payment_id.encode()
-        )
-    finally:
-        await producer.stop()
+    where = await forge_full_refund(config, payment_id, 5_000)
     written_at = time.monotonic()
-    where = {"topic": PAYMENT_REFUNDED.name, "partition": sent.partition, "offset": sent.offset}
 
     async def reported() -> list[dict] | None:
         found = [v for v in await auditor_get(config, "/violations") if v["subject"] == payment_id]

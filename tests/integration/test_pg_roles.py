@@ -153,7 +153,7 @@ OUTSIDE_THE_GRANTS = {
         "UPDATE payment_refunds SET status = 'succeeded'",
         "INSERT INTO projection_offsets VALUES ('x', 't', 0, 0)",
     ],
-    AUDITOR: ["SELECT * FROM wallets", "SELECT * FROM payments", KEY],
+    AUDITOR: ["SELECT * FROM wallets", "SELECT * FROM payments", KEY, "DELETE FROM auditor_payments"],
     CONSOLE: [WALLET, MOVEMENT, REFUND, KEY, "UPDATE wallets SET balance = 0", "SELECT * FROM idempotency_keys"],
 }
 WHAT_THEY_NEED = {
@@ -185,7 +185,14 @@ WHAT_THEY_NEED = {
         *(f"SELECT * FROM {view} LIMIT 1" for view in VIEWS),
         "SELECT * FROM projection_offsets",
     ],
-    AUDITOR: ["SELECT 1"],
+    # Its checkpoint and the payments it judged, upserted (connectors/audit_store.py).
+    AUDITOR: [
+        "INSERT INTO auditor_checkpoint (auditor, epoch, offsets, state) VALUES ('test-roles', 1, '{}', '{}') "
+        "ON CONFLICT (auditor) DO UPDATE SET epoch = excluded.epoch",
+        "INSERT INTO auditor_payments (payment_id, epoch, book) VALUES ('test-roles', 1, '{}') "
+        "ON CONFLICT (payment_id) DO UPDATE SET book = excluded.book",
+        "SELECT epoch, offsets, state FROM auditor_checkpoint LIMIT 1",
+    ],
 }
 CASES = [(role, s) for role in SERVICE_ROLES for s in [*EVERYONE_REFUSED, *OUTSIDE_THE_GRANTS[role]]]
 
@@ -229,9 +236,9 @@ async def test_the_running_services_log_in_as_their_roles_never_as_the_superuser
 
 async def test_rotated_passwords_are_applied_by_setup(config: Config) -> None:
     """The superuser's too: setup logs in with the one the cluster had, and sets the new one.
-    (The auditor's role is the one rotated among the services: no running service uses it.)"""
-    before = {role: postgres_login(config, role).password for role in (PG_SUPERUSER, AUDITOR)}
-    rotate(config, postgres=[PG_SUPERUSER, AUDITOR])
+    (The console's role is the one rotated among the services: no running service uses it.)"""
+    before = {role: postgres_login(config, role).password for role in (PG_SUPERUSER, CONSOLE)}
+    rotate(config, postgres=[PG_SUPERUSER, CONSOLE])
     await prepare_database(config)
     for role, old in before.items():
         await refused_login(**{**login_arguments(config, role), "password": old})

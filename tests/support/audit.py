@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
+import uuid
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from connectors.avro import make_codec
 from connectors.config import Config
+from connectors.topics import PAYMENT_REFUNDED
+from domain.events import EventMeta
+from domain.money import Money
+from domain.payment import PaymentRefunded
 from services.auditor import AUDITED
-from tests.support.kafka import reader
+from streams.envelope import to_record
+from tests.support.kafka import reader, writer
 
 
 async def end_offsets(config: Config, names: tuple[str, ...] = AUDITED) -> dict[str, int]:
@@ -52,3 +60,28 @@ async def open_violations_since(config: Config, since: dict[str, int]) -> list[d
 def describe(violation: dict[str, Any]) -> str:
     at = violation["at"]
     return f"{violation['invariant']} at {at['topic']}@{at['partition']}/{at['offset']}: {violation['message']}"
+
+
+async def forge_full_refund(config: Config, payment_id: str, amount: int) -> dict[str, Any]:
+    """A refund that says the whole payment was paid back while no money moved, where it landed.
+    A raw producer puts it on payment.refunded, which no worker consumes, so it touches nothing
+    but the books. Only the payment worker may write refunds: the forgery is a payment worker
+    gone wrong."""
+    forged = PaymentRefunded(
+        EventMeta(str(uuid.uuid4()), int(time.time() * 1000), payment_id, None),
+        payment_id,
+        str(uuid.uuid4()),
+        Money(amount, "USD"),
+        Money(amount, "USD"),
+        "refunded",
+    )
+    codec = make_codec(config.kafka.schema_registry_url or None)
+    producer = AIOKafkaProducer(**writer(config, PAYMENT_REFUNDED.name).aiokafka(), acks="all")
+    await producer.start()
+    try:
+        sent = await producer.send_and_wait(
+            PAYMENT_REFUNDED.name, codec.encode(to_record(forged)), key=payment_id.encode()
+        )
+    finally:
+        await producer.stop()
+    return {"topic": PAYMENT_REFUNDED.name, "partition": sent.partition, "offset": sent.offset}

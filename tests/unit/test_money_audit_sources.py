@@ -63,7 +63,7 @@ def test_giving_back_more_than_the_debit_took_is_reported_at_the_income_that_ove
     at = log.move(refund_operation_id("r2"), "income", 2_001, P)
     assert source_violations(log) == [(W, at)]
     assert "took 5000, has given back 5001" in log.ledger.violations[0].message
-    assert charge_operation_id(P, "wallet") in log.ledger.movements
+    assert charge_operation_id(P, "wallet") in log.ledger.payments[P].movements
 
 
 def test_the_metric_totals_are_per_source_and_currency_whoever_gave_them() -> None:
