@@ -7,6 +7,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import asyncpg
 from aiohttp import web
@@ -177,6 +178,12 @@ def check(name: str, value: Any, spec: Field, ignore_unknown: bool = False) -> A
 
 def read_query(request: web.Request, fields: dict[str, Field]) -> dict[str, Any]:
     """The query parameters, exactly these, each once and checked; errors name the parameter."""
+    # Judged on the raw bytes: the parsed query drops what is not UTF-8 (an encoded lone
+    # surrogate arrives as nothing), so a search for it would run on a value never sent.
+    for name, sent in parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True, errors="surrogateescape"):
+        problem = text_problem(sent, multiline=False) if name in fields else None
+        if problem is not None:
+            raise ApiError(422, "invalid_text", f"query parameter {name!r} must not contain {problem}", name)
     values: dict[str, Any] = {}
     for name in request.query:
         if name not in fields:

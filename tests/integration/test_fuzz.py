@@ -156,8 +156,8 @@ def test_wallet_api_survives_fuzzing(payment_system: Config, command_log: Comman
 
 
 def test_payment_api_survives_fuzzing(payment_system: Config, command_log: CommandLog) -> None:
-    # Create, get, refund, and the two webhooks (the simulator's and Stripe's).
-    assert fuzz(service_schema(payment_system, payment_system.payment_api.port), command_log) == 5
+    # Create, search, get, refund, and the two webhooks (the simulator's and Stripe's).
+    assert fuzz(service_schema(payment_system, payment_system.payment_api.port), command_log) == 6
 
 
 # ---------------------------------------------------------------- hostile shapes, on every operation
