@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.config import Config, ConfigError, load_config, state_dir
 from connectors.credentials import ADMIN, CONSOLE, Login, ensure_credentials, kafka_login, write_private
+from connectors.kafka_requests import count_kafka_requests
 
 if TYPE_CHECKING:
     import faust
@@ -83,6 +84,7 @@ class KafkaAccess:
 
 def kafka_access(config: Config, principal: str) -> KafkaAccess:
     """`principal`'s access to this environment's broker (its password from the credentials file)."""
+    count_kafka_requests()
     return KafkaAccess(config.kafka.bootstrap_servers, kafka_login(config, principal))
 
 

@@ -42,6 +42,7 @@ from devtools.bench.measure import (
     CpuWindow,
     Step,
     end_offsets_total,
+    kafka_requests,
     machine_busy,
     percentile,
     say,
@@ -143,12 +144,19 @@ def ensure_stack(config: Config) -> None:
             say(f"warning: {exc}; it runs, so the benchmark goes on")
 
 
-async def measure(step_coro: Any, pids: dict[str, list[int]], access: KafkaAccess, prefix: str | None) -> Step:
+async def measure(
+    config: Config, step_coro: Any, pids: dict[str, list[int]], access: KafkaAccess, prefix: str | None
+) -> Step:
     records_before = await end_offsets_total(access, prefix)
     window, busy_before = CpuWindow.open(pids), machine_busy()
+    requests_before = await asyncio.to_thread(kafka_requests, config)
     started = time.monotonic()
     step: Step = await step_coro
     step.cpu = window.close(pids)
+    requests_after = await asyncio.to_thread(kafka_requests, config)
+    step.kafka_requests = {
+        name: n - requests_before[name] for name, n in requests_after.items() if name in requests_before
+    }
     busy_after = machine_busy()
     step.machine_busy_pct = round(100 * (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1]), 1)
     step.records_per_s = round(
@@ -171,6 +179,7 @@ async def bench_ours(args: argparse.Namespace, config: Config, rates: list[float
         for rate in rates:
             say(f"our stack at {rate:g} payments/s for {step_s:g} s ({args.workers} process(es) per worker)")
             step = await measure(
+                config,
                 ours.run(rate, step_s),
                 {**stack_pids(config, tuple(args.peers)), **bench_pid},
                 kafka_access(config, ADMIN),  # counts every topic's records
@@ -206,7 +215,7 @@ async def bench(args: argparse.Namespace, config: Config) -> dict[str, Any]:
         for rate in rates:
             say(f"raw chain at {rate:g} messages/s for {step_s:g} s")
             pids = {**chain.pids(), "kafka": stack_pids(config).get("kafka", []), **bench_pid}
-            step = await measure(chain.run(rate, step_s), pids, kafka_access(config, ADMIN), "bench.raw.")
+            step = await measure(config, chain.run(rate, step_s), pids, kafka_access(config, ADMIN), "bench.raw.")
             raw_steps.append(step)
             say(f"  -> {step.throughput:.1f}/s completed, p99 {percentile(step.latencies_ms, 0.99):.0f} ms")
             if args.mode == "max" and not step.sustained(args.slo_p99_ms):

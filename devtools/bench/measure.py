@@ -8,6 +8,7 @@ import contextlib
 import os
 import struct
 import time
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,26 @@ class CpuWindow:
         return report
 
 
+def kafka_requests(config: Config) -> dict[str, float]:
+    """Kafka requests each of our processes has sent so far (`kafka_client_requests_total` on its
+    /metrics): unlike CPU time, requests per payment do not move with how busy the machine is."""
+    counts = {}
+    for process in devctl.processes(config):
+        if process.health_port is None:
+            continue
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{process.health_port}/metrics", timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            continue
+        counts[process.name] = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("kafka_client_requests_total{")
+        )
+    return counts
+
+
 def snapshot(pids: dict[str, list[int]]) -> dict[str, dict[int, tuple[float, int]]]:
     result = {}
     for name, group in pids.items():
@@ -137,6 +158,7 @@ class Step:
     projection_lag_ms: list[float] = field(default_factory=list)
     records_per_s: float = 0.0
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+    kafka_requests: dict[str, float] = field(default_factory=dict)  # by process, over the step
     machine_busy_pct: float = 0.0
 
     @property
@@ -150,6 +172,13 @@ class Step:
             return {}
         per = {name: round(1000 * usage["cpu_s"] / self.completed, 2) for name, usage in self.cpu.items()}
         per["total (system)"] = round(sum(v for k, v in per.items() if not k.startswith("bench")), 2)
+        return per
+
+    def requests_per_payment(self) -> dict[str, float]:
+        if not self.completed:
+            return {}
+        per = {name: round(n / self.completed, 2) for name, n in self.kafka_requests.items()}
+        per["total (system)"] = round(sum(per.values()), 2)
         return per
 
     def summary(self) -> dict[str, Any]:
@@ -167,6 +196,7 @@ class Step:
             max_ms=max(lat, default=float("nan")),
             shed_p99_ms=percentile(self.shed_ms, 0.99),
             cpu_ms_per_payment=self.cpu_per_payment(),
+            kafka_requests_per_payment=self.requests_per_payment(),
             http_p50_ms=percentile(self.http_ms, 0.5),
             http_p99_ms=percentile(self.http_ms, 0.99),
             projection_lag_p50_ms=percentile(self.projection_lag_ms, 0.5),

@@ -54,15 +54,21 @@ def table(ours: Step, raw: Step) -> str:
 
 def table_cpu(step: Step) -> str:
     """CPU by process: seconds, share of one core, and milliseconds per completed payment."""
-    per = step.cpu_per_payment()
-    lines = [f"{step.system + ' process':<30}{'CPU s':>8}{'CPU %':>8}{'ms/payment':>12}{'RSS MB':>9}"]
+    per, requests = step.cpu_per_payment(), step.requests_per_payment()
+    lines = [
+        f"{step.system + ' process':<30}{'CPU s':>8}{'CPU %':>8}{'ms/payment':>12}{'RSS MB':>9}"
+        f"{'Kafka req/payment':>19}"
+    ]
     for name, usage in sorted(step.cpu.items(), key=lambda kv: -kv[1]["cpu_s"]):
         lines.append(
             f"{name:<30}{usage['cpu_s']:>8.1f}{usage['cpu_pct']:>8.0f}{per.get(name, float('nan')):>12.2f}"
-            f"{usage['rss_mb']:>9.0f}"
+            f"{usage['rss_mb']:>9.0f}{requests.get(name, float('nan')):>19.2f}"
         )
     if per:
-        lines.append(f"{'total (system, no load generator)':<30}{'':>16}{per['total (system)']:>12.2f}")
+        lines.append(
+            f"{'total (system, no load generator)':<30}{'':>16}{per['total (system)']:>12.2f}{'':>9}"
+            f"{requests.get('total (system)', float('nan')):>19.2f}"
+        )
     return "\n".join(lines)
 
 
