@@ -78,6 +78,7 @@ class ProcessingConfig:
     # the producer waits up to producer_linger_s to fill a batch of records.
     batch_max: int
     producer_linger_s: float
+    event_loop: str  # uvloop or asyncio (connectors/event_loop.py)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from connectors.audit_store import AuditStore
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config, load_config
 from connectors.credentials import AUDITOR
+from connectors.event_loop import use_event_loop
 from connectors.kafka_security import kafka_access
 from connectors.logs import setup_logging
 from domain.audit import Ledger
@@ -406,4 +407,5 @@ async def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    use_event_loop(load_config())
     asyncio.run(main())

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from connectors.auth import API_KEY_HEADER, Authenticator, AuthError
 from connectors.config import Config, GatewayConfig, load_config
+from connectors.event_loop import use_event_loop
 from connectors.logs import setup_logging
 from connectors.metrics import (
     GATEWAY_PARKED_WAITS,
@@ -372,6 +373,7 @@ def create_app(config: Config) -> web.Application:
 def main() -> None:
     config = load_config()
     setup_logging(config, "gateway")
+    use_event_loop(config)
     settings = config.gateway
     web.run_app(
         create_app(config),

@@ -15,6 +15,7 @@ from aiohttp import web
 from connectors.auth import API_KEY_HEADER, Authenticator, AuthError
 from connectors.avro import make_codec
 from connectors.config import ApiConfig, Config
+from connectors.event_loop import use_event_loop
 from connectors.kafka_io import EventPublisher, OutcomeWaiter
 from connectors.kafka_security import kafka_access
 from connectors.metrics import http_metrics_middleware, metrics_handler
@@ -399,8 +400,9 @@ def service_app(
     return app
 
 
-def serve(app: web.Application, name: str, host: str, port: int) -> None:
+def serve(app: web.Application, config: Config, name: str, host: str, port: int) -> None:
     logger = logging.getLogger(name)
+    use_event_loop(config)
     # access_log=None: services.request_ids writes the access lines, with the caller and request id.
     web.run_app(
         app, host=host, port=port, access_log=None, print=lambda _: logger.info("%s on http://%s:%s", name, host, port)

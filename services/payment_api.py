@@ -420,7 +420,7 @@ def create_app(config: Config) -> web.Application:
 def main() -> None:
     config = load_config()
     setup_logging(config, "payment-api")
-    serve(create_app(config), "payment-api", config.payment_api.host, config.payment_api.port)
+    serve(create_app(config), config, "payment-api", config.payment_api.host, config.payment_api.port)
 
 
 if __name__ == "__main__":

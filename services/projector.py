@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config, load_config
 from connectors.credentials import PROJECTOR
+from connectors.event_loop import use_event_loop
 from connectors.kafka_acl import PROJECTOR_GROUP_PREFIX
 from connectors.kafka_security import kafka_access
 from connectors.logs import setup_logging
@@ -366,4 +367,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    use_event_loop(load_config())
     asyncio.run(main())

@@ -388,7 +388,7 @@ def create_app(config: Config) -> web.Application:
 def main() -> None:
     config = load_config()
     setup_logging(config, "wallet-api")
-    serve(create_app(config), "wallet-api", config.wallet_api.host, config.wallet_api.port)
+    serve(create_app(config), config, "wallet-api", config.wallet_api.host, config.wallet_api.port)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from faust.types import TP
 from connectors.avro import Codec, install_faust_codec, make_codec
 from connectors.config import Config, state_dir
 from connectors.credentials import Login
+from connectors.event_loop import use_event_loop
 from connectors.kafka_admin import cluster_id
 from connectors.kafka_security import KafkaAccess, kafka_access
 from connectors.log_reader import PartitionReader
@@ -53,6 +54,7 @@ def make_app(name: str, config: Config, web_port: int, store: str, principal: st
         use_closing_rocksdb_store()
         match_store_to_log(datadir, lambda: cluster_id(kafka_access(config, principal or name)))
     setup_tracing(name)
+    use_event_loop(config)
     return faust.App(
         name,
         broker=f"kafka://{config.kafka.bootstrap_servers}",
