@@ -7,7 +7,6 @@ test builds it with a dict for each table and a list for what it sends.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,10 +107,12 @@ class WalletSteps:
         # `streams.durability.WrittenLast` wallets table): if a crash keeps the records but loses
         # the wallet write, the redelivered command restores the wallet from them (domain.wallet).
         # The other way round, a wallet ahead of its records, would decide the command again.
+        # Both are flat records of immutable values: a copy of their fields is what asdict would
+        # give, without its recursive deep copy (a fifth of a step's CPU in the payment's case).
         for record in decision.records:
-            self.movements[record.movement_id] = dataclasses.asdict(record)
+            self.movements[record.movement_id] = dict(vars(record))
         if decision.wallet is not None:
-            self.wallets[decision.wallet.wallet_id] = dataclasses.asdict(decision.wallet)
+            self.wallets[decision.wallet.wallet_id] = dict(vars(decision.wallet))
         await self.durable()
 
     async def _publish(self, decision: domain.Decision, key: bytes) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 from connectors.topics import WALLET_BALANCE_UPDATE, WALLET_MOVEMENT_UPDATES
@@ -102,3 +103,18 @@ async def test_an_expense_beyond_the_balance_is_rejected_and_changes_no_balance(
     assert steps.wallets[wallet_id]["balance"] == 100
     rejected = send.on(WALLET_MOVEMENT_UPDATES.name)[-1]
     assert rejected["status"] == "rejected" and rejected["reason_code"] == "insufficient_funds"
+
+
+async def test_rows_hold_the_records_fields_as_asdict_would_write_them() -> None:
+    steps, _, _, _ = build()
+    wallet_id = str(uuid.uuid4())
+    await steps.process_movement(open_command(wallet_id, 1_000))
+    command = expense(wallet_id, 300)
+    await steps.process_movement(command)
+
+    movement = steps.load_movement(command["movement_id"])
+    wallet = steps.load_wallet(wallet_id)
+    assert movement is not None and wallet is not None
+    assert steps.movements.get(command["movement_id"]) == dataclasses.asdict(movement)
+    assert steps.wallets.get(wallet_id) == dataclasses.asdict(wallet)
+    assert wallet.balance == 700
