@@ -181,7 +181,7 @@ async def _create(
     # instead of polling PostgreSQL saves a query per waiter every POLL_S.
     timeout = config.payment_api.outcome_timeout_s
     outcomes = request.app[OUTCOMES]
-    future = outcomes.register(payment_id)
+    future = await outcomes.register(payment_id)
     await request.app[PUBLISHER].publish(PAYMENT_CREATED.name, payment_id, to_record(created))
     decided = await outcomes.wait(payment_id, future, timeout)
     if decided is not None and method == "wallet":

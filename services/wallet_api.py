@@ -119,7 +119,7 @@ async def publish_and_wait(
     request: web.Request, key: str, wallet_id: str, record: dict[str, Any]
 ) -> dict[str, Any] | None:
     outcomes = request.app[OUTCOMES]
-    future = outcomes.register(key)
+    future = await outcomes.register(key)
     await request.app[PUBLISHER].publish(WALLET_MOVEMENT_REQUIRED.name, wallet_id, record)
     return await outcomes.wait(key, future, request.app[CONFIG].wallet_api.outcome_timeout_s)
 
