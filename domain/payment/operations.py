@@ -151,16 +151,8 @@ def refused_by_provider(
     """A refusal is final: it becomes the operation's failed outcome, like a decline by webhook.
     A card declined while the charge was confirmed fails with the provider's code, as its
     webhook would; any other refusal is provider_rejected."""
-    meta = EventMeta(
-        derive_id("PaymentOperationCompleted", effect.operation_id),
-        now,
-        effect.payment_id,
-        None,
-        effect.actor_subject,
-        effect.actor_roles,
-    )
     return PaymentOperationCompleted(
-        meta,
+        _answer_meta(effect, "PaymentOperationCompleted", now),
         effect.payment_id,
         effect.operation_id,
         effect_kind(effect),
@@ -178,16 +170,8 @@ def accepted_by_provider(
 ) -> PaymentOperationPending:
     """The provider's answer to our request: its id for the object, under our operation id.
     Named after the operation, so a request made again (a redelivery) gives the same event."""
-    meta = EventMeta(
-        derive_id("PaymentOperationPending", effect.operation_id),
-        now,
-        effect.payment_id,
-        None,
-        effect.actor_subject,
-        effect.actor_roles,
-    )
     return PaymentOperationPending(
-        meta,
+        _answer_meta(effect, "PaymentOperationPending", now),
         effect.payment_id,
         effect.operation_id,
         effect_kind(effect),
@@ -196,6 +180,19 @@ def accepted_by_provider(
         reference,
         provider_status,
         effect.deadline_at,
+    )
+
+
+def _answer_meta(effect: ProviderCharge | ProviderRefund, event_type: str, now: int) -> EventMeta:
+    """The provider answered a request of the payment's saga: the event acts for whoever the
+    request acted for, and is named after the operation."""
+    return EventMeta(
+        derive_id(event_type, effect.operation_id),
+        now,
+        effect.payment_id,
+        None,
+        effect.actor_subject,
+        effect.actor_roles,
     )
 
 
