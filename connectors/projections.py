@@ -16,6 +16,8 @@ from typing import Any, cast
 
 import asyncpg
 
+from domain.ids import derive_id
+
 Apply = Callable[[asyncpg.Connection, dict[str, Any]], Awaitable[None]]
 
 
@@ -131,10 +133,26 @@ async def apply_payment_created(conn: asyncpg.Connection, event: dict[str, Any])
 
 async def apply_payment_succeeded(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
     await _upsert_payment(conn, event, "completed")
+    await _apply_deciding_operation(conn, event)
 
 
 async def apply_payment_failed(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
     await _upsert_payment(conn, event, "failed", event["reason_code"], event["reason"])
+    await _apply_deciding_operation(conn, event)
+
+
+async def _apply_deciding_operation(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
+    """The operation a terminal event carries, written with the payment's row as its own report
+    writes it (every operation's event id derives from its id): otherwise, the topics being read
+    in no fixed order, a payment could show terminal beside its charge still pending."""
+    op = event.get("operation")
+    if op is None:
+        return
+    envelope = {
+        "occurred_at": op["occurred_at"],
+        "event_id": derive_id("PaymentOperationCompleted", op["operation_id"]),
+    }
+    await apply_operation_completed(conn, {**op, "envelope": envelope, "payment_id": event["payment_id"]})
 
 
 class ProjectionNotReady(RuntimeError):

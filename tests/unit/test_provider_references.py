@@ -8,10 +8,13 @@ import dataclasses
 import json
 from typing import Any
 
+from connectors import projections
 from connectors.provider_client import ProviderAnswer
 from connectors.topics import PAYMENT_OPERATION_COMPLETED
 from console.entries import Entry, details, summary_json, timeline, verdict
 from domain import payment as domain
+from domain.events import EventMeta
+from domain.ids import derive_id
 from domain.money import Money
 from streams.envelope import to_record
 from tests.unit.test_payment_steps import NOW, build, created
@@ -169,3 +172,33 @@ def test_an_outcome_of_the_operation_ends_the_wait_and_no_answer_at_all_names_th
         "stopped after PaymentCreated on payment.created, not terminal; "
         "no answer from the provider recorded, deadline 2023-11-14 22:13:24.000Z"
     )
+
+
+# ---------------------------------------------------------------- the views
+
+
+class Recorded:
+    """Stands in for the projector's connection: the statements an applier runs."""
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def execute(self, query: str, *args: Any) -> None:
+        self.statements.append((query, args))
+
+
+async def test_a_terminal_event_writes_its_deciding_operation_as_the_operations_own_event_would() -> None:
+    op = domain.PaymentOperationCompleted(
+        EventMeta(derive_id("PaymentOperationCompleted", "op-1"), NOW, "p-1", None),
+        "p-1", "op-1", "charge", "succeeded", Money(5_000, "USD"), "provider", "ch_123", None, None,
+    )  # fmt: skip
+    succeeded = domain.PaymentSucceeded(
+        EventMeta("e-2", NOW + 7, "p-1", None),
+        "p-1", "u-1", Money(5_000, "USD"), "external", domain.OperationSummary.of(op),
+    )  # fmt: skip
+    from_op, from_terminal = Recorded(), Recorded()
+
+    await projections.apply_operation_completed(from_op, to_record(op))  # type: ignore[arg-type]
+    await projections.apply_payment_succeeded(from_terminal, to_record(succeeded))  # type: ignore[arg-type]
+
+    assert from_terminal.statements[-1] == from_op.statements[0], "the same row, whichever is projected first"
