@@ -28,6 +28,7 @@ def payment_json(
         "refunded_amount": row["refunded_amount"],
         "created_at": row["created_at"].isoformat(),
         "updated_at": row["updated_at"].isoformat(),
+        "deadline_at": _iso_or_none(row["deadline_at"]),
     }
     if operations is not None:
         body["operations"] = [operation_json(op) for op in operations]
@@ -36,7 +37,9 @@ def payment_json(
     return body
 
 
-def decided_json(request: dict[str, Any], payment_id: str, created_ms: int, event: dict[str, Any]) -> dict[str, Any]:
+def decided_json(
+    request: dict[str, Any], payment_id: str, created_ms: int, event: dict[str, Any], deadline_ms: int | None = None
+) -> dict[str, Any]:
     """A new payment as `payment_json` shows it, from the request and its terminal event alone:
     what the views will hold once the projector has applied that event."""
     failed = event["envelope"]["event_type"] == "PaymentFailed"
@@ -57,6 +60,7 @@ def decided_json(request: dict[str, Any], payment_id: str, created_ms: int, even
                 "failure_reason": op["failure_reason"],
                 "inconsistent": False,
                 "created_at": _iso(op["occurred_at"]),
+                "deadline_at": None,
             }
         ]
     )
@@ -75,6 +79,7 @@ def decided_json(request: dict[str, Any], payment_id: str, created_ms: int, even
         "refunded_amount": 0,
         "created_at": _iso(created_ms),
         "updated_at": _iso(event["envelope"]["occurred_at"]),
+        "deadline_at": None if deadline_ms is None else _iso(deadline_ms),
         "operations": operations,
         "refunds": [],
     }
@@ -82,6 +87,10 @@ def decided_json(request: dict[str, Any], payment_id: str, created_ms: int, even
 
 def _iso(millis: int) -> str:
     return dt.datetime.fromtimestamp(millis / 1000, tz=dt.UTC).isoformat()
+
+
+def _iso_or_none(moment: dt.datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 def refund_json(row: asyncpg.Record) -> dict[str, Any]:
@@ -111,6 +120,8 @@ def operation_json(row: asyncpg.Record) -> dict[str, Any]:
         "failure_reason": row["failure_reason"],
         "inconsistent": row["inconsistent"],
         "created_at": row["created_at"].isoformat(),
+        # Until when the provider's webhook is waited for (a pending charge or refund).
+        "deadline_at": _iso_or_none(row["deadline_at"]),
     }
 
 

@@ -16,6 +16,8 @@ from typing import Any, cast
 
 import asyncpg
 
+from domain.ids import derive_id
+
 Apply = Callable[[asyncpg.Connection, dict[str, Any]], Awaitable[None]]
 
 
@@ -82,10 +84,11 @@ STATUS_RANK = {"initiated": 0, "processing": 1, "completed": 2, "failed": 2, "pa
 
 UPSERT_PAYMENT = """
     INSERT INTO payments (id, user_id, amount, currency, method, wallet_id, provider, description, status,
-                          status_rank, reason_code, reason, created_at, updated_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)
+                          status_rank, reason_code, reason, created_at, updated_at, deadline_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)
     ON CONFLICT (id) DO UPDATE SET
         wallet_id = COALESCE(payments.wallet_id, EXCLUDED.wallet_id),
+        deadline_at = COALESCE(payments.deadline_at, EXCLUDED.deadline_at),
         provider = COALESCE(payments.provider, EXCLUDED.provider),
         description = COALESCE(payments.description, EXCLUDED.description),
         created_at = LEAST(payments.created_at, EXCLUDED.created_at),
@@ -119,6 +122,7 @@ async def _upsert_payment(
         reason_code,
         reason,
         ts(event["envelope"]["occurred_at"]),
+        None if event.get("deadline_at") is None else ts(event["deadline_at"]),
     )
 
 
@@ -129,10 +133,26 @@ async def apply_payment_created(conn: asyncpg.Connection, event: dict[str, Any])
 
 async def apply_payment_succeeded(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
     await _upsert_payment(conn, event, "completed")
+    await _apply_deciding_operation(conn, event)
 
 
 async def apply_payment_failed(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
     await _upsert_payment(conn, event, "failed", event["reason_code"], event["reason"])
+    await _apply_deciding_operation(conn, event)
+
+
+async def _apply_deciding_operation(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
+    """The operation a terminal event carries, written with the payment's row as its own report
+    writes it (every operation's event id derives from its id): otherwise, the topics being read
+    in no fixed order, a payment could show terminal beside its charge still pending."""
+    op = event.get("operation")
+    if op is None:
+        return
+    envelope = {
+        "occurred_at": op["occurred_at"],
+        "event_id": derive_id("PaymentOperationCompleted", op["operation_id"]),
+    }
+    await apply_operation_completed(conn, {**op, "envelope": envelope, "payment_id": event["payment_id"]})
 
 
 class ProjectionNotReady(RuntimeError):
@@ -158,7 +178,9 @@ async def apply_operation_completed(conn: asyncpg.Connection, event: dict[str, A
     # One operation can be reported by several events on two topics (a redelivered step
     # re-emits it under a new event id, an inconsistent one is reported again), and the
     # projector reads topics in no fixed order: keep the earliest report, so the row
-    # does not depend on the order (a rebuild from the log gives the same row).
+    # does not depend on the order (a rebuild from the log gives the same row). A report
+    # replaces the provider's pending answer whatever their order, and keeps its reference
+    # when it carries none.
     env = event["envelope"]
     await conn.execute(
         """INSERT INTO payment_operations (id, payment_id, kind, status, amount, currency, source, reference,
@@ -166,11 +188,12 @@ async def apply_operation_completed(conn: asyncpg.Connection, event: dict[str, A
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
            ON CONFLICT (id) DO UPDATE SET payment_id = EXCLUDED.payment_id, kind = EXCLUDED.kind,
                status = EXCLUDED.status, amount = EXCLUDED.amount, currency = EXCLUDED.currency,
-               source = EXCLUDED.source, reference = EXCLUDED.reference, failure_code = EXCLUDED.failure_code,
-               failure_reason = EXCLUDED.failure_reason, created_at = EXCLUDED.created_at,
-               event_id = EXCLUDED.event_id
-           WHERE (EXCLUDED.created_at, EXCLUDED.event_id)
-               < (payment_operations.created_at, payment_operations.event_id)""",
+               source = EXCLUDED.source, reference = COALESCE(EXCLUDED.reference, payment_operations.reference),
+               failure_code = EXCLUDED.failure_code, failure_reason = EXCLUDED.failure_reason,
+               created_at = EXCLUDED.created_at, event_id = EXCLUDED.event_id
+           WHERE payment_operations.status = 'pending'
+               OR (EXCLUDED.created_at, EXCLUDED.event_id)
+                  < (payment_operations.created_at, payment_operations.event_id)""",
         event["operation_id"],
         event["payment_id"],
         event["kind"],
@@ -183,6 +206,33 @@ async def apply_operation_completed(conn: asyncpg.Connection, event: dict[str, A
         event["failure_reason"],
         ts(env["occurred_at"]),
         env["event_id"],
+    )
+
+
+async def apply_operation_pending(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
+    """The provider's pending answer: the operation's row until its outcome, which replaces it.
+    Once an outcome is there, only the reference and deadline it lacks are added; among pending
+    answers (a request made again) the earliest stays, as for outcomes."""
+    env = event["envelope"]
+    await conn.execute(
+        """INSERT INTO payment_operations (id, payment_id, kind, status, amount, currency, source, reference,
+               created_at, event_id, deadline_at)
+           VALUES ($1, $2, $3, 'pending', $4, $5, 'provider', $6, $7, $8, $9)
+           ON CONFLICT (id) DO UPDATE SET
+               reference = COALESCE(payment_operations.reference, EXCLUDED.reference),
+               deadline_at = COALESCE(payment_operations.deadline_at, EXCLUDED.deadline_at),
+               created_at = CASE WHEN payment_operations.status = 'pending'
+                            THEN LEAST(payment_operations.created_at, EXCLUDED.created_at)
+                            ELSE payment_operations.created_at END""",
+        event["operation_id"],
+        event["payment_id"],
+        event["kind"],
+        event["amount"]["amount"],
+        event["amount"]["currency"],
+        event["reference"],
+        ts(env["occurred_at"]),
+        env["event_id"],
+        None if event["deadline_at"] is None else ts(event["deadline_at"]),
     )
 
 
@@ -199,6 +249,7 @@ PAYMENT_VIEWS: dict[str, Apply] = {
     "PaymentRefunded": apply_payment_refunded,
     "PaymentOperationCompleted": apply_operation_completed,
     "PaymentOperationInconsistent": apply_operation_inconsistent,
+    "PaymentOperationPending": apply_operation_pending,
 }
 
 

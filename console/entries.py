@@ -63,6 +63,15 @@ DETAIL_FIELDS = (
     "payment_id",
 )
 
+# What links a payment's events to the provider's objects, and until when it waits on them.
+REFERENCE_FIELDS = {
+    "PaymentCreated": ("deadline_at",),
+    "PaymentOperationPending": ("operation_id", "reference", "deadline_at"),
+    "PaymentOperationCompleted": ("operation_id", "reference"),
+    "PaymentOperationInconsistent": ("operation_id", "reference"),
+    "ProviderUpdate": ("operation_id", "provider_reference"),
+}
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -174,8 +183,8 @@ def is_payment(entries: Iterable[Entry]) -> bool:
     return any(e.topic in PAYMENT_TOPICS for e in entries)
 
 
-def verdict(entries: Sequence[Entry]) -> tuple[bool, str]:
-    """(terminal?, sentence) for a payment's timeline."""
+def verdict(entries: Sequence[Entry], now_ms: int | None = None) -> tuple[bool, str]:
+    """(terminal?, sentence) for a payment's timeline, judged at `now_ms` (epoch ms, default now)."""
     if not entries:
         return False, "no events found"
     last = entries[-1]
@@ -187,7 +196,42 @@ def verdict(entries: Sequence[Entry]) -> tuple[bool, str]:
     if terminals and not reopened:
         end = entries[terminals[-1]]
         return True, f"reached terminal {end.event_type} on {end.topic}"
-    return False, f"stopped after {last.event_type} on {last.topic}, not terminal"
+    waiting = waiting_on_provider(entries)
+    if waiting is not None:
+        return False, waiting_sentence(waiting, int(time.time() * 1000) if now_ms is None else now_ms)
+    stopped = f"stopped after {last.event_type} on {last.topic}, not terminal"
+    created = next((e for e in entries if e.event_type == "PaymentCreated"), None)
+    if created is not None and created.get("deadline_at") is not None:
+        # An external payment with no pending answer: the provider never accepted the charge.
+        stopped += f"; no answer from the provider recorded, deadline {fmt_time(created.get('deadline_at'))}"
+    return False, stopped
+
+
+OPERATION_OUTCOMES = ("PaymentOperationCompleted", "PaymentOperationInconsistent")
+
+
+def waiting_on_provider(entries: Sequence[Entry]) -> Entry | None:
+    """The latest provider's pending answer (PaymentOperationPending) no outcome of the same
+    operation has followed: what the payment waits for."""
+    decided = {e.get("operation_id") for e in entries if e.event_type in OPERATION_OUTCOMES}
+    pending = [e for e in entries if e.event_type == "PaymentOperationPending" and e.get("operation_id") not in decided]
+    return pending[-1] if pending else None
+
+
+def waiting_sentence(pending: Entry, now_ms: int) -> str:
+    what = (
+        f"{pending.get('kind')} {pending.get('reference')} at {pending.get('provider')} "
+        f"(operation {pending.get('operation_id')}, {pending.get('provider_status')})"
+    )
+    until = pending.get("deadline_at")
+    if until is None:
+        return f"waiting for the provider's webhook, with no deadline: {what}"
+    sentence = f"waiting for the provider's webhook until {fmt_time(until)}: {what}"
+    if now_ms >= until:
+        sentence += (
+            f"; the deadline passed {fmt_duration(now_ms - until)} ago and the payment worker has not failed it yet"
+        )
+    return sentence
 
 
 def fmt_time(millis: int) -> str:
@@ -217,6 +261,9 @@ def details(entry: Entry) -> dict[str, Any]:
     if entry.event_type == "BalanceUpdated":
         out["balance"] = f"{event['balance']['amount']} {event['balance']['currency']}"
         out["version"] = event["version"]
+    for name in REFERENCE_FIELDS.get(entry.event_type, ()):
+        if event.get(name) is not None:
+            out[name] = fmt_time(event[name]) if name == "deadline_at" else event[name]
     if entry.event_type == "PaymentOperationCompleted" and event.get("failure_code"):
         out["reason_code"], out["reason"] = event["failure_code"], event["failure_reason"]
     if entry.event_type == "DeadLetter":
@@ -293,6 +340,11 @@ def summary_json(ident: str, entries: Sequence[Entry]) -> str:
     if is_payment(entries):
         terminal, text = verdict(entries)
         record["summary"].update(kind="payment", terminal=terminal, verdict=text)
+        waiting = None if terminal else waiting_on_provider(entries)
+        if waiting is not None:
+            record["summary"]["waiting_on_provider"] = {
+                name: waiting.get(name) for name in ("operation_id", "kind", "provider", "reference", "deadline_at")
+            }
     return json.dumps(record)
 
 

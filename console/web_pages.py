@@ -8,7 +8,7 @@ import html
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from console.entries import Entry, details, fmt_duration, hops
+from console.entries import Entry, details, fmt_duration, hops, verdict
 
 BASE = "/console"
 STYLE = (
@@ -165,10 +165,10 @@ def payment_page(
     if payment.get("wallet_id"):
         summary["wallet_id"] = link(f"{BASE}/wallets/{payment['wallet_id']}", payment["wallet_id"])
     operations = table(
-        ["kind", "status", "amount", "source", "provider reference", "failure", "created"],
+        ["operation", "kind", "status", "amount", "source", "provider reference", "deadline", "failure", "created"],
         (
-            [o["kind"], o["status"], f"{o['amount']} {o['currency']}", o["source"], o["reference"],
-             o["failure_code"] or "", when(o["created_at"])]
+            [o["id"], o["kind"], o["status"], f"{o['amount']} {o['currency']}", o["source"], o["reference"],
+             when(o["deadline_at"]), o["failure_code"] or "", when(o["created_at"])]
             for o in payment["operations"]
         ),
     )  # fmt: skip
@@ -186,8 +186,10 @@ def payment_page(
             for r in payment["refunds"]
         ),
     )
+    terminal, sentence = verdict(entries, now_ms) if entries else (False, "no events found on the log")
     body = (
-        f"{fields(summary)}<h2>Timeline across topics</h2><div id=timeline>{timeline_table(entries, now_ms)}</div>"
+        f'{fields(summary)}<p id=verdict class="{"ok" if terminal else "bad"}">{h(sentence)}</p>'
+        f"<h2>Timeline across topics</h2><div id=timeline>{timeline_table(entries, now_ms)}</div>"
         f"<h2>Operations</h2>{operations}<h2>Refunds</h2>{refunds}"
         f"<h2>Live saga state (payment worker)</h2>{worker_state(state)}"
     )

@@ -57,6 +57,11 @@ VOCABULARY: dict[str, tuple[str, str, str]] = {
         "payment worker `process_provider_update`",
     ),
     "PaymentOperationCompleted": ("event", "", "payment worker `process_payment_operation_result`, projector"),
+    "PaymentOperationPending": (
+        "event (the provider's pending answer, on the operations' topic)",
+        "",
+        "payment worker `process_payment_operation_result` (keeps the reference), projector, `payments trace`",
+    ),
     "PaymentOperationInconsistent": (
         "event",
         "",

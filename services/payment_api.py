@@ -186,12 +186,14 @@ async def _create(
     decided = await outcomes.wait(payment_id, future, timeout)
     if decided is not None and method == "wallet":
         # A wallet payment's terminal event says all the view would: answer without reading it.
-        return 201, views.decided_json(body, payment_id, now, decided)
+        return 201, views.decided_json(body, payment_id, now, decided, created.deadline_at)
     remaining = max(0.0, timeout - (now_ms() - now) / 1000)
     row = await wait_for_payment(pool, payment_id, remaining, settled=decided is not None)
     if row is not None and decided is not None:
         # The view's operations follow their own topic and can trail its terminal row.
-        return 201, await body_knowing(pool, row, views.decided_json(body, payment_id, now, decided))
+        return 201, await body_knowing(
+            pool, row, views.decided_json(body, payment_id, now, decided, created.deadline_at)
+        )
     if row is not None:
         return 201, await payment_body(pool, row)
     return 201, {

@@ -27,16 +27,23 @@ OPERATION = answer_schema(
         "id": UUID,
         # Avro enums on the log (schemas/types/operation_*.avsc), which may gain symbols: text here.
         "kind": {"type": "string", "description": "charge or refund"},
-        "status": {"type": "string", "description": "succeeded or failed"},
+        "status": {
+            "type": "string",
+            "description": "pending (the provider accepted it; its webhook decides), succeeded or failed",
+        },
         "amount": AMOUNT,
         "currency": CURRENCY,
         "source": {"type": "string", "description": "wallet, provider or deadline"},
-        "reference": MAYBE_TEXT,
+        "reference": {
+            "type": ["string", "null"],
+            "description": "the provider's id of its charge or refund (ch_..., pi_..., re_...), or the wallet movement",
+        },
         "failure_code": MAYBE_TEXT,
         "failure_reason": MAYBE_TEXT,
         "inconsistent": {"type": "boolean"},
         "created_at": TIME,
-    }
+    },
+    {"deadline_at": {**MAYBE_TIME, "description": "until when the provider's webhook is waited for"}},
 )
 REFUND = answer_schema(
     {
@@ -71,6 +78,10 @@ PAYMENT = answer_schema(
         "refunded_amount": COUNT,
         "created_at": TIME,
         "updated_at": TIME,
+        "deadline_at": {
+            **MAYBE_TIME,
+            "description": "an external payment fails provider_timeout if still processing then",
+        },
         "operations": {"type": "array", "items": OPERATION},
         "refunds": {"type": "array", "items": REFUND},
         "status_url": TEXT,

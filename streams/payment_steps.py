@@ -45,6 +45,8 @@ OUTPUT_TOPIC = {
     "PaymentRefunded": PAYMENT_REFUNDED.name,
     "RefundFailed": PAYMENT_REFUND_FAILED.name,
     "PaymentOperationCompleted": PAYMENT_OPERATION_COMPLETED.name,
+    # The provider's pending answer travels with the operation's outcomes: same key, same step.
+    "PaymentOperationPending": PAYMENT_OPERATION_COMPLETED.name,
 }
 
 
@@ -131,8 +133,12 @@ class PaymentSteps:
             await self.publish((op,))
 
     async def process_payment_operation_result(self, event: dict[str, Any]) -> None:
-        """PaymentOperationCompleted: apply it; the payment succeeds, fails, refunds or turns inconsistent."""
-        expect(event, "PaymentOperationCompleted")
+        """PaymentOperationCompleted: apply it; the payment succeeds, fails, refunds or turns inconsistent.
+        PaymentOperationPending: keep the provider's reference for the operation."""
+        if expect(event, "PaymentOperationCompleted", "PaymentOperationPending") == "PaymentOperationPending":
+            pending = from_record(domain.PaymentOperationPending, event)
+            await self.apply(domain.decide_pending(self.load(pending.payment_id), pending), pending.payment_id)
+            return
         op = from_record(domain.PaymentOperationCompleted, event)
         decision = domain.decide_operation(self.load(op.payment_id), op, self.now())
         if decision.rejection is not None:
@@ -242,11 +248,11 @@ class PaymentSteps:
             if provider is None:
                 raise ProviderUnavailable(f"provider {effect.provider!r} is not offered by this deployment")
             if isinstance(effect, domain.ProviderCharge):
-                await provider.charge(
+                answer = await provider.charge(
                     effect.operation_id, effect.payment_id, effect.amount.amount, effect.amount.currency, effect.token
                 )
             else:
-                await provider.refund(
+                answer = await provider.refund(
                     effect.operation_id,
                     effect.payment_id,
                     effect.charge_reference,
@@ -264,6 +270,9 @@ class PaymentSteps:
                 )
             else:
                 raise
+        else:
+            accepted = domain.accepted_by_provider(effect, answer.reference, answer.status, self.now())
+            await self.publish((accepted,))
 
 
 def movement_required(effect: domain.WalletMovement) -> dict[str, Any]:

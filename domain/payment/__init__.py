@@ -12,7 +12,13 @@ created the payment (its actor), stamped here.
 `outcomes` the events an applied operation publishes, `operations` what arrives from outside.
 """
 
-from domain.payment.decisions import decide_compensation, decide_created, decide_operation, decide_refund
+from domain.payment.decisions import (
+    decide_compensation,
+    decide_created,
+    decide_operation,
+    decide_pending,
+    decide_refund,
+)
 from domain.payment.model import (
     REFUND_ENDINGS,
     REFUNDABLE,
@@ -29,6 +35,7 @@ from domain.payment.model import (
     PaymentFailed,
     PaymentOperationCompleted,
     PaymentOperationInconsistent,
+    PaymentOperationPending,
     PaymentRefunded,
     PaymentSucceeded,
     ProviderCharge,
@@ -49,6 +56,7 @@ from domain.payment.model import (
     to_dict,
 )
 from domain.payment.operations import (
+    accepted_by_provider,
     effect_kind,
     operation_from_movement,
     operation_from_provider,
@@ -73,6 +81,7 @@ __all__ = [
     "PaymentFailed",
     "PaymentOperationCompleted",
     "PaymentOperationInconsistent",
+    "PaymentOperationPending",
     "PaymentRefunded",
     "PaymentSucceeded",
     "ProviderCharge",
@@ -83,12 +92,14 @@ __all__ = [
     "RequestPayment",
     "Status",
     "WalletMovement",
+    "accepted_by_provider",
     "charge_operation_id",
     "compensation_operation_id",
     "deadline_operation_id",
     "decide_compensation",
     "decide_created",
     "decide_operation",
+    "decide_pending",
     "decide_refund",
     "effect_kind",
     "from_dict",

@@ -17,6 +17,7 @@ from domain.payment.model import (
     Payment,
     PaymentOperationCompleted,
     PaymentOperationInconsistent,
+    PaymentOperationPending,
     ProviderCharge,
     ProviderRefund,
     Refund,
@@ -103,7 +104,25 @@ def _charge_request(payment: Payment) -> Effect:
         payment.money,
         payment.actor_subject,
         payment.actor_roles,
+        payment.deadline_at,
     )
+
+
+def decide_pending(payment: Payment | None, pending: PaymentOperationPending) -> Decision:
+    """The provider's pending answer: keep its reference, so that the deadline's failure and the
+    views name the provider's object. A reference already known (from an earlier answer, or an
+    outcome that came first) is kept: this moves no money and decides nothing."""
+    if payment is None:
+        return Decision(None)
+    if pending.operation_id == payment.charge_operation_id:
+        if payment.charge_reference is not None:
+            return Decision(None)
+        return Decision(replace(payment, charge_reference=pending.reference))
+    refund = refund_of(payment, pending.operation_id)
+    if refund is None or refund.reference is not None:
+        return Decision(None)  # a compensation's answer: its outcome carries the reference
+    recorded = replace(refund, reference=pending.reference)
+    return Decision(replace(payment, refunds={**payment.refunds, refund.refund_id: recorded}))
 
 
 def decide_operation(payment: Payment | None, op: PaymentOperationCompleted, now: int) -> Decision:

@@ -137,6 +137,24 @@ class PaymentOperationInconsistent:
 
 
 @dataclass(frozen=True)
+class PaymentOperationPending:
+    """The provider accepted a charge or refund and answered with its own id for it, not yet an
+    outcome (that comes by webhook). On the log so that the views and `payments trace` link our
+    operation id (the idempotency key the provider got) to the provider's object, and show
+    until when the saga waits for its webhook."""
+
+    meta: EventMeta
+    payment_id: str
+    operation_id: str
+    kind: Literal["charge", "refund"]
+    amount: Money
+    provider: str
+    reference: str
+    provider_status: str
+    deadline_at: int | None
+
+
+@dataclass(frozen=True)
 class OperationSummary:
     """The operation that decided a payment, carried by its terminal event."""
 
@@ -246,6 +264,7 @@ class ProviderCharge:
     # The payer: a refusal by the provider acts for whoever created the payment.
     actor_subject: str | None = None
     actor_roles: tuple[str, ...] = ()
+    deadline_at: int | None = None  # the payment's: shown with the provider's pending answer
 
 
 @dataclass(frozen=True)
@@ -282,6 +301,7 @@ class Refund:
     failure_code: str | None = None
     failure_reason: str | None = None
     decided_at: int | None = None  # when a refund request was refused (no operation records it)
+    reference: str | None = None  # the provider's id of the refund, once it answered
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from domain.money import Money
 from domain.payment.model import (
     Payment,
     PaymentOperationCompleted,
+    PaymentOperationPending,
     ProviderCharge,
     ProviderRefund,
     deadline_operation_id,
@@ -28,7 +29,7 @@ def overdue(payment: Payment, now: int) -> PaymentOperationCompleted | None:
     if op_id in payment.operations:
         return None
     reason = "no answer from the provider before the deadline"
-    return _deadline_passed(payment, op_id, "charge", payment.money, now, reason)
+    return _deadline_passed(payment, op_id, "charge", payment.money, now, reason, payment.charge_reference)
 
 
 def overdue_operations(payment: Payment, now: int) -> tuple[PaymentOperationCompleted, ...]:
@@ -42,6 +43,7 @@ def overdue_operations(payment: Payment, now: int) -> tuple[PaymentOperationComp
             Money(refund.amount, payment.currency),
             now,
             "no answer from the provider before the refund's deadline",
+            refund.reference,
         )
         for refund in payment.refunds.values()
         if refund.status == "pending"
@@ -53,11 +55,19 @@ def overdue_operations(payment: Payment, now: int) -> tuple[PaymentOperationComp
 
 
 def _deadline_passed(
-    payment: Payment, op_id: str, kind: Literal["charge", "refund"], amount: Money, now: int, reason: str
+    payment: Payment,
+    op_id: str,
+    kind: Literal["charge", "refund"],
+    amount: Money,
+    now: int,
+    reason: str,
+    reference: str | None,
 ) -> PaymentOperationCompleted:
+    """The failure a passed deadline stands for, naming the provider's object it gave up on
+    (`reference`, from its pending answer), so the failed operation still leads to it."""
     meta = meta_for(payment, derive_id("PaymentOperationCompleted", op_id), now, None)
     return PaymentOperationCompleted(
-        meta, payment.payment_id, op_id, kind, "failed", amount, "deadline", None, "provider_timeout", reason
+        meta, payment.payment_id, op_id, kind, "failed", amount, "deadline", reference, "provider_timeout", reason
     )
 
 
@@ -141,16 +151,8 @@ def refused_by_provider(
     """A refusal is final: it becomes the operation's failed outcome, like a decline by webhook.
     A card declined while the charge was confirmed fails with the provider's code, as its
     webhook would; any other refusal is provider_rejected."""
-    meta = EventMeta(
-        derive_id("PaymentOperationCompleted", effect.operation_id),
-        now,
-        effect.payment_id,
-        None,
-        effect.actor_subject,
-        effect.actor_roles,
-    )
     return PaymentOperationCompleted(
-        meta,
+        _answer_meta(effect, "PaymentOperationCompleted", now),
         effect.payment_id,
         effect.operation_id,
         effect_kind(effect),
@@ -160,6 +162,37 @@ def refused_by_provider(
         None,
         decline_code or "provider_rejected",
         message[:500],
+    )
+
+
+def accepted_by_provider(
+    effect: ProviderCharge | ProviderRefund, reference: str, provider_status: str, now: int
+) -> PaymentOperationPending:
+    """The provider's answer to our request: its id for the object, under our operation id.
+    Named after the operation, so a request made again (a redelivery) gives the same event."""
+    return PaymentOperationPending(
+        _answer_meta(effect, "PaymentOperationPending", now),
+        effect.payment_id,
+        effect.operation_id,
+        effect_kind(effect),
+        effect.amount,
+        effect.provider,
+        reference,
+        provider_status,
+        effect.deadline_at,
+    )
+
+
+def _answer_meta(effect: ProviderCharge | ProviderRefund, event_type: str, now: int) -> EventMeta:
+    """The provider answered a request of the payment's saga: the event acts for whoever the
+    request acted for, and is named after the operation."""
+    return EventMeta(
+        derive_id(event_type, effect.operation_id),
+        now,
+        effect.payment_id,
+        None,
+        effect.actor_subject,
+        effect.actor_roles,
     )
 
 

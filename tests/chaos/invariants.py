@@ -54,6 +54,8 @@ class LogState:
     refund_failed: dict[str, dict[str, Event]] = field(default_factory=lambda: defaultdict(dict))  # payment -> refund
     operations: dict[str, Event] = field(default_factory=dict)  # operation id -> first completion
     inconsistent: set[str] = field(default_factory=set)  # operation ids
+    # operation id -> the provider's first pending answer: the view's row until an outcome replaces it
+    pending: dict[str, Event] = field(default_factory=dict)
     dead_letters: list[Event] = field(default_factory=list)
     # Rows a projector could not store (dead-lettered): (view table, row id), whenever it happened.
     refused: set[tuple[str, str]] = field(default_factory=set)
@@ -84,6 +86,8 @@ class LogState:
             self.refund_failed[event["payment_id"]].setdefault(event["refund_id"], event)
         elif kind == "PaymentOperationCompleted":
             self._first(self.operations, event["operation_id"], event, ("status",))
+        elif kind == "PaymentOperationPending":
+            self.pending.setdefault(event["operation_id"], event)
         elif kind == "PaymentOperationInconsistent":
             self.inconsistent.add(event["operation_id"])
             self.operations.setdefault(event["operation_id"], {**event, "failure_code": None, "failure_reason": None})
@@ -156,9 +160,22 @@ def refused_rows(codec: SingleObjectCodec, value: bytes) -> set[tuple[str, str]]
         return {("wallet_movements", event["movement_id"])}
     if kind == "PaymentCreated":
         return {("payments", event["payment_id"])}
-    if kind in ("PaymentOperationCompleted", "PaymentOperationInconsistent"):
+    if kind in ("PaymentOperationCompleted", "PaymentOperationInconsistent", "PaymentOperationPending"):
         return {("payment_operations", event["operation_id"])}
     return set()
+
+
+def operation_row(op: Event, inconsistent: bool) -> tuple[Any, ...]:
+    """An operation's view row: its first outcome, else the provider's pending answer (which has
+    no status or source of its own: the row says pending, from the provider)."""
+    return (
+        op["payment_id"],
+        op["kind"],
+        op.get("status", "pending"),
+        op["amount"]["amount"],
+        op.get("source", "provider"),
+        inconsistent,
+    )
 
 
 def _delta(m: Event) -> int:
@@ -558,15 +575,7 @@ async def views_match_log(conn: asyncpg.Connection, log: LogState) -> list[str]:
             ]
         },
         "payment_operations": {
-            oid: (
-                op["payment_id"],
-                op["kind"],
-                op["status"],
-                op["amount"]["amount"],
-                op["source"],
-                oid in log.inconsistent,
-            )
-            for oid, op in log.operations.items()
+            oid: operation_row(op, oid in log.inconsistent) for oid, op in {**log.pending, **log.operations}.items()
         },
     }
     queries = {

@@ -51,7 +51,7 @@ def make_event(event_type: str, variant: int = 0, schema: Any = None) -> dict[st
 
 def test_catalog_holds_every_event() -> None:
     assert set(EVENT_TYPES) == {
-        "PaymentCreated", "PaymentOperationCompleted", "PaymentOperationInconsistent",
+        "PaymentCreated", "PaymentOperationCompleted", "PaymentOperationInconsistent", "PaymentOperationPending",
         "PaymentSucceeded", "PaymentFailed", "RefundRequested", "PaymentRefunded", "RefundFailed",
         "MovementRequired", "WalletOpenRequested", "MovementUpdated", "WalletOpened",
         "BalanceUpdated", "ProviderUpdate", "DeadLetter",

@@ -45,11 +45,12 @@ def test_the_answer_from_the_terminal_event_equals_the_view_of_the_same_payment(
         "id": pid, **{k: request[k] for k in ("user_id", "amount", "currency", "wallet_id", "provider")},
         "method": "wallet", "description": request["description"], "status": "failed",
         "reason_code": event["reason_code"], "reason": event["reason"], "refunded_amount": 0,
-        "created_at": at(created), "updated_at": at(decided),
+        "created_at": at(created), "updated_at": at(decided), "deadline_at": None,
     }  # fmt: skip
     op_row = {
         "id": operation["operation_id"], "kind": "charge", "status": "failed", "amount": 5000, "currency": "USD",
         "source": "wallet", "reference": operation["reference"], "failure_code": operation["failure_code"],
         "failure_reason": operation["failure_reason"], "inconsistent": False, "created_at": at(decided - 5),
+        "deadline_at": None,
     }  # fmt: skip
     assert decided_json(request, pid, created, event) == payment_json(row, [op_row], [])  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ TOPICS = {
     "PaymentCreated": "payment.created",
     "PaymentOperationCompleted": "payment.payment_operation.completed",
     "PaymentOperationInconsistent": "payment.payment_operation.inconsistent",
+    "PaymentOperationPending": "payment.payment_operation.completed",
     "PaymentSucceeded": "payment.success",
     "PaymentFailed": "payment.failed",
     "RefundRequested": "payment.refund",
