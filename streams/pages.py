@@ -24,6 +24,11 @@ from streams.processing import Processor
 
 log = logging.getLogger(__name__)
 SAMPLE_EVERY_S = 2.0
+# A partition with lag that has not moved for two samples is fetched again: at half of
+# stall_after_s (15 s) a backlog drained in bursts, nothing completing for up to 37 s at a time
+# (`python -m devtools.bench.drain`). Fetching again is harmless when it was not needed: the
+# delivery guard hands on every offset once, in order.
+NUDGE_AFTER_S = 4.0
 
 
 @dataclass
@@ -58,7 +63,8 @@ class ProgressWatch:
             self.seen[tp] = (owed, since)
             stuck_for = now - since
             CONSUMER_STALLED_SECONDS.labels(self.group, tp.topic, str(tp.partition)).set(stuck_for if lag else 0)
-            if lag > 0 and stuck_for > self.stall_after_s / 2 and self.nudged.get(tp) != owed and owed is not None:
+            nudge_after = min(NUDGE_AFTER_S, self.stall_after_s / 2)
+            if lag > 0 and stuck_for > nudge_after and self.nudged.get(tp) != owed and owed is not None:
                 nudge.append((tp, owed))
                 self.nudged[tp] = owed
             if lag > 0 and stuck_for > self.stall_after_s:

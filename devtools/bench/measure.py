@@ -107,7 +107,7 @@ def kafka_requests(config: Config) -> dict[str, float]:
         if process.health_port is None:
             continue
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{process.health_port}/metrics", timeout=2) as response:
+            with urllib.request.urlopen(f"http://127.0.0.1:{process.health_port}/metrics", timeout=5) as response:
                 text = response.read().decode()
         except OSError:
             continue
