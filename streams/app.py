@@ -39,6 +39,7 @@ from streams.local_store import match_store_to_log
 from streams.ports import Sender
 from streams.processing import Handler, Processor, SourceMessage
 from streams.rocksdb_store import use_closing_rocksdb_store
+from streams.table_codec import install_table_codec
 
 log = logging.getLogger(__name__)
 Steps = TypeVar("Steps")
@@ -48,6 +49,7 @@ def make_app(name: str, config: Config, web_port: int, store: str, principal: st
     """The worker `name` (its consumer group) connects to Kafka as `principal`, by default the
     principal of the same name."""
     install_faust_codec(make_codec(config.kafka.schema_registry_url or None))
+    install_table_codec()
     datadir = state_dir(config) / "faust" / f"{name}-{web_port}"
     datadir.mkdir(parents=True, exist_ok=True)
     if store.startswith("rocksdb"):

@@ -37,6 +37,7 @@ from streams.payment_deadlines import DeadlineIndex
 from streams.payment_steps import PaymentSteps
 from streams.processing import Handler
 from streams.state_page import add_state_page
+from streams.table_codec import with_orjson_values
 
 SOURCES = (
     PAYMENT_CREATED,
@@ -74,8 +75,8 @@ def bootstrap(config: Config | None = None) -> Worker[PaymentSteps]:
     config = config or load_config()
     codec = make_codec(config.kafka.schema_registry_url or None)
     app = make_app(PAYMENT_WORKER, config, config.payment_worker.web_port, config.payment_worker.store)
-    payments = app.Table("payments", default=None, partitions=config.kafka.partitions)
-    open_payments = app.Table("open_payments", default=None, partitions=config.kafka.partitions)
+    payments = with_orjson_values(app.Table("payments", default=None, partitions=config.kafka.partitions))
+    open_payments = with_orjson_values(app.Table("open_payments", default=None, partitions=config.kafka.partitions))
     send = make_sender(app, codec)
     providers = make_providers(config)  # by the name a payment gives; Stripe's secrets are loaded now
     pipeline = make_pipeline(

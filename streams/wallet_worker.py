@@ -26,6 +26,7 @@ from streams.app import Worker, add_agent, make_app, make_pipeline, make_sender,
 from streams.durability import WrittenLast
 from streams.pages import add_worker_pages
 from streams.state_page import add_state_page
+from streams.table_codec import with_orjson_values
 from streams.wallet_steps import WalletSteps
 
 
@@ -33,8 +34,8 @@ def bootstrap(config: Config | None = None) -> Worker[WalletSteps]:
     config = config or load_config()
     codec = make_codec(config.kafka.schema_registry_url or None)
     app = make_app(WALLET_WORKER, config, config.wallet_worker.web_port, config.wallet_worker.store)
-    wallets = app.Table("wallets", default=None, partitions=config.kafka.partitions)
-    movements = app.Table("movements", default=None, partitions=config.kafka.partitions)
+    wallets = with_orjson_values(app.Table("wallets", default=None, partitions=config.kafka.partitions))
+    movements = with_orjson_values(app.Table("movements", default=None, partitions=config.kafka.partitions))
     send = make_sender(app, codec)
     pipeline = make_pipeline(
         app,
