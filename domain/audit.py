@@ -46,7 +46,6 @@ from domain.audit_books import INVARIANTS, At, Event, Movement, PaymentBook, Vio
 from domain.audit_sources import MoneySources
 from domain.audit_wallets import Wallets
 from domain.payment import charge_operation_id, compensation_operation_id, refund_operation_id
-from domain.wallet import opening_movement_id
 
 RECENT_CLEARED = 200  # cleared violations kept for the page, the latest ones
 PAYMENT_EVENTS = frozenset(
@@ -182,7 +181,7 @@ class Ledger:
             payment.movements[movement_id] = movement
             payment.last_news, payment.judged = now, False
             self.pending.add(owner)
-        book.fold(opening_movement_id(movement.wallet_id))
+        book.fold(book.opening_id)
 
     @staticmethod
     def _owner_of_reverted(book: WalletBook, event: Event) -> str | None:
@@ -220,7 +219,7 @@ class Ledger:
             self._check_update(wallet_id, book, version, amount, at)
         else:
             book.unmatched[version] = (amount, at)
-        book.fold(opening_movement_id(wallet_id))
+        book.fold(book.opening_id)
 
     def _check_update(self, wallet_id: str, book: WalletBook, version: int, amount: int, at: At) -> None:
         expected = book.balance_at(version)

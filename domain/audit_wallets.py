@@ -58,7 +58,7 @@ class Wallets:
         A wallet not in memory is new: the auditor restores stored ones before adding events."""
         book = self.resident.pop(wallet_id, None)
         if book is None:
-            book = WalletBook()
+            book = WalletBook(opening_id=opening_movement_id(wallet_id))
             self.shares[wallet_id] = None
         self.resident[wallet_id] = book
         self.dirty.add(wallet_id)
@@ -79,12 +79,15 @@ class Wallets:
                 continue
             book = stored.get(wallet_id)
             if book is None:
-                self.resident[wallet_id], self.shares[wallet_id] = WalletBook(), None
+                self.resident[wallet_id] = WalletBook(opening_id=opening_movement_id(wallet_id))
+                self.shares[wallet_id] = None
             else:
-                self.resident[wallet_id], self.shares[wallet_id] = book, self._share(wallet_id, book)
+                book.opening_id = opening_movement_id(wallet_id)
+                self.resident[wallet_id], self.shares[wallet_id] = book, self._share(book)
 
     def adopt(self, wallet_id: str, book: WalletBook) -> None:
         """A book not in the store nor counted yet (a state of the format that held every wallet)."""
+        book.opening_id = opening_movement_id(wallet_id)
         self.resident[wallet_id], self.shares[wallet_id] = book, None
         self.dirty.add(wallet_id)
         self.touched.add(wallet_id)
@@ -94,8 +97,8 @@ class Wallets:
     # ------------------------------------------------------------ running sums
 
     @staticmethod
-    def _share(wallet_id: str, book: WalletBook) -> Share | None:
-        own = book.own_figures(opening_movement_id(wallet_id))
+    def _share(book: WalletBook) -> Share | None:
+        own = book.own_figures(book.opening_id)
         return None if own is None else (book.currency, dict(own))
 
     def _count(self, share: Share | None, sign: int) -> None:
@@ -113,7 +116,7 @@ class Wallets:
         """Bring the sums up to date with the wallets changed since the last recount."""
         for wallet_id in self.touched:
             book = self.resident[wallet_id]
-            share = self._share(wallet_id, book)
+            share = self._share(book)
             if share != self.shares.get(wallet_id):
                 self._count(self.shares.get(wallet_id), -1)
                 self._count(share, +1)
