@@ -102,6 +102,7 @@ class Auditor:
         self.stored_payments = False  # whether this epoch has written judged payments to read back
         self.stored_wallets = False  # ... and wallets
         self.clock = LogClock()
+        self.read_back = {"wallets": 0, "payments": 0}  # books read back from the store
         self.read_since_checkpoint = 0
         # Held from reading a batch's wallets back to adding its events: a checkpoint must not
         # let go of a wallet in between.
@@ -234,9 +235,12 @@ class Auditor:
         if wallets:
             stored = await self.from_store("wallets", wallets) if self.stored_wallets else {}
             restore_wallets(ledger, wallets, stored, now)
+            self.read_back["wallets"] += len(stored)
         wanted = sorted({w for event in events if (w := ledger.wanted(event)) is not None})
         if wanted and self.stored_payments:
-            restore_payments(ledger, await self.from_store("judged_payments", wanted), now)
+            judged = await self.from_store("judged_payments", wanted)
+            restore_payments(ledger, judged, now)
+            self.read_back["payments"] += len(judged)
 
     async def from_store(self, what: str, ids: list[str]) -> dict[str, Any]:
         """Until PostgreSQL answers: judging news without its wallet's or payment's book would be

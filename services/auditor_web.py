@@ -126,6 +126,7 @@ def status_of(auditor: Auditor) -> dict[str, Any]:
             "wallets_changed": len(auditor.ledger.wallets.dirty),
             "violations": len(auditor.ledger.violations),
         },
+        "read_back": auditor.read_back,
         "unchecked_old_versions": auditor.ledger.unchecked,
         "unjudged_payments": auditor.ledger.unjudged(),
         "open": auditor.ledger.open_counts(),
