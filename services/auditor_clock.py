@@ -44,7 +44,9 @@ class LogClock:
         return {tp for tp in lagging if self.read_up_to.get(tp, self.log_time) > self.log_time + PACE_AHEAD_S}
 
     def caught_up(self) -> None:
+        """Every partition read to its end: the log's time is that of the latest message read."""
         if self.offset is None:
+            self.log_time = max([self.log_time, *self.read_up_to.values()])
             self.offset = self.log_time - time.monotonic()
 
     def now(self) -> float:

@@ -25,8 +25,10 @@ def test_the_log_time_waits_for_every_partition_being_read_then_follows_the_leas
 def test_once_caught_up_time_goes_on_from_the_log_time_at_the_wall_clock_pace() -> None:
     clock = LogClock()
     clock.read(C, 1_000.0)
-    clock.ahead([C])
-    clock.caught_up()
+    clock.read(A, 900.0)
+    clock.ahead([A, C])
+    assert clock.now() == 900.0
+    clock.caught_up()  # every partition read to its end: the latest message read sets the time
     assert 1_000.0 <= clock.now() < 1_001.0
     clock.read(C, 5_000.0)
     assert clock.now() < 1_001.0  # events read live no longer move it
