@@ -1,6 +1,7 @@
 """The money auditor's store in PostgreSQL (as the `auditor` role): its checkpoint, one row of
-open state plus the offsets it covers, and the payments it judged and let go of. A checkpoint is
-one transaction: the state, its offsets and the payments judged since the last one, or none."""
+open state plus the offsets it covers, the payments it judged and let go of, and every wallet's
+running figures. A checkpoint is one transaction: the state, its offsets, the payments judged
+and the wallets changed since the last one, or none."""
 
 from __future__ import annotations
 
@@ -51,17 +52,27 @@ class AuditStore:
         return int(await self.pool.fetchval("SELECT epoch FROM auditor_checkpoint WHERE auditor = $1", NAME) or 0)
 
     async def write(
-        self, epoch: int, offsets: dict[str, int], state: dict[str, Any], judged: dict[str, dict[str, Any]]
+        self,
+        epoch: int,
+        offsets: dict[str, int],
+        state: dict[str, Any],
+        judged: dict[str, dict[str, Any]],
+        wallets: dict[str, dict[str, Any]],
     ) -> int:
-        """Write the checkpoint and the payments judged since the last one together; bytes of state."""
+        """Write the checkpoint, the payments judged and the wallets changed since the last one
+        together; bytes of state."""
         state_json = json.dumps(state, separators=(",", ":"))
         async with self.pool.acquire() as conn, conn.transaction():
-            if judged:
-                await conn.executemany(
-                    "INSERT INTO auditor_payments (payment_id, epoch, book) VALUES ($1, $2, $3::jsonb) "
-                    "ON CONFLICT (payment_id) DO UPDATE SET epoch = excluded.epoch, book = excluded.book",
-                    [(pid, epoch, json.dumps(book, separators=(",", ":"))) for pid, book in judged.items()],
-                )
+            for table, key, books in (
+                ("auditor_payments", "payment_id", judged),
+                ("auditor_wallets", "wallet_id", wallets),
+            ):
+                if books:
+                    await conn.executemany(
+                        f"INSERT INTO {table} ({key}, epoch, book) VALUES ($1, $2, $3::jsonb) "
+                        f"ON CONFLICT ({key}) DO UPDATE SET epoch = excluded.epoch, book = excluded.book",
+                        [(k, epoch, json.dumps(book, separators=(",", ":"))) for k, book in books.items()],
+                    )
             await conn.execute(
                 "INSERT INTO auditor_checkpoint (auditor, epoch, offsets, state, written_at) "
                 "VALUES ($1, $2, $3::jsonb, $4::jsonb, now()) ON CONFLICT (auditor) DO UPDATE SET "
@@ -81,3 +92,12 @@ class AuditStore:
             epoch,
         )
         return {row["payment_id"]: json.loads(row["book"]) for row in rows}
+
+    async def wallets(self, epoch: int, wallet_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The running figures of these wallets as this epoch last wrote them (absent: new)."""
+        rows = await self.pool.fetch(
+            "SELECT wallet_id, book::text FROM auditor_wallets WHERE wallet_id = ANY($1::text[]) AND epoch = $2",
+            wallet_ids,
+            epoch,
+        )
+        return {row["wallet_id"]: json.loads(row["book"]) for row in rows}

@@ -133,6 +133,9 @@ class AuditorConfig:
     port: int
     quiet_s: float  # a terminal payment with nothing in flight is judged after this long without news
     grace_s: float  # any payment is judged after this long without news, in flight or not
+    # Wallets not changed since the last checkpoint kept in memory, the most recently used ones;
+    # the others are read back from PostgreSQL when an event names them.
+    wallets_in_memory: int
 
 
 @dataclass(frozen=True)

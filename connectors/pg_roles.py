@@ -44,8 +44,9 @@ GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "wallets": READ,
         "idempotency_keys": UPSERT,
     },
-    # Judges payments from the log; keeps its checkpoint and the payments it judged (never deletes).
-    AUDITOR: {"auditor_checkpoint": UPSERT, "auditor_payments": UPSERT},
+    # Judges payments from the log; keeps its checkpoint, the payments it judged and the wallets'
+    # running figures (never deletes).
+    AUDITOR: {"auditor_checkpoint": UPSERT, "auditor_payments": UPSERT, "auditor_wallets": UPSERT},
     # Read only: the views and how far the projections are.
     CONSOLE: {"projection_offsets": READ, "schema_migrations": READ, **dict.fromkeys(VIEWS, READ)},
 }
@@ -59,7 +60,7 @@ USED_BY = {
     PROJECTOR: "services.projector; `payments dlq replay` of a projector's letter (it re-applies it)",
     WALLET_API: "services.wallet_api",
     PAYMENT_API: "services.payment_api",
-    AUDITOR: "services.auditor (its checkpoint and the payments it judged)",
+    AUDITOR: "services.auditor (its checkpoint, the payments it judged and the wallets' running figures)",
     CONSOLE: "read-only inspection: an operator's psql, the benchmark's view watcher, the fault suite's checks",
 }
 

@@ -31,7 +31,9 @@ and a violation that the saga's later events settle is marked cleared.
 Only what is open stays in memory: a judged payment leaves `payments` for `evicted`, which
 the auditor writes to its store with the next checkpoint and reads back (domain.audit_state.restore_payments) when news
 names it again (`wanted`); a wallet's movements are folded into running figures once their
-balance update is read; cleared violations beyond the RECENT_CLEARED latest are dropped. What
+balance update is read, and those figures live in the store too, with only some wallets in
+memory (domain.audit_wallets: the auditor reads the others back before adding events about
+them, `wallets_wanted`); cleared violations beyond the RECENT_CLEARED latest are dropped. What
 folding gives up: a movement claiming a version folded and no longer kept is not compared
 (a redelivery looks the same), nor is a revert of such a movement attributed to its payment.
 """
@@ -40,10 +42,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from domain.audit_books import FIGURE_KINDS, INVARIANTS, At, Event, Movement, PaymentBook, Violation, WalletBook
+from domain.audit_books import INVARIANTS, At, Event, Movement, PaymentBook, Violation, WalletBook
 from domain.audit_sources import MoneySources
+from domain.audit_wallets import Wallets
 from domain.payment import charge_operation_id, compensation_operation_id, refund_operation_id
-from domain.wallet import opening_movement_id
 
 RECENT_CLEARED = 200  # cleared violations kept for the page, the latest ones
 PAYMENT_EVENTS = frozenset(
@@ -62,7 +64,7 @@ PAYMENT_EVENTS = frozenset(
 
 class Ledger:
     def __init__(self) -> None:
-        self.wallets: dict[str, WalletBook] = defaultdict(WalletBook)
+        self.wallets = Wallets()
         self.payments: dict[str, PaymentBook] = defaultdict(PaymentBook)
         self.evicted: dict[str, PaymentBook] = {}  # judged, not written to the store yet
         self.violations: list[Violation] = []
@@ -79,14 +81,21 @@ class Ledger:
         kind = event["envelope"]["event_type"]
         if kind in PAYMENT_EVENTS or kind == "MovementUpdated":
             payment_id = event.get("payment_id")
-            if payment_id is None and kind == "MovementUpdated" and event["wallet_id"] in self.wallets:
-                payment_id = self._owner_of_reverted(self.wallets[event["wallet_id"]], event)
+            wallet = self.wallets.get(event["wallet_id"]) if kind == "MovementUpdated" else None
+            if payment_id is None and wallet is not None:
+                payment_id = self._owner_of_reverted(wallet, event)
             if payment_id is not None and payment_id not in self.payments:
                 revived = self.evicted.pop(payment_id, None)
                 if revived is None:
                     return str(payment_id)
                 self.payments[payment_id] = revived
         return None
+
+    @staticmethod
+    def wallets_wanted(event: Event) -> str | None:
+        """The wallet whose book must be in memory before this event is added."""
+        kind = event["envelope"]["event_type"]
+        return event["wallet_id"] if kind in ("MovementUpdated", "BalanceUpdated") else None
 
     def written(self, books: dict[str, PaymentBook]) -> None:
         """These evicted books are in the store now (unless revived and judged again since)."""
@@ -130,7 +139,7 @@ class Ledger:
             event["payment_id"],
             at,
         )
-        book = self.wallets[movement.wallet_id]
+        book = self.wallets.touch(movement.wallet_id)
         known = book.versions.get(movement.version)
         if known is not None and known.movement_id == movement_id:
             return  # a redelivered outcome repeats one already read
@@ -172,7 +181,7 @@ class Ledger:
             payment.movements[movement_id] = movement
             payment.last_news, payment.judged = now, False
             self.pending.add(owner)
-        book.fold(opening_movement_id(movement.wallet_id))
+        book.fold(book.opening_id)
 
     @staticmethod
     def _owner_of_reverted(book: WalletBook, event: Event) -> str | None:
@@ -197,19 +206,20 @@ class Ledger:
 
     def _on_BalanceUpdated(self, event: Event, at: At, now: float) -> None:
         wallet_id, version, amount = event["wallet_id"], event["version"], event["balance"]["amount"]
-        book = self.wallets[wallet_id]
+        book = self.wallets.touch(wallet_id)
         book.currency, book.last_news = book.currency or event["balance"]["currency"], now
         if amount < 0:
             self._report("balance_never_negative", wallet_id, f"balance update v{version} says {amount}", at)
         if book.balance is None or version > book.balance[0]:
             book.balance = (version, amount, at)
+            self.wallets.balance_read(at)
         if book.forgotten(version):
             self.unchecked += 1
         elif version == 0 or version in book.versions:
             self._check_update(wallet_id, book, version, amount, at)
         else:
             book.unmatched[version] = (amount, at)
-        book.fold(opening_movement_id(wallet_id))
+        book.fold(book.opening_id)
 
     def _check_update(self, wallet_id: str, book: WalletBook, version: int, amount: int, at: At) -> None:
         expected = book.balance_at(version)
@@ -252,6 +262,13 @@ class Ledger:
     # ------------------------------------------------------------ judging
 
     def judge(self, now: float, quiet_s: float, grace_s: float) -> None:
+        self.judge_payments(now, quiet_s, grace_s)
+        self._judge_wallets(now, grace_s)
+        self._judge_currencies()
+        self._forget_cleared()
+
+    def judge_payments(self, now: float, quiet_s: float, grace_s: float) -> None:
+        """The payments quiet long enough, judged and let go of (to `evicted`)."""
         for payment_id in list(self.pending):
             book = self.payments[payment_id]
             if book.created is None or book.last_at is None:
@@ -262,11 +279,15 @@ class Ledger:
                 book.judged = True
                 self.pending.discard(payment_id)
                 self.evicted[payment_id] = self.payments.pop(payment_id)
-        for wallet_id, wallet in self.wallets.items():
+
+    def _judge_wallets(self, now: float, grace_s: float) -> None:
+        self.wallets.recount()
+        for wallet_id in sorted(self.wallets.gapped):  # the others have no gap to report
+            wallet = self.wallets[wallet_id]
             quiet = now - wallet.last_news >= grace_s
             gap = None if wallet.gap_reported or wallet.unbroken() or not quiet else wallet.gap()
             if gap is not None:
-                wallet.gap_reported = True
+                self.wallets.gap_reported(wallet_id)
                 version, at = gap
                 self._report(
                     "balance_equals_movements",
@@ -274,8 +295,6 @@ class Ledger:
                     f"no applied movement at v{version} {grace_s:.0f}s after later versions",
                     at,
                 )
-        self._judge_currencies()
-        self._forget_cleared()
 
     def _forget_cleared(self) -> None:
         cleared = [v for v in self.violations if v.cleared]
@@ -375,18 +394,10 @@ class Ledger:
 
     def currency_totals(self) -> dict[str, dict[str, int]]:
         """Per currency, over wallets whose history up to their latest balance is complete."""
-        totals: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(("balances", *FIGURE_KINDS), 0))
-        for wallet_id, book in self.wallets.items():
-            own = book.own_figures(opening_movement_id(wallet_id))
-            if own is not None:
-                figures = totals[book.currency]
-                for kind, amount in own.items():
-                    figures[kind] += amount
-        return dict(totals)
+        return self.wallets.currency_totals()
 
     def _last_at(self) -> At:
-        latest = [b.balance[2] for b in self.wallets.values() if b.balance is not None]
-        return max(latest, key=lambda at: (at.topic, at.partition, at.offset)) if latest else At("", 0, 0)
+        return self.wallets.latest_balance_at or At("", 0, 0)
 
     # ------------------------------------------------------------ reporting
 

@@ -73,6 +73,9 @@ class WalletBook:
     # (balance, folded, versions kept) -> this wallet's figures: recomputed only when one moved,
     # so judging the books costs a pass over the wallets, not over their whole history.
     figures: tuple[Any, dict[str, int] | None] | None = None
+    # Its opening movement's id (derived from the wallet id, a hash): set when the book is
+    # made or read back, as every fold needs it.
+    opening_id: str = ""
 
     def balance_at(self, version: int) -> int | None:
         """What the movement at `version` left, if the books still know."""

@@ -1,8 +1,9 @@
 """The auditor's ledger as plain, JSON-able data and back: what a checkpoint stores.
 
-`ledger_to_dict` is everything still open (wallets' running figures, payments not judged or
-judged since the last checkpoint, violations, money entered); `payment_to_dict` is one judged
-payment's book, stored apart and read back when news names it again. Times are monotonic
+`ledger_to_dict` is everything still open (payments not judged or judged since the last
+checkpoint, violations, money entered, the sums over all wallets); `payment_to_dict` is one
+judged payment's book and `wallet_to_dict` one wallet's running figures, both stored apart and
+read back when news names them again (`restore_payments`, `restore_wallets`). Times are monotonic
 seconds of one process, so they are not stored: a restored book has had news `now`.
 """
 
@@ -16,7 +17,8 @@ from typing import Any
 from domain.audit import Ledger
 from domain.audit_books import FIGURE_KINDS, At, Movement, PaymentBook, Violation, WalletBook
 
-STATE_FORMAT = 1
+# 2: the wallets are stored apart; a format 1 state (wallets inside) is still read.
+STATE_FORMAT = 2
 Data = dict[str, Any]
 
 
@@ -142,15 +144,25 @@ def restore_payments(ledger: Ledger, stored: dict[str, Data], now: float) -> Non
             ledger.payments[payment_id] = payment_from_dict(data, now, violations)
 
 
+def restore_wallets(ledger: Ledger, asked: list[str], stored: dict[str, Data], now: float) -> None:
+    """Wallets read back from the store before events about them are added; an asked wallet
+    the store does not have is new."""
+    ledger.wallets.restore(asked, {wallet_id: wallet_from_dict(data, now) for wallet_id, data in stored.items()})
+
+
 def ledger_to_dict(ledger: Ledger) -> Data:
-    """What is open in the ledger; its evicted payments are written apart (`payment_to_dict`)."""
+    """What is open in the ledger; its evicted payments and its wallets are written apart
+    (`payment_to_dict`, `wallet_to_dict`), the wallets' sums counted before (`take_dirty`)."""
+    wallets = ledger.wallets
+    wallets.recount()
     return {
         "format": STATE_FORMAT,
         "found": ledger.found,
         "unchecked": ledger.unchecked,
         "violations": [violation_to_dict(v) for v in ledger.violations],
         "currency_open": {currency: v.number for currency, v in ledger.currency_open.items()},
-        "wallets": {wallet_id: wallet_to_dict(book) for wallet_id, book in ledger.wallets.items()},
+        "wallet_totals": wallets.totals,
+        "latest_balance_at": None if wallets.latest_balance_at is None else at_to_list(wallets.latest_balance_at),
         "payments": {payment_id: payment_to_dict(book) for payment_id, book in ledger.payments.items()},
         "pending": sorted(ledger.pending),
         "entered": [[*key, amount, count] for key, (amount, count) in sorted(ledger.sources.entered.items())],
@@ -158,14 +170,20 @@ def ledger_to_dict(ledger: Ledger) -> Data:
 
 
 def ledger_from_dict(data: Data, now: float) -> Ledger:
-    if data.get("format") != STATE_FORMAT:
+    if data.get("format") not in (1, STATE_FORMAT):
         raise ValueError(f"auditor state format {data.get('format')!r}, this code reads {STATE_FORMAT}")
     ledger = Ledger()
     ledger.found, ledger.unchecked = data["found"], data["unchecked"]
     ledger.violations = [violation_from_dict(v) for v in data["violations"]]
     by_number = {v.number: v for v in ledger.violations}
     ledger.currency_open = {currency: by_number[n] for currency, n in data["currency_open"].items()}
-    ledger.wallets.update({wallet_id: wallet_from_dict(w, now) for wallet_id, w in data["wallets"].items()})
+    if data["format"] == 1:  # every wallet inside: all in memory, written apart by the next checkpoint
+        for wallet_id, w in data["wallets"].items():
+            ledger.wallets.adopt(wallet_id, wallet_from_dict(w, now))
+    else:
+        ledger.wallets.totals = {currency: list(row) for currency, row in data["wallet_totals"].items()}
+        at = data["latest_balance_at"]
+        ledger.wallets.latest_balance_at = None if at is None else at_from_list(at)
     ledger.payments.update({pid: payment_from_dict(p, now, by_number) for pid, p in data["payments"].items()})
     ledger.pending = set(data["pending"])
     ledger.sources.entered = defaultdict(lambda: [0, 0], _entered(data["entered"]))

@@ -3,11 +3,19 @@
 It reads every event topic (no consumer group), feeds `domain.audit.Ledger`, and judges the
 payments as they settle. It shares no code path with the workers' decisions. Its state is
 checkpointed in PostgreSQL (connectors.audit_store) with the offsets it covers, every
-CHECKPOINT_EVERY_S and on a clean stop; a start resumes from the last checkpoint.
+CHECKPOINT_EVERY_S, every CATCH_UP_CHECKPOINT_EVERY messages while catching up, and on a clean
+stop; a start resumes from the last checkpoint. Memory holds what is open: payments not judged,
+wallets changed since the last checkpoint and the `wallets_in_memory` most recently used others;
+the other wallets' running figures are read back from PostgreSQL, one query per batch read.
+
+While catching up, time is the log's own (services.auditor_clock): a payment is judged once
+every partition has been read `quiet_s` past its last event, and partitions that run ahead are
+paused, so the open payments stay few however long the log is.
 
     python -m services.auditor               # resume from the checkpoint (offset 0 without one)
     python -m services.auditor --from-start  # full re-audit from offset 0 with progress, then
-                                             # replace the checkpoint and exit (stop the service first)
+                                             # replace the checkpoint and exit (stop the service first;
+                                             # interrupted, a plain start resumes the re-audit)
 
 `/` lists the violations with their coordinates on the log, `/violations` the same as
 JSON, `/money-sources` how much money entered the wallets per source, actor and currency,
@@ -43,19 +51,28 @@ from connectors.kafka_security import kafka_access
 from connectors.logs import setup_logging
 from domain.audit import Ledger
 from domain.audit_books import At, Event
-from domain.audit_state import ledger_from_dict, ledger_to_dict, payment_to_dict, restore_payments
-from services.auditor_web import web_app
+from domain.audit_state import (
+    ledger_from_dict,
+    ledger_to_dict,
+    payment_to_dict,
+    restore_payments,
+    restore_wallets,
+    wallet_to_dict,
+)
+from services.auditor_clock import LogClock
+from services.auditor_web import JUDGE_EVERY_S, key, show_progress, web_app
 
 log = logging.getLogger("auditor")
 
 # Commands and raw provider input are not the books; the dead letters are accounted elsewhere.
 NOT_AUDITED = {topics.WALLET_MOVEMENT_REQUIRED.name, topics.EXTERNAL_PROVIDER_EVENTS.name, topics.PAYMENT_DLQ.name}
 AUDITED = tuple(t.name for t in topics.ALL_TOPICS if t.name not in NOT_AUDITED)
-JUDGE_EVERY_S = 0.5
 # A checkpoint writes every wallet's running figures (about 1 KB each): often enough that a
 # crash re-reads little, rarely enough to cost little; skipped when nothing changed.
 CHECKPOINT_EVERY_S = 30.0
-PROGRESS_EVERY_S = 5.0
+# While catching up the reading never pauses for long, so a checkpoint every so many messages
+# keeps the wallets and judged payments in memory bounded during a long re-audit.
+CATCH_UP_CHECKPOINT_EVERY = 50_000
 
 VIOLATIONS_TOTAL = Counter("money_invariant_violations_total", "Money invariant violations found", ["invariant"])
 VIOLATIONS_OPEN = Gauge("money_invariant_violations_open", "Violations not cleared, per invariant", ["invariant"])
@@ -67,10 +84,6 @@ ENTERED = Gauge(
 )
 LAG = Gauge("money_auditor_lag_messages", "Messages of the log the auditor has not read yet")
 CHECKPOINT_AGE = Gauge("money_auditor_checkpoint_age_seconds", "Seconds since the auditor's last checkpoint")
-
-
-def key(tp: TopicPartition) -> str:
-    return f"{tp.topic}/{tp.partition}"
 
 
 class Auditor:
@@ -88,6 +101,13 @@ class Auditor:
         self.resumed_from: datetime | None = None  # when the checkpoint it started from was written
         self.caught_up = False
         self.stored_payments = False  # whether this epoch has written judged payments to read back
+        self.stored_wallets = False  # ... and wallets
+        self.clock = LogClock()
+        self.read_back = {"wallets": 0, "payments": 0}  # books read back from the store
+        self.read_since_checkpoint = 0
+        # Held from reading a batch's wallets back to adding its events: a checkpoint must not
+        # let go of a wallet in between.
+        self.adding = asyncio.Lock()
         self.last_checkpoint: dict[str, Any] | None = None
         self.reported = 0
 
@@ -160,7 +180,7 @@ class Auditor:
             )
             return dict(begins)
         self.epoch, self.resumed_from = found.epoch, found.written_at
-        self.stored_payments = True
+        self.stored_payments = self.stored_wallets = True
         age = (datetime.now(UTC) - found.written_at).total_seconds()
         self.last_checkpoint = {
             "written_at": found.written_at.isoformat(),
@@ -168,7 +188,8 @@ class Auditor:
             "offsets": found.offsets,
             "ledger": None,  # not this process's: its first periodic checkpoint writes
         }
-        self.ledger = ledger_from_dict(found.state, time.monotonic())
+        self.clock.resume_at(float(found.state.get("clock", 0.0)))
+        self.ledger = ledger_from_dict(found.state, self.clock.now())
         self.reported = self.ledger.found  # counted and logged by the process that found them
         starts = {}
         for tp, begin in begins.items():
@@ -180,36 +201,68 @@ class Auditor:
         return starts
 
     async def read(self, batches: dict[TopicPartition, list[Any]]) -> None:
-        decoded: list[tuple[TopicPartition, int, Event]] = []
+        # Each event decoded once; while catching up, stamped with its own time on the log.
+        decoded: list[tuple[TopicPartition, int, float, Event]] = []
         for tp, messages in batches.items():
             for message in messages:
                 try:
-                    decoded.append((tp, message.offset, self.codec.decode(message.value)))
+                    decoded.append((tp, message.offset, message.timestamp / 1000, self.codec.decode(message.value)))
                 except EventDecodeError:
                     EVENTS_READ.labels("undecodable").inc()
-        wanted = sorted({w for _, _, event in decoded if (w := self.ledger.wanted(event)) is not None})
-        if wanted and self.stored_payments:  # payments judged earlier that news names: read back first
-            restore_payments(self.ledger, await self.judged_payments(wanted), time.monotonic())
-        now = time.monotonic()
-        for tp, offset, event in decoded:
-            self.ledger.add(event, At(tp.topic, tp.partition, offset), now)
+        async with self.adding:
+            await self.bring_back([event for _, _, _, event in decoded])
+            now = self.clock.now()
+            for tp, offset, stamp, event in decoded:
+                self.ledger.add(event, At(tp.topic, tp.partition, offset), now if self.caught_up else stamp)
         EVENTS_READ.labels("read").inc(len(decoded))
         for tp, messages in batches.items():
             if messages:
                 self.positions[tp] = messages[-1].offset + 1
+                self.clock.read(tp, messages[-1].timestamp / 1000)
+        self.read_since_checkpoint += len(decoded)
         self.check_caught_up()
+        if not self.caught_up:
+            self.pace()
         self.report_new()
+        if not self.caught_up and self.read_since_checkpoint >= CATCH_UP_CHECKPOINT_EVERY:
+            await self.checkpoint_now()
 
-    async def judged_payments(self, wanted: list[str]) -> dict[str, Any]:
-        """Until PostgreSQL answers: judging news without its payment's book would be wrong, so
-        the auditor stalls (its lag grows, MoneyAuditorBehind) rather than guess."""
+    async def bring_back(self, events: list[Event]) -> None:
+        """The wallets, then the judged payments, that these events name and memory does not
+        hold, read back from the store (one query each for the whole batch); the wallets first,
+        as a revert names its payment only through its wallet's movements."""
+        ledger, now = self.ledger, self.clock.now()
+        wallets = ledger.wallets.missing(w for e in events if (w := ledger.wallets_wanted(e)) is not None)
+        if wallets:
+            stored = await self.from_store("wallets", wallets) if self.stored_wallets else {}
+            restore_wallets(ledger, wallets, stored, now)
+            self.read_back["wallets"] += len(stored)
+        wanted = sorted({w for event in events if (w := ledger.wanted(event)) is not None})
+        if wanted and self.stored_payments:
+            judged = await self.from_store("judged_payments", wanted)
+            restore_payments(ledger, judged, now)
+            self.read_back["payments"] += len(judged)
+
+    async def from_store(self, what: str, ids: list[str]) -> dict[str, Any]:
+        """Until PostgreSQL answers: judging news without its wallet's or payment's book would be
+        wrong, so the auditor stalls (its lag grows, MoneyAuditorBehind) rather than guess."""
         assert self.store is not None
+        read = getattr(self.store, what)
         while True:
             try:
-                return await self.store.judged_payments(self.epoch, wanted)
+                found: dict[str, Any] = await read(self.epoch, ids)
+                return found
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("reading judged payments back failed (%r); retrying", exc)
+                log.warning("reading %s back failed (%r); retrying", what.replace("_", " "), exc)
                 await asyncio.sleep(1)
+
+    def pace(self) -> None:
+        """Pause the partitions read further ahead on the log than the others, resume the rest."""
+        assert self.consumer is not None
+        lagging = [tp for tp, end in self.target.items() if self.positions.get(tp, 0) < end]
+        ahead = self.clock.ahead(lagging)
+        self.consumer.pause(*ahead)
+        self.consumer.resume(*(tp for tp in self.target if tp not in ahead))
 
     def catching_up(self) -> int:
         """Messages between where it stands and the log end it saw at start."""
@@ -218,6 +271,8 @@ class Auditor:
     def check_caught_up(self) -> None:
         if not self.caught_up and self.consumer is not None and self.catching_up() == 0:
             self.caught_up = True
+            self.clock.caught_up()
+            self.consumer.resume(*self.target)
             log.info("caught up with the log end seen at start: judging from now on")
 
     # ------------------------------------------------------------ judging and checkpoints
@@ -225,10 +280,12 @@ class Auditor:
     async def judge_forever(self, stop: asyncio.Event) -> None:
         audit = self.config.auditor
         while not stop.is_set():
-            # Not while catching up: topics are read at different paces, so a payment's events
-            # would look quiet (or missing) long before every topic has been read up to them.
+            # While catching up, only payments, by the log's time: every partition has been read
+            # up to then. Gaps and currency sums wait until every topic has been read.
             if self.caught_up:
-                self.ledger.judge(time.monotonic(), audit.quiet_s, audit.grace_s)
+                self.ledger.judge(self.clock.now(), audit.quiet_s, audit.grace_s)
+            else:
+                self.ledger.judge_payments(self.clock.now(), audit.quiet_s, audit.grace_s)
             self.publish()
             await asyncio.sleep(JUDGE_EVERY_S)
 
@@ -240,29 +297,47 @@ class Auditor:
             except TimeoutError:
                 pass
             if self.caught_up and self.changed_since_checkpoint():
-                try:
-                    await self.checkpoint()
-                except Exception as exc:  # noqa: BLE001 - PostgreSQL away, a timeout: the next one retries
-                    log.warning("checkpoint failed (%r); the next one retries", exc)
+                await self.checkpoint_now()
 
     def changed_since_checkpoint(self) -> bool:
         if self.last_checkpoint is None:
             return True
         ledger = self.ledger
-        now = (ledger.found, len(ledger.pending), len(ledger.evicted), len(ledger.payments))
+        now = (ledger.found, len(ledger.pending), len(ledger.evicted), len(ledger.payments), len(ledger.wallets.dirty))
         moved = any(self.last_checkpoint["offsets"].get(key(tp)) != p for tp, p in self.positions.items())
         return moved or now != self.last_checkpoint["ledger"]
 
+    async def checkpoint_now(self) -> None:
+        try:
+            await self.checkpoint()
+        except Exception as exc:  # noqa: BLE001 - PostgreSQL away, a timeout: the next one retries
+            log.warning("checkpoint failed (%r); the next one retries", exc)
+
     async def checkpoint(self) -> None:
-        """The state, the offsets it covers and the payments judged since the last one, taken
-        together (no await in between) and written in one transaction."""
+        """The state, the offsets it covers, the payments judged and the wallets changed since the
+        last one, taken together (no await in between) and written in one transaction; then the
+        wallets beyond those memory keeps leave it."""
         assert self.store is not None
         started = time.monotonic()
-        state, offsets = ledger_to_dict(self.ledger), {key(tp): p for tp, p in self.positions.items()}
-        judged = dict(self.ledger.evicted)
-        size = await self.store.write(self.epoch, offsets, state, {p: payment_to_dict(b) for p, b in judged.items()})
-        self.ledger.written(judged)
+        ledger = self.ledger
+        taken = ledger.wallets.take_dirty()
+        wallets = {wallet_id: wallet_to_dict(book) for wallet_id, book in taken.items()}
+        state, offsets = ledger_to_dict(ledger), {key(tp): p for tp, p in self.positions.items()}
+        state["clock"] = self.clock.now()
+        judged = dict(ledger.evicted)
+        try:
+            size = await self.store.write(
+                self.epoch, offsets, state, {p: payment_to_dict(b) for p, b in judged.items()}, wallets
+            )
+        except BaseException:
+            ledger.wallets.untake(taken)
+            raise
+        ledger.written(judged)
+        async with self.adding:
+            forgotten = ledger.wallets.forget(self.config.auditor.wallets_in_memory)
+        self.read_since_checkpoint = 0
         self.stored_payments = self.stored_payments or bool(judged)
+        self.stored_wallets = self.stored_wallets or bool(wallets)
         self.last_checkpoint = {
             "written_at": datetime.now(UTC).isoformat(),
             "at": time.monotonic(),
@@ -272,13 +347,20 @@ class Auditor:
                 len(self.ledger.pending),
                 len(self.ledger.evicted),
                 len(self.ledger.payments),
+                len(self.ledger.wallets.dirty),
             ),
             "state_bytes": size,
             "judged_payments_written": len(judged),
+            "wallets_written": len(wallets),
             "write_s": round(time.monotonic() - started, 3),
         }
         log.info(
-            "checkpoint: %d bytes of state, %d judged payment(s), %.2fs", size, len(judged), time.monotonic() - started
+            "checkpoint: %d bytes of state, %d judged payment(s), %d wallet(s) written, %d let go of, %.2fs",
+            size,
+            len(judged),
+            len(wallets),
+            forgotten,
+            time.monotonic() - started,
         )
 
     def publish(self) -> None:
@@ -319,64 +401,6 @@ class Auditor:
             highwater = self.consumer.highwater(tp)
             found[key(tp)] = max(0, (highwater or position) - position)
         return found
-
-    def status(self) -> dict[str, Any]:
-        checkpoint = None
-        if self.last_checkpoint is not None:
-            written = self.last_checkpoint
-            behind = sum(p - written["offsets"].get(key(tp), 0) for tp, p in self.positions.items())
-            checkpoint = {
-                **{k: v for k, v in written.items() if k not in ("at", "offsets", "ledger")},
-                "age_s": round(time.monotonic() - written["at"], 1),
-                "messages_behind": behind,  # read since: a crash now reads them again
-            }
-        return {
-            "positions": {key(tp): p for tp, p in sorted(self.positions.items())},
-            "lag": sum(self.lag().values()),
-            "caught_up": self.caught_up,
-            "catching_up": self.catching_up(),
-            "started_from": {
-                "checkpoint_written_at": None if self.resumed_from is None else self.resumed_from.isoformat(),
-                "epoch": self.epoch,
-                "offsets": {key(tp): p for tp, p in sorted(self.starts.items())},
-                "messages_skipped": sum(self.starts.values()),
-            },
-            "checkpoint": checkpoint,
-            "in_memory": {
-                "payments": len(self.ledger.payments),
-                "judged_not_written": len(self.ledger.evicted),
-                "wallets": len(self.ledger.wallets),
-                "violations": len(self.ledger.violations),
-            },
-            "unchecked_old_versions": self.ledger.unchecked,
-            "unjudged_payments": self.ledger.unjudged(),
-            "open": self.ledger.open_counts(),
-            "violations_total": self.ledger.found,
-        }
-
-
-async def show_progress(auditor: Auditor, stop: asyncio.Event) -> None:
-    """For --from-start: how much it has read, at what pace, and when it should be done; then it
-    waits for the payments read last to be quiet, checkpoints and stops."""
-    started, total = time.monotonic(), None
-    while not auditor.caught_up and not stop.is_set():
-        await asyncio.sleep(PROGRESS_EVERY_S)
-        left = auditor.catching_up()
-        total = total or sum(auditor.target.values()) - sum(auditor.starts.values())
-        done, elapsed = (total or 0) - left, time.monotonic() - started
-        rate = done / elapsed if elapsed else 0.0
-        eta = f"about {left / rate:.0f}s left" if rate else "estimating"
-        print(
-            f"[audit] {done:,}/{total:,} messages ({100 * done / max(total, 1):.0f}%), {rate:,.0f}/s, {eta}", flush=True
-        )
-    await asyncio.sleep(auditor.config.auditor.quiet_s + 2 * JUDGE_EVERY_S)
-    state = auditor.status()
-    print(
-        f"[audit] read the log in {time.monotonic() - started:.0f}s; open violations {state['open']}, "
-        f"{state['unjudged_payments']} payment(s) still in flight; writing the checkpoint",
-        flush=True,
-    )
-    stop.set()
 
 
 async def main(argv: list[str] | None = None) -> None:

@@ -1,5 +1,6 @@
 """The auditor's checkpointed state: a ledger written as JSON and read back judges the same, and
-only what is open stays in memory (judged payments are evicted, wallets folded)."""
+only what is open stays in memory (judged payments are evicted, wallets folded, and wallets
+not changed since the last checkpoint read back from the store on demand)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,35 @@ from typing import Any
 
 from domain.audit import RECENT_CLEARED, Ledger
 from domain.audit_books import KEPT_FOLDED, At
-from domain.audit_state import ledger_from_dict, ledger_to_dict, payment_to_dict, restore_payments
+from domain.audit_state import (
+    ledger_from_dict,
+    ledger_to_dict,
+    payment_to_dict,
+    restore_payments,
+    restore_wallets,
+    wallet_to_dict,
+)
 from domain.payment import charge_operation_id, refund_operation_id
 from domain.wallet import opening_movement_id
 from tests.unit.test_money_audit import GRACE, Log, P, W, ev, paid_from_wallet, refund, usd
 
 
 class StoredLog(Log):
-    """Feeds the ledger as the auditor does: a payment the ledger wants is read from the store."""
+    """Feeds the ledger as the auditor does: a wallet or payment the ledger wants is read from the store."""
 
     def __init__(self) -> None:
         super().__init__()
         self.store: dict[str, Any] = {}
+        self.wallet_store: dict[str, Any] = {}
+        self.wallets_read: list[str] = []
         self.offsets = itertools.count()  # its own: two stories compare at the same coordinates
 
     def add(self, event: dict[str, Any], topic: str = "t") -> At:
+        wallet_id = self.ledger.wallets_wanted(event)
+        if wallet_id is not None and wallet_id not in self.ledger.wallets:
+            self.wallets_read.append(wallet_id)
+            stored = {wallet_id: self.wallet_store[wallet_id]} if wallet_id in self.wallet_store else {}
+            restore_wallets(self.ledger, [wallet_id], stored, self.now)
         wanted = self.ledger.wanted(event)
         if wanted in self.store:
             restore_payments(self.ledger, {wanted: self.store[wanted]}, self.now)
@@ -33,14 +48,23 @@ class StoredLog(Log):
         return at
 
 
-def through_json(log: StoredLog) -> None:
-    """What a checkpoint then a restart do: the judged payments go to the store, the state is
-    stored as JSON and read back."""
+def checkpoint(log: StoredLog, keep_wallets: int = 0) -> Any:
+    """What a checkpoint does: the judged payments and the changed wallets go to the store with
+    the state, then wallets beyond `keep_wallets` leave memory. The state as JSON."""
     evicted = log.ledger.evicted.copy()
     log.store.update({pid: json.loads(json.dumps(payment_to_dict(book))) for pid, book in evicted.items()})
     log.ledger.written(evicted)
+    taken = log.ledger.wallets.take_dirty()
+    log.wallet_store.update({w: json.loads(json.dumps(wallet_to_dict(book))) for w, book in taken.items()})
     stored = json.loads(json.dumps(ledger_to_dict(log.ledger)))
-    log.ledger = ledger_from_dict(stored, log.now)
+    log.ledger.wallets.forget(keep_wallets)
+    return stored
+
+
+def through_json(log: StoredLog) -> None:
+    """What a checkpoint then a restart do: the state is read back, and no wallet is in memory."""
+    log.ledger = ledger_from_dict(checkpoint(log), log.now)
+    assert len(log.ledger.wallets) == 0
 
 
 def everything(ledger: Ledger) -> Any:
