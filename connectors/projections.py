@@ -10,12 +10,12 @@ batch costs a few round trips, not one per event.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
 import asyncpg
 
+from connectors.batched_writes import BatchedWrites
 from domain.ids import derive_id
 
 Apply = Callable[[asyncpg.Connection, dict[str, Any]], Awaitable[None]]
@@ -326,28 +326,6 @@ VIEW_TABLES: dict[str, tuple[str, ...]] = {
 }
 
 
-class BatchedWrites:
-    """Stands in for the connection while the appliers of a batch run: writes are held and
-    sent as one executemany per run of the same statement (in order, so the result is the
-    one of executing them one by one); a read first sends what is held, so it sees it."""
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
-        self.held: list[tuple[str, tuple[Any, ...]]] = []
-
-    async def execute(self, query: str, *args: Any) -> None:
-        self.held.append((query, args))
-
-    async def flush(self) -> None:
-        for query, run in itertools.groupby(self.held, key=lambda held: held[0]):
-            await self.conn.executemany(query, [args for _, args in run])
-        self.held.clear()
-
-    async def fetchval(self, query: str, *args: Any) -> Any:
-        await self.flush()
-        return await self.conn.fetchval(query, *args)
-
-
 class Projection:
     """A named set of views and the event types that feed them."""
 
@@ -384,39 +362,58 @@ class Projection:
 
         With `schema`, the views and offsets of that schema are written instead of the live ones.
         """
+        return await self.apply_batches(conn, {(topic, partition): messages}, schema)
+
+    async def apply_batches(
+        self,
+        conn: asyncpg.Connection,
+        batches: dict[tuple[str, int], list[tuple[int, dict[str, Any] | None]]],
+        schema: str | None = None,
+    ) -> int:
+        """`apply_batch` for several partitions at once, in one transaction, in the order given:
+        one read of their offsets, the writes of all of them batched, one write of the offsets."""
         applied = 0
         async with conn.transaction():
             if schema is not None:
                 # The appliers name their tables unqualified, so the same SQL can rebuild into a side schema.
                 quoted = '"' + schema.replace('"', '""') + '"'
                 await conn.execute(f"SET LOCAL search_path TO {quoted}, public")
-            stored = await conn.fetchval(
-                "SELECT last_offset FROM projection_offsets WHERE projection = $1 AND topic = $2 "
-                "AND partition = $3 FOR UPDATE",
-                self.name,
-                topic,
-                partition,
-            )
-            last = -1 if stored is None else stored
+            topics, partitions = [t for t, _ in batches], [p for _, p in batches]
+            stored = {
+                (r["topic"], r["partition"]): r["last_offset"]
+                for r in await conn.fetch(
+                    "SELECT topic, partition, last_offset FROM projection_offsets WHERE projection = $1 "
+                    "AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[])) "
+                    "ORDER BY topic, partition FOR UPDATE",
+                    self.name,
+                    topics,
+                    partitions,
+                )
+            }
             writes = BatchedWrites(conn)
-            for offset, event in messages:
-                if offset <= last:
-                    continue
-                if event is not None:
-                    apply = self.appliers.get(event["envelope"]["event_type"])
-                    if apply is not None:
-                        await apply(cast(asyncpg.Connection, writes), event)  # the appliers execute and fetchval
-                        applied += 1
-                last = offset
+            reached = []
+            for key, messages in batches.items():
+                last = stored.get(key, -1)
+                for offset, event in messages:
+                    if offset <= last:
+                        continue
+                    if event is not None:
+                        apply = self.appliers.get(event["envelope"]["event_type"])
+                        if apply is not None:
+                            await apply(cast(asyncpg.Connection, writes), event)  # the appliers execute and fetchval
+                            applied += 1
+                    last = offset
+                reached.append(last)
             await writes.flush()
             await conn.execute(
                 """INSERT INTO projection_offsets (projection, topic, partition, last_offset)
-                   VALUES ($1, $2, $3, $4)
+                   SELECT $1, t, p, o FROM unnest($2::text[], $3::int[], $4::bigint[]) AS s(t, p, o)
+                   WHERE o >= 0
                    ON CONFLICT (projection, topic, partition)
                    DO UPDATE SET last_offset = EXCLUDED.last_offset, updated_at = now()""",
                 self.name,
-                topic,
-                partition,
-                last,
+                topics,
+                partitions,
+                reached,
             )
         return applied

@@ -7,12 +7,13 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import asyncpg
 from aiokafka import TopicPartition
 
+from connectors.avro import EventDecodeError
 from connectors.config import Config
 from connectors.credentials import PG_OWNER
 from connectors.projections import VIEW_TABLES, Projection, ProjectionNotReady
@@ -95,7 +96,17 @@ async def create_rebuild_schema(conn: asyncpg.Connection, schema: str, tables: I
         if await conn.fetchval("SELECT to_regclass($1)", f"public.{table}") is None:
             raise ConsoleError(f"table public.{table} does not exist: run `make run` (it applies the migrations)")
         target = f"{quote(schema)}.{quote(table)}"
-        await conn.execute(f"CREATE TABLE {target} (LIKE public.{quote(table)} INCLUDING ALL)")
+        # Unlogged, and with only the indexes that can refuse a row (unique ones, the primary key
+        # the upserts' ON CONFLICT needs): the copy is thrown away after the comparison, so it
+        # needs no WAL, and lookup indexes would only slow every insert down.
+        await conn.execute(f"CREATE UNLOGGED TABLE {target} (LIKE public.{quote(table)} INCLUDING ALL)")
+        lookups = await conn.fetch(
+            "SELECT i.indexrelid::regclass::text AS name FROM pg_index i WHERE i.indrelid = $1::regclass "
+            "AND NOT i.indisunique",
+            target,
+        )
+        for row in lookups:
+            await conn.execute(f"DROP INDEX {row['name']}")
         # LIKE copies nextval() defaults that point at the LIVE sequence; give the copy its own.
         serials = await conn.fetch(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 "
@@ -122,80 +133,135 @@ REFUSED = (
 )
 
 
-# Messages of one partition applied per statement batch: large enough that PostgreSQL's
-# round trips stop mattering, small enough to keep memory flat.
-BATCH = 5_000
+# Messages applied per transaction, across the partitions of a topic: large enough that
+# statements and round trips stop mattering, small enough to keep memory flat (~20 MB).
+BATCH = 20_000
+PROGRESS_EVERY_S = 2.0
+
+
+@dataclass
+class Progress:
+    """How far the whole rebuild is: every projection's messages, with a rate and an estimated end."""
+
+    total: int
+    out: TextIO
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+    reported: float = field(default_factory=time.monotonic)
+
+    def add(self, messages: int) -> None:
+        self.done += messages
+        if time.monotonic() - self.reported >= PROGRESS_EVERY_S:
+            self.reported = time.monotonic()
+            left = f", about {(self.total - self.done) / self.rate():,.0f} s left" if self.rate() > 0 else ""
+            print(
+                f"[rebuild] {self.done:,}/{self.total:,} messages, {self.rate():,.0f}/s{left}",
+                file=self.out,
+                flush=True,
+            )
+
+    def rate(self) -> float:
+        return self.done / max(time.monotonic() - self.started, 1e-6)
+
+
+Batch = dict[tuple[str, int], list[tuple[int, Any]]]
 
 
 class Rebuilder:
-    """Applies a projection's topics into the side schema, remembering how far it got."""
+    """Applies a projection's topics into the side schema, remembering how far it got.
+
+    Reading and decoding the next batch overlaps with PostgreSQL applying the previous one."""
 
     def __init__(self, log: Log, conn: asyncpg.Connection, schema: str, out: TextIO) -> None:
         self.log, self.conn, self.schema, self.out = log, conn, schema, out
         self.reached: dict[tuple[str, TopicPartition], int] = {}
+        self.progress = Progress(0, out)
+
+    def starts(self, projection: Projection, targets: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        return {tp: self.reached.get((projection.name, tp), 0) for tp in targets}
 
     async def advance(self, projection: Projection, targets: dict[TopicPartition, int]) -> None:
         # Topic by topic in the projection's order (causes before effects: a payment's
         # creation before its refund), as an applier may need the row an earlier topic made.
+        started, before = time.monotonic(), self.progress.done
         for topic in projection.topics:
             await self._advance(projection, {tp: end for tp, end in targets.items() if tp.topic == topic})
+        done, elapsed = self.progress.done - before, time.monotonic() - started
+        if done:
+            print(
+                f"[rebuild] {projection.name}: {done:,} messages applied in {elapsed:.1f} s "
+                f"({done / max(elapsed, 1e-6):,.0f}/s)",
+                file=self.out,
+                flush=True,
+            )
 
     async def _advance(self, projection: Projection, targets: dict[TopicPartition, int]) -> None:
-        starts = {tp: self.reached.get((projection.name, tp), 0) for tp in targets}
-        total = sum(max(0, targets[tp] - starts[tp]) for tp in targets)
-        if total == 0:
+        starts = self.starts(projection, targets)
+        if all(targets[tp] <= starts[tp] for tp in targets):
             return
-        done, started = 0, time.monotonic()
-        last_report = started
-        batches: dict[TopicPartition, list[tuple[int, dict[str, Any] | None]]] = {}
-        async for entry in self.log.read(starts, targets):
-            tp = TopicPartition(entry.topic, entry.partition)
-            batches.setdefault(tp, []).append((entry.offset, entry.event))
-            if len(batches[tp]) >= BATCH:
-                done += await self._flush(projection, tp, batches.pop(tp))
-            if time.monotonic() - last_report > 2:
-                self._progress(projection.name, entry.topic, done, total, started)
-                last_report = time.monotonic()
-        for tp, batch in batches.items():
-            done += await self._flush(projection, tp, batch)
+        batches: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=1)
+        reading = asyncio.create_task(self._read(starts, targets, batches))
+        try:
+            while (batch := await batches.get()) is not None:
+                await self._flush(projection, batch)
+                self.progress.add(sum(len(messages) for messages in batch.values()))
+            await reading
+        finally:
+            reading.cancel()
         for tp in targets:
             self.reached[(projection.name, tp)] = max(targets[tp], starts[tp])
-        elapsed = time.monotonic() - started
-        print(
-            f"[rebuild] {projection.name}: {done:,} messages of {', '.join(projection.topics)} applied in "
-            f"{elapsed:.1f} s ({done / max(elapsed, 1e-6):,.0f}/s)",
-            file=self.out,
-            flush=True,
-        )
 
-    def _progress(self, name: str, topic: str, done: int, total: int, started: float) -> None:
-        rate = done / max(time.monotonic() - started, 1e-6)
-        left = f", about {(total - done) / rate:,.0f} s left" if rate > 0 else ""
-        print(
-            f"[rebuild] {name} ({topic}): {done:,}/{total:,} messages, {rate:,.0f}/s{left}", file=self.out, flush=True
-        )
+    async def _read(
+        self, starts: dict[TopicPartition, int], targets: dict[TopicPartition, int], out: asyncio.Queue[Batch | None]
+    ) -> None:
+        """Decoded messages in batches of BATCH, each decoded once, then None."""
+        codec, size = self.log.codec, 0
+        batch: Batch = {}
+        async for record in self.log.reader.read(starts, targets):
+            try:
+                event = codec.decode(record.value or b"")
+            except EventDecodeError:
+                event = None  # the live projector skips it too
+            batch.setdefault((record.topic, record.partition), []).append((record.offset, event))
+            size += 1
+            if size >= BATCH:
+                await out.put(batch)
+                batch, size = {}, 0
+        if batch:
+            await out.put(batch)
+        await out.put(None)
 
-    async def _flush(self, projection: Projection, tp: TopicPartition, batch: list[tuple[int, Any]]) -> int:
+    async def _flush(self, projection: Projection, batch: Batch) -> None:
         try:
-            await projection.apply_batch(self.conn, tp.topic, tp.partition, batch, schema=self.schema)
+            await projection.apply_batches(self.conn, batch, schema=self.schema)
+            return
         except REFUSED:
-            # An event PostgreSQL refuses: the live projector dead-lettered it, the rebuild skips it too.
-            for offset, event in batch:
+            pass
+        # An event PostgreSQL refuses: the live projector dead-lettered it, the rebuild skips it
+        # too. Found by applying the batch event by event.
+        for (topic, partition), messages in batch.items():
+            for offset, event in messages:
                 try:
-                    await projection.apply_batch(self.conn, tp.topic, tp.partition, [(offset, event)], self.schema)
+                    await projection.apply_batch(self.conn, topic, partition, [(offset, event)], self.schema)
                 except REFUSED as exc:
                     print(
-                        f"[rebuild] {projection.name}: skipped {tp.topic}[{tp.partition}]@{offset}, refused: "
+                        f"[rebuild] {projection.name}: skipped {topic}[{partition}]@{offset}, refused: "
                         f"{type(exc).__name__}: {exc}",
                         file=self.out,
                         flush=True,
                     )
-                    await projection.apply_batch(self.conn, tp.topic, tp.partition, [(offset, None)], self.schema)
-        return len(batch)
+                    await projection.apply_batch(self.conn, topic, partition, [(offset, None)], self.schema)
 
 
 async def live_next_offsets(conn: asyncpg.Connection, projection: Projection) -> dict[TopicPartition, int]:
     return {TopicPartition(t, p): last + 1 for (t, p), last in (await projection.positions(conn)).items()}
+
+
+LIVE_PROJECTOR_NOTE = (
+    "the live projector need not be stopped: the rebuild writes only its own schema; while the projector "
+    "runs, the two share the CPU and PostgreSQL (a projector catching up slows the rebuild), and the "
+    "comparison waits for it to reach the offsets the rebuild reached"
+)
 
 
 async def rebuild(config: Config, compare_only: bool, keep: bool, wait_s: float, out: TextIO) -> int:
@@ -211,13 +277,22 @@ async def rebuild(config: Config, compare_only: bool, keep: bool, wait_s: float,
     try:
         async with Log(config) as log:
             await create_rebuild_schema(conn, schema, [t for p in PROJECTIONS for t in VIEW_TABLES[p.name]])
-            print(f"[rebuild] into schema {schema}", file=out, flush=True)
+            print(f"[rebuild] into schema {schema}; {LIVE_PROJECTOR_NOTE}", file=out, flush=True)
             rebuilder = Rebuilder(log, conn, schema, out)
             targets: dict[str, dict[TopicPartition, int]] = {}
             for projection in PROJECTIONS:
                 tps = [TopicPartition(t, p) for t in projection.topics for p in log.partitions(t)]
                 targets[projection.name] = await log.ends(tps)
+            rebuilder.progress.total = sum(sum(ends.values()) for ends in targets.values())
+            for projection in PROJECTIONS:
                 await rebuilder.advance(projection, targets[projection.name])
+            progress = rebuilder.progress
+            print(
+                f"[rebuild] rebuilt from {progress.done:,} messages in {time.monotonic() - progress.started:.1f} s: "
+                f"{progress.rate():,.0f} messages/s",
+                file=out,
+                flush=True,
+            )
             differences = await _compare_when_caught_up(conn, rebuilder, PROJECTIONS, targets, schema, wait_s, out)
     finally:
         if keep:

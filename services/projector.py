@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from connectors.avro import EventDecodeError, make_codec
 from connectors.config import Config, load_config
@@ -96,6 +97,7 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.PostgresSystemError,
 )
 MAX_BACKOFF_S = 10.0
+COMMIT_EVERY_S = 1.0
 ALL_PARTITIONS = "all partitions"
 
 
@@ -143,6 +145,9 @@ class Projector:
     # Partitions held back for a cause on another topic: resume time, and why.
     waiting: dict[TopicPartition, tuple[float, str]] = field(default_factory=dict)
     tries: dict[TopicPartition, int] = field(default_factory=dict)
+    # Where the views stand that Kafka has not been told yet, and when it last was.
+    uncommitted: dict[TopicPartition, int] = field(default_factory=dict)
+    committed_at: float = 0.0
 
     @property
     def consumer_name(self) -> str:
@@ -173,6 +178,7 @@ class Projector:
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=1000)
                 self.health.publish()
                 if not batches:
+                    await self.commit(force=True)
                     continue
                 try:
                     await self.apply(codec, batches)
@@ -182,6 +188,7 @@ class Projector:
                     # back to those and read again; nothing is lost or applied twice.
                     failures += 1
                     await self.wait_out(exc, failures)
+            await self.commit(force=True)
         finally:
             await self.consumer.stop()
 
@@ -191,27 +198,59 @@ class Projector:
         ordered = sorted(batches.items(), key=lambda b: (self.projection.topics.index(b[0].topic), b[0].partition))
         for tp, messages in ordered:
             self.health.fetched(self.consumer, tp, messages)
-        applied: dict[TopicPartition, int] = {}
+        decoded = {tp: decode_all(codec, tp, messages) for tp, messages in ordered}  # once, whatever follows
         async with self.pool.acquire() as conn:
-            for tp, messages in ordered:
-                try:
-                    await self.projection.apply_batch(conn, tp.topic, tp.partition, decode_all(codec, tp, messages))
-                except Exception as exc:
-                    if is_outage(exc):
-                        raise
-                    # One of these events is refused or early: apply them one at a time to find it.
-                    try:
-                        await self.apply_one_by_one(conn, codec, tp, messages)
-                    except ProjectionNotReady as early:
-                        self.wait_for_cause(tp, early)
-                        continue
-                self.health.applied(tp, messages[-1])
-                self.waiting.pop(tp, None)
-                self.health.retrying.pop(f"{tp.topic}/{tp.partition}", None)
-                applied[tp] = messages[-1].offset + 1
+            try:
+                # The usual case: everything fetched, all partitions, in one transaction.
+                await self.projection.apply_batches(conn, {(tp.topic, tp.partition): decoded[tp] for tp, _ in ordered})
+                done = [tp for tp, _ in ordered]
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                # Something fetched is refused or early: partition by partition, to find it.
+                done = await self.apply_each(conn, ordered, decoded)
+        for tp in done:
+            self.health.applied(tp, batches[tp][-1])
+            self.waiting.pop(tp, None)
+            self.health.retrying.pop(f"{tp.topic}/{tp.partition}", None)
+            self.uncommitted[tp] = batches[tp][-1].offset + 1
         self.health.retrying.pop(ALL_PARTITIONS, None)
-        if applied:
-            await self.consumer.commit(applied)
+        await self.commit(force=False)
+
+    async def apply_each(
+        self,
+        conn: asyncpg.Connection,
+        ordered: list[tuple[TopicPartition, list[ConsumerRecord]]],
+        decoded: dict[TopicPartition, list[tuple[int, dict[str, Any] | None]]],
+    ) -> list[TopicPartition]:
+        """Each partition in its own transaction; one that fails, event by event. The partitions applied."""
+        done = []
+        for tp, messages in ordered:
+            try:
+                await self.projection.apply_batch(conn, tp.topic, tp.partition, decoded[tp])
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                try:
+                    await self.apply_one_by_one(conn, tp, messages, decoded[tp])
+                except ProjectionNotReady as early:
+                    self.wait_for_cause(tp, early)
+                    continue
+            done.append(tp)
+        return done
+
+    async def commit(self, force: bool) -> None:
+        """Tell Kafka where the views stand, at most every COMMIT_EVERY_S (and when idle): those
+        offsets only show lag to the group tools; the views' own are stored with their rows."""
+        if not self.uncommitted or (not force and time.monotonic() - self.committed_at < COMMIT_EVERY_S):
+            return
+        offsets, self.uncommitted = self.uncommitted, {}
+        self.committed_at = time.monotonic()
+        assigned = self.consumer.assignment()
+        try:
+            await self.consumer.commit({tp: offset for tp, offset in offsets.items() if tp in assigned})
+        except KafkaError as exc:  # a rebalance in between: the next commit says it again
+            log.info("projection %s: commit to Kafka skipped: %r", self.projection.name, exc)
 
     def wait_for_cause(self, tp: TopicPartition, early: ProjectionNotReady) -> None:
         """Hold this partition alone (the others keep moving) and read it again from its stored
@@ -229,14 +268,17 @@ class Projector:
                 self.consumer.resume(tp)
 
     async def apply_one_by_one(
-        self, conn: asyncpg.Connection, codec: Any, tp: TopicPartition, messages: list[ConsumerRecord]
+        self,
+        conn: asyncpg.Connection,
+        tp: TopicPartition,
+        messages: list[ConsumerRecord],
+        decoded: list[tuple[int, dict[str, Any] | None]],
     ) -> None:
-        for message in messages:
-            decoded = decode_all(codec, tp, [message])
+        for message, one in zip(messages, decoded, strict=True):
             refusal: Exception | None = None
             for _ in range(2):  # the event's own fault only if it fails again
                 try:
-                    await self.projection.apply_batch(conn, tp.topic, tp.partition, decoded)
+                    await self.projection.apply_batch(conn, tp.topic, tp.partition, [one])
                     refusal = None
                     break
                 except ProjectionNotReady as exc:

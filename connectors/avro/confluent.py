@@ -9,6 +9,7 @@ from typing import Any, Protocol, cast
 
 from connectors.avro.catalog import Schema, SchemaCatalog, plain, short_name
 from connectors.avro.codec import EventDecodeError, EventEncodeError, event_type_of, read_body, write_body
+from connectors.avro.fast_reader import Reader, compile_reader
 
 
 class _Registry(Protocol):
@@ -33,6 +34,7 @@ class ConfluentCodec:
         self._current = {e: plain(self.catalog.expanded(e)) for e in self.catalog.event_types()}
         self._ids: dict[str, int] = {}
         self._by_id: dict[int, tuple[str, Schema]] = {}
+        self._readers: dict[int, Reader] = {}
 
     def schema_id(self, event_type: str) -> int:
         if event_type not in self._ids:
@@ -79,7 +81,9 @@ class ConfluentCodec:
             raise EventDecodeError("missing Confluent magic byte 00", data)
         (schema_id,) = struct.unpack(">I", data[1:5])
         event_type, writer = self._writer(schema_id, data)
+        if schema_id not in self._readers:
+            self._readers[schema_id] = compile_reader(writer)
         if event_type not in self._current:
             raise EventDecodeError(f"schema id {schema_id} is for unknown event {event_type}", data)
         reader = self._current[event_type]
-        return read_body(data[5:], writer, None if writer is reader else reader, data)
+        return read_body(data[5:], writer, None if writer is reader else reader, data, self._readers[schema_id])

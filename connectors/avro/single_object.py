@@ -7,6 +7,7 @@ from typing import Any
 
 from connectors.avro.catalog import SchemaCatalog, plain
 from connectors.avro.codec import EventDecodeError, EventEncodeError, event_type_of, read_body, write_body
+from connectors.avro.fast_reader import compile_reader
 
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
 
@@ -19,6 +20,7 @@ class SingleObjectCodec:
         self._current = {e: plain(self.catalog.expanded(e)) for e in self.catalog.event_types()}
         self._writers = {fp: (e, plain(raw)) for fp, (e, raw) in self.catalog.writers().items()}
         self._fps = {e: self.catalog.fingerprint(e) for e in self.catalog.event_types()}
+        self._readers = {fp: compile_reader(schema) for fp, (_, schema) in self._writers.items()}
 
     def encode(self, event: dict[str, Any]) -> bytes:
         event_type = event_type_of(event)
@@ -40,4 +42,4 @@ class SingleObjectCodec:
         if event_type not in self._current:
             raise EventDecodeError(f"event type {event_type} no longer exists", data)
         reader = None if fp == self._fps[event_type] else self._current[event_type]
-        return read_body(data[10:], writer, reader, data)
+        return read_body(data[10:], writer, reader, data, self._readers[fp])

@@ -76,7 +76,7 @@ def stack_settings(config: Config) -> dict[str, Any]:
         "api_publisher": "acks=all, idempotent, linger_ms=1",
         "api_wait": "a wallet payment is answered from its terminal event (no view read); others read the view"
         + f", up to {config.payment_api.outcome_timeout_s:g} s",
-        "projector": "getmany 1000 records, one transaction per partition batch",
+        "projector": "getmany 1000 records, one transaction per fetch, an upsert run as one set-based statement",
     }
 
 

@@ -277,3 +277,38 @@ async def test_the_trace_of_a_failed_wallet_payment_shows_the_reason(payment_api
     failed = next(line for line in out.splitlines() if "PaymentFailed" in line)
     assert "reason_code=insufficient_funds" in failed and "reason=" in failed
     assert out.rstrip().endswith("reached terminal PaymentFailed on payment.failed")
+
+
+async def test_a_rebuild_of_payments_and_refunds_equals_what_the_live_projector_wrote(
+    payment_api: Api, wallet_api: Api, db: asyncpg.Connection
+) -> None:
+    """A payment's events reach the views from several topics, often in one fetch: both the
+    live projector and the rebuild write them as set-based upserts in rounds, and must agree
+    row for row (a partial refund, then the rest, moves one row twice)."""
+    completed = [await pay(payment_api, wallet_api, 5_000, amount) for amount in (1_000, 2_000)]
+    failed = await pay(payment_api, wallet_api, 500, 501)
+    for amount in (300, None):
+        status, refund = await payment_api.post(
+            f"/api/v1/payments/{completed[0]}/refund", {} if amount is None else {"amount": amount}
+        )
+        assert status == 202, refund
+
+        async def refunded(amount: int | None = amount) -> bool:
+            _, got = await payment_api.get(f"/api/v1/payments/{completed[0]}")
+            return got["refunded_amount"] == (300 if amount else 1_000) and all(
+                r["status"] == "succeeded" for r in got["refunds"]
+            )
+
+        await eventually(refunded, what=f"refund of {amount or 'the rest'} projected")
+
+    code, out, err = await payments("rebuild", timeout=240)
+    assert code == 0, out + err
+    for table in ("payments", "payment_operations", "payment_refunds"):
+        assert f"{table}: live" in out and f"{table}: live 0 rows" not in out, out
+    assert out.rstrip().endswith("no difference: the views equal a rebuild from the log")
+    statuses = await db.fetch("SELECT id::text, status FROM payments WHERE id = ANY($1::uuid[])", [*completed, failed])
+    assert {r["id"]: r["status"] for r in statuses} == {
+        completed[0]: "refunded",
+        completed[1]: "completed",
+        failed: "failed",
+    }
