@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import asyncpg
+import uvloop
 from aiohttp import web
 
 from connectors.auth import API_KEY_HEADER, Authenticator, AuthError
@@ -403,5 +404,10 @@ def serve(app: web.Application, name: str, host: str, port: int) -> None:
     logger = logging.getLogger(name)
     # access_log=None: services.request_ids writes the access lines, with the caller and request id.
     web.run_app(
-        app, host=host, port=port, access_log=None, print=lambda _: logger.info("%s on http://%s:%s", name, host, port)
+        app,
+        host=host,
+        port=port,
+        access_log=None,
+        print=lambda _: logger.info("%s on http://%s:%s", name, host, port),
+        loop=uvloop.new_event_loop(),
     )
