@@ -20,7 +20,12 @@ def derive_id(*parts: str) -> str:
     """uuid.uuid5(NAMESPACE, "/".join(parts)) as text, without building the UUID object: every
     event a request or a step writes derives its id here."""
     digest = int.from_bytes(hashlib.sha1(_NAMESPACE_BYTES + "/".join(parts).encode()).digest()[:16])
-    bits = digest & ~(0xF000 << 64) & ~(0xC000 << 48) | (5 << 76) | (0x8000 << 48)
+    return uuid_text(digest, 5)
+
+
+def uuid_text(bits: int, version: int) -> str:
+    """str(uuid.UUID(int=bits, version=version)), without the object."""
+    bits = bits & ~(0xF000 << 64) & ~(0xC000 << 48) | (version << 76) | (0x8000 << 48)
     text = f"{bits:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 

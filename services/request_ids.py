@@ -27,6 +27,7 @@ from connectors.tracing import (
     current_traceparent,
     is_request_id,
 )
+from domain.ids import uuid_text
 
 REQUEST_ID_HEADER = "X-Request-Id"
 UUID_SEGMENT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -43,9 +44,7 @@ def new_request_id() -> str:
     """A version-4 UUID from the non-cryptographic generator: a request id must be unique, not
     secret (a caller may choose its own), and uuid4's read of the OS's entropy pool showed in
     the API's profile. Payment and movement ids still come from uuid4."""
-    bits = random.getrandbits(128) & ~(0xF000 << 64) & ~(0xC000 << 48) | (4 << 76) | (0x8000 << 48)
-    text = f"{bits:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    return uuid_text(random.getrandbits(128), 4)
 
 
 def path_template(path: str) -> str:
