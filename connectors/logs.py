@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 
 from connectors.config import Config
 from connectors.otel import setup_tracing
@@ -15,6 +16,7 @@ from connectors.tracing import current_caller, current_request_id, current_trace
 CONTEXT_KEYS = ("request_id", "caller", "payment_id", "wallet_id", "movement_id", "event_id", "trace_id")
 # What an access line adds (services.request_ids.log_access); a plain line has them in its message.
 ACCESS_KEYS = ("method", "route", "status", "latency_ms")
+LINE_KEYS = (*CONTEXT_KEYS, *ACCESS_KEYS)
 
 
 class ContextFilter(logging.Filter):
@@ -37,22 +39,33 @@ class ContextFilter(logging.Filter):
         trace_id = trace_id_of(current_traceparent.get())
         if trace_id:
             record.trace_id = trace_id
-        record.context = "".join(f" {key}={getattr(record, key)}" for key in CONTEXT_KEYS if hasattr(record, key))
         return True
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        # An API writes a line per request: strftime once a second, not once a line.
+        self._second, self._stamp = -1, ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(record.created))
+        return f"{self._stamp},{int(record.msecs):03d}"
+
     def format(self, record: logging.LogRecord) -> str:
+        attributes = record.__dict__
         line = {
             "ts": self.formatTime(record),
             "level": record.levelname,
             "logger": record.name,
-            "service": getattr(record, "service", None),
+            "service": attributes.get("service"),
             "message": record.getMessage(),
         }
-        for key in (*CONTEXT_KEYS, *ACCESS_KEYS):
-            if hasattr(record, key):
-                line[key] = getattr(record, key)
+        for key in LINE_KEYS:
+            if key in attributes:
+                line[key] = attributes[key]
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line)
@@ -65,8 +78,8 @@ class PlainFormatter(logging.Formatter):
         super().__init__(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s%(context)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        if not hasattr(record, "context"):  # a handler without the filter
-            record.context = ""
+        attributes = record.__dict__  # a handler without the filter has none of these: no context
+        record.context = "".join(f" {key}={attributes[key]}" for key in CONTEXT_KEYS if key in attributes)
         return super().format(record)
 
 

@@ -99,6 +99,10 @@ async def metrics_handler(_: web.Request) -> web.Response:
 
 
 def http_metrics_middleware(service: str) -> Callable[..., Awaitable[web.StreamResponse]]:
+    # The labelled children, looked up once each: labels() takes a lock and builds a key per call.
+    counters: dict[tuple[str, str, int], Counter] = {}
+    latencies: dict[tuple[str, str], Histogram] = {}
+
     @web.middleware
     async def middleware(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -115,8 +119,15 @@ def http_metrics_middleware(service: str) -> Callable[..., Awaitable[web.StreamR
             status = exc.status
             raise
         finally:
-            HTTP_REQUESTS.labels(service, request.method, route, str(status)).inc()
-            HTTP_LATENCY.labels(service, request.method, route).observe(time.perf_counter() - started)
+            method = request.method
+            counter = counters.get((method, route, status))
+            if counter is None:
+                counter = counters[method, route, status] = HTTP_REQUESTS.labels(service, method, route, str(status))
+            latency = latencies.get((method, route))
+            if latency is None:
+                latency = latencies[method, route] = HTTP_LATENCY.labels(service, method, route)
+            counter.inc()
+            latency.observe(time.perf_counter() - started)
 
     return middleware
 

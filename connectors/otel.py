@@ -35,6 +35,11 @@ def setup_tracing(service: str) -> bool:
     return True
 
 
+def exporting() -> bool:
+    """Whether spans are exported; when not, a span is only its traceparent (continue_or_start)."""
+    return _tracer is not None
+
+
 @contextmanager
 def span(name: str, parent: str | None, **attributes: str) -> Iterator[str]:
     """A span that continues `parent` (a traceparent); yields the traceparent of the new span."""

@@ -18,8 +18,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -77,32 +75,45 @@ class Admission:
             return f"{len(self.waiting)} requests wait, {drained:.0f} complete in {self.max_behind_s:g}s"
         return None
 
-    @asynccontextmanager
-    async def admitted(self, endpoint: str) -> AsyncIterator[Ticket]:
+    def admitted(self, endpoint: str) -> Admitted:
+        """`async with admission.admitted(endpoint) as ticket:` the request runs admitted, or 503."""
+        return Admitted(self, endpoint)
+
+
+class Admitted:
+    """The admission of one request, as a plain async context manager (a generator-based one
+    cost each request a generator and its frames)."""
+
+    def __init__(self, admission: Admission, endpoint: str) -> None:
+        self.admission, self.endpoint = admission, endpoint
+        self.ticket: Ticket | None = None
+
+    async def __aenter__(self) -> Ticket:
+        admission = self.admission
         now = time.monotonic()
-        why = self.refusal(now)
+        why = admission.refusal(now)
         if why is not None:
-            REQUESTS_SHED.labels(endpoint).inc()
+            REQUESTS_SHED.labels(self.endpoint).inc()
             raise ApiError(
                 503,
                 "overloaded",
                 f"the system is at capacity ({why}); retry after {RETRY_AFTER_S}s",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
-        ticket = Ticket(self, next(self.tickets))
-        self.waiting[ticket.number] = now
-        self.in_flight += 1
-        try:
-            yield ticket
-        except BaseException:
+        self.ticket = ticket = Ticket(admission, next(admission.tickets))
+        admission.waiting[ticket.number] = now
+        admission.in_flight += 1
+        return ticket
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        assert self.ticket is not None
+        if exc_type is not None:
             # A refused or failed request says nothing of the saga's rate: a flood of bad
             # bodies must not make room for more waiting.
-            ticket.waits_on_others()
-            raise
+            self.ticket.waits_on_others()
         else:
-            ticket.done()
-        finally:
-            self.in_flight -= 1
+            self.ticket.done()
+        self.admission.in_flight -= 1
 
 
 ADMISSION = web.AppKey("admission", Admission)

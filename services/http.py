@@ -405,5 +405,9 @@ def serve(app: web.Application, config: Config, name: str, host: str, port: int)
     use_event_loop(config)
     # access_log=None: services.request_ids writes the access lines, with the caller and request id.
     web.run_app(
-        app, host=host, port=port, access_log=None, print=lambda _: logger.info("%s on http://%s:%s", name, host, port)
+        app,
+        host=host,
+        port=port,
+        access_log=None,
+        print=lambda _: logger.info("%s on http://%s:%s", name, host, port),
     )
