@@ -10,24 +10,17 @@ from typing import Any
 from connectors.config import Config
 from connectors.kafka_io import OutcomeWaiter
 from connectors.topics import WALLET_MOVEMENT_REQUIRED
-from streams.envelope import command_record, new_meta
 from tests.integration.kafka_helpers import codec, publish
+from tests.integration.test_money_sources import opening
 from tests.support.actors import TEST_OPERATOR
 from tests.support.kafka import reader
 
 TOPIC = WALLET_MOVEMENT_REQUIRED.name
 
 
-def opening(wallet_id: str) -> dict[str, Any]:
-    # An empty wallet: nothing of the suite's money moves whether a worker handles it or not.
-    return command_record(
-        "WalletOpenRequested",
-        new_meta(actor=TEST_OPERATOR),
-        wallet_id=wallet_id,
-        user_id=str(uuid.uuid4()),
-        currency="USD",
-        opening_balance=0,
-    )
+def empty_wallet(wallet_id: str) -> dict[str, Any]:
+    # Nothing of the suite's money moves whether a worker handles it or not.
+    return opening(wallet_id, str(uuid.uuid4()), 0, TEST_OPERATOR)
 
 
 async def test_an_idle_waiter_pauses_and_the_next_registration_sees_its_outcome(config: Config) -> None:
@@ -44,11 +37,11 @@ async def test_an_idle_waiter_pauses_and_the_next_registration_sees_its_outcome(
         # Written while paused, before its registration: the tail resumes from the ends as they
         # are at the first registration, so it is behind it (had the tail gone on from where it
         # paused, this registration would resolve).
-        await publish(config, TOPIC, while_idle, opening(while_idle))
+        await publish(config, TOPIC, while_idle, empty_wallet(while_idle))
         late = await waiter.register(while_idle)
         assert waiter.following.is_set()
         future = await waiter.register(wanted)
-        await publish(config, TOPIC, wanted, opening(wanted))
+        await publish(config, TOPIC, wanted, empty_wallet(wanted))
         outcome = await waiter.wait(wanted, future, timeout=10)
         assert outcome is not None and outcome["wallet_id"] == wanted
         assert await waiter.wait(while_idle, late, timeout=0.5) is None
