@@ -135,6 +135,18 @@ def _kafka_secrets(admin: Login) -> str:
     )
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes in URL-safe base64.
+
+    One id in 64 would start with "-", which the storage tool's argument parser reads as an
+    option ("--cluster-id: expected one argument"); Kafka's own generator skips those too.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def kafka_reachable(config: Config, timeout: float = 2.0) -> bool:
     """The broker answers the admin's metadata request (so it also accepts the admin's login)."""
     from confluent_kafka.admin import AdminClient
@@ -186,7 +198,7 @@ def start_kafka(config: Config) -> None:
     ]
     if not (home / "data" / "meta.properties").exists():
         say("formatting Kafka storage (KRaft, single node)...")
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         # KIP-900: the admin's SCRAM credential is in the metadata log from the first start;
         # setup (as admin) adds every other principal.
         scram = f"{MECHANISM}=[name={admin.username},password={admin.password}]"
