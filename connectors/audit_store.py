@@ -68,10 +68,15 @@ class AuditStore:
                 ("auditor_wallets", "wallet_id", wallets),
             ):
                 if books:
-                    await conn.executemany(
-                        f"INSERT INTO {table} ({key}, epoch, book) VALUES ($1, $2, $3::jsonb) "
+                    # One statement for all the rows: a full re-audit writes a million judged
+                    # payments and tens of thousands of wallets per checkpoint.
+                    await conn.execute(
+                        f"INSERT INTO {table} ({key}, epoch, book) "
+                        f"SELECT k, $2, b::jsonb FROM unnest($1::text[], $3::text[]) AS t(k, b) "
                         f"ON CONFLICT ({key}) DO UPDATE SET epoch = excluded.epoch, book = excluded.book",
-                        [(k, epoch, json.dumps(book, separators=(",", ":"))) for k, book in books.items()],
+                        list(books),
+                        epoch,
+                        [json.dumps(book, separators=(",", ":")) for book in books.values()],
                     )
             await conn.execute(
                 "INSERT INTO auditor_checkpoint (auditor, epoch, offsets, state, written_at) "

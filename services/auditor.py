@@ -3,10 +3,11 @@
 It reads every event topic (no consumer group), feeds `domain.audit.Ledger`, and judges the
 payments as they settle. It shares no code path with the workers' decisions. Its state is
 checkpointed in PostgreSQL (connectors.audit_store) with the offsets it covers, every
-CHECKPOINT_EVERY_S, every CATCH_UP_CHECKPOINT_EVERY messages while catching up, and on a clean
-stop; a start resumes from the last checkpoint. Memory holds what is open: payments not judged,
-wallets changed since the last checkpoint and the `wallets_in_memory` most recently used others;
-the other wallets' running figures are read back from PostgreSQL, one query per batch read.
+CHECKPOINT_EVERY_S, every CATCH_UP_CHECKPOINT_EVERY messages or CATCH_UP_CHECKPOINT_WALLETS
+changed wallets while catching up, and on a clean stop; a start resumes from the last
+checkpoint. Memory holds what is open: payments not judged, wallets changed since the last
+checkpoint and the `wallets_in_memory` most recently used others; the other wallets' running
+figures are read back from PostgreSQL, one query per batch read.
 
 While catching up, time is the log's own (services.auditor_clock): a payment is judged once
 every partition has been read `quiet_s` past its last event, and partitions that run ahead are
@@ -73,6 +74,8 @@ CHECKPOINT_EVERY_S = 30.0
 # While catching up the reading never pauses for long, so a checkpoint every so many messages
 # keeps the wallets and judged payments in memory bounded during a long re-audit.
 CATCH_UP_CHECKPOINT_EVERY = 50_000
+# ... or sooner when that many wallets changed: with many busy wallets, they are what fills memory.
+CATCH_UP_CHECKPOINT_WALLETS = 5_000
 
 VIOLATIONS_TOTAL = Counter("money_invariant_violations_total", "Money invariant violations found", ["invariant"])
 VIOLATIONS_OPEN = Gauge("money_invariant_violations_open", "Violations not cleared, per invariant", ["invariant"])
@@ -224,7 +227,10 @@ class Auditor:
         if not self.caught_up:
             self.pace()
         self.report_new()
-        if not self.caught_up and self.read_since_checkpoint >= CATCH_UP_CHECKPOINT_EVERY:
+        if not self.caught_up and (
+            self.read_since_checkpoint >= CATCH_UP_CHECKPOINT_EVERY
+            or len(self.ledger.wallets.dirty) >= CATCH_UP_CHECKPOINT_WALLETS
+        ):
             await self.checkpoint_now()
 
     async def bring_back(self, events: list[Event]) -> None:
