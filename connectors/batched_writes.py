@@ -8,6 +8,10 @@ and needs no privilege beyond the upsert's own (no temporary table, which the pr
 role may not create).
 
 The result is the one of executing the writes one by one, in order:
+- the writes are sent table by table, each table's in their order: the views have no foreign
+  keys or triggers, so writes to different tables do not interact, and an event that writes
+  two tables (a payment's terminal event and its operation) no longer cuts every run to one
+  row; a statement whose table is not known keeps everything in order;
 - an upsert may not touch one row twice in one statement, so a run is cut into rounds in
   which each id appears once, the k-th write of an id in round k, applied in order; writes
   to different ids do not interact (a conflict on another unique index is an error either
@@ -34,7 +38,25 @@ _UPSERT_BY_ID = re.compile(
     r"VALUES\s*\((?P<values>\s*\$1\s*(?:,\s*\$\d+\s*)*)\)(?P<rest>\s*ON CONFLICT \(id\).*)$",
     re.DOTALL,
 )
+_TABLE = re.compile(r"^\s*(?:INSERT INTO|UPDATE)\s+(\w+)", re.IGNORECASE)
 _set_forms: dict[str, str | None] = {}
+
+
+def table_of(query: str) -> str | None:
+    match = _TABLE.match(query)
+    return None if match is None else match[1].lower()
+
+
+def by_table(held: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, tuple[Any, ...]]]:
+    """The writes reordered table by table (stable within a table), or as they are when one
+    statement's table is not known."""
+    tables: dict[str, list[tuple[str, tuple[Any, ...]]]] = {}
+    for write in held:
+        table = table_of(write[0])
+        if table is None:
+            return held
+        tables.setdefault(table, []).append(write)
+    return [write for writes in tables.values() for write in writes]
 
 
 async def set_based_form(conn: asyncpg.Connection, query: str) -> str | None:
@@ -79,7 +101,7 @@ class BatchedWrites:
         self.held.append((query, args))
 
     async def flush(self) -> None:
-        for query, run in itertools.groupby(self.held, key=lambda held: held[0]):
+        for query, run in itertools.groupby(by_table(self.held), key=lambda held: held[0]):
             rows = [args for _, args in run]
             set_form = await set_based_form(self.conn, query) if len(rows) >= SET_BASED_FROM else None
             if set_form is None:

@@ -86,3 +86,31 @@ def test_only_an_upsert_keyed_on_id_has_a_set_form() -> None:
     assert not _UPSERT_BY_ID.match("UPDATE things SET version = $2 WHERE id = $1")
     assert not _UPSERT_BY_ID.match("INSERT INTO things (name, id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
     assert not _UPSERT_BY_ID.match("INSERT INTO things (id, n) VALUES ($1, $2) ON CONFLICT (id, n) DO NOTHING")
+
+
+async def test_writes_to_two_tables_are_sent_table_by_table_each_in_its_order() -> None:
+    # A payment's terminal event writes its row and its operation's: interleaved, every run was one row.
+    conn = RecordingConnection()
+    writes = BatchedWrites(conn)  # type: ignore[arg-type]
+    for n in (1, 2, 3):
+        await writes.execute("INSERT INTO payments (id) VALUES ($1)", n)
+        await writes.execute("INSERT INTO payment_operations (id) VALUES ($1)", n)
+    await writes.execute("UPDATE payments SET x = 1 WHERE id = $1", 1)
+    await writes.execute("INSERT INTO payments (id) VALUES ($1)", 4)
+    await writes.flush()
+    assert conn.calls == [
+        ("executemany INSERT INTO payments (id) VALUES ($1)", [(1,), (2,), (3,)]),
+        ("executemany UPDATE payments SET x = 1 WHERE id = $1", [(1,)]),
+        ("executemany INSERT INTO payments (id) VALUES ($1)", [(4,)]),
+        ("executemany INSERT INTO payment_operations (id) VALUES ($1)", [(1,), (2,), (3,)]),
+    ]
+
+
+async def test_a_statement_of_no_known_table_keeps_every_write_in_its_order() -> None:
+    conn = RecordingConnection()
+    writes = BatchedWrites(conn)  # type: ignore[arg-type]
+    await writes.execute("INSERT INTO a (id) VALUES ($1)", 1)
+    await writes.execute("SELECT touch_b($1)", 2)
+    await writes.execute("INSERT INTO a (id) VALUES ($1)", 3)
+    await writes.flush()
+    assert [rows for _, rows in conn.calls] == [[(1,)], [(2,)], [(3,)]]
