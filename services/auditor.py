@@ -75,7 +75,7 @@ CHECKPOINT_EVERY_S = 30.0
 # keeps the wallets and judged payments in memory bounded during a long re-audit.
 CATCH_UP_CHECKPOINT_EVERY = 50_000
 # ... or sooner when that many wallets changed: with many busy wallets, they are what fills memory.
-CATCH_UP_CHECKPOINT_WALLETS = 5_000
+CATCH_UP_CHECKPOINT_WALLETS = 3_000
 
 VIOLATIONS_TOTAL = Counter("money_invariant_violations_total", "Money invariant violations found", ["invariant"])
 VIOLATIONS_OPEN = Gauge("money_invariant_violations_open", "Violations not cleared, per invariant", ["invariant"])
@@ -125,6 +125,10 @@ class Auditor:
             # It judges after quiet_s of silence: fewer, fuller fetches cost the broker less.
             fetch_min_bytes=256 * 1024,
             fetch_max_wait_ms=250,
+            # Catching up, every partition it reads is behind: aiokafka's defaults (1 MiB a
+            # partition, 50 MiB a fetch) would hold tens of MiB of records it has not read yet.
+            max_partition_fetch_bytes=256 * 1024,
+            fetch_max_bytes=4 * 1024 * 1024,
         )
         await consumer.start()
         tasks: list[asyncio.Task[None]] = []

@@ -19,7 +19,10 @@ from collections.abc import Iterable
 
 from aiokafka import TopicPartition
 
-PACE_AHEAD_S = 5.0
+# Each second of log held open costs the payments written in it (a few KB each): a full
+# re-audit of a log written at 1,900 payments/s peaked at 281 MiB with 5 s, 189 MiB with 0.5 s
+# (and 3,000 wallets a catch-up checkpoint), and read it faster.
+PACE_AHEAD_S = 0.5
 
 
 class LogClock:
