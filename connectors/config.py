@@ -78,6 +78,10 @@ class ProcessingConfig:
     # the producer waits up to producer_linger_s to fill a batch of records.
     batch_max: int
     producer_linger_s: float
+    # Under load (the previous batch held fill_from events or more) a batch waits up to
+    # fill_wait_s to fill (streams/batching.py); 0 never waits.
+    fill_wait_s: float
+    fill_from: int
     event_loop: str  # uvloop or asyncio (connectors/event_loop.py)
 
 

@@ -146,11 +146,13 @@ class Pipeline:
     reader: PartitionReader
     needs: dict[str, int]  # topic -> partitions this worker cannot work without
     batch_max: int = 500
+    fill_wait_s: float = 0.0
+    fill_from: int = 0
     changelogs: ChangelogAcks = field(default_factory=ChangelogAcks)
 
     async def consume(self, stream: faust.StreamT, handler: Handler) -> None:
         self.changelogs.watch(self.app.producer)
-        batches = take_available(stream, self.batch_max)
+        batches = take_available(stream, self.batch_max, self.fill_wait_s, self.fill_from)
         async for events in batches:
             batch = Batch()
             token = CURRENT_BATCH.set(batch)
@@ -254,6 +256,8 @@ def make_pipeline(app: faust.App, config: Config, codec: Codec, send: Sender, ne
         reader,
         {spec.name: config.kafka.partitions for spec in needs},
         config.processing.batch_max,
+        config.processing.fill_wait_s,
+        config.processing.fill_from,
     )
     processor.probe = pipeline.broker_problem
     return pipeline
