@@ -23,6 +23,7 @@ The result is the one of executing the writes one by one, in order:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ _TABLE = re.compile(r"^\s*(?:INSERT INTO|UPDATE)\s+(\w+)", re.IGNORECASE)
 _set_forms: dict[str, str | None] = {}
 
 
+@functools.cache  # the appliers' statements are a handful of constant strings
 def table_of(query: str) -> str | None:
     match = _TABLE.match(query)
     return None if match is None else match[1].lower()
