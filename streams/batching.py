@@ -8,8 +8,8 @@ is empty or the batch is full: one event at low load, with no added wait, and un
 whatever arrived while the previous batch was being handled. An idle agent sleeps.
 
 Under load, and only then, a batch may wait to fill: when the previous batch held at least
-`fill_from` events, the next is handed over `fill_wait_s` after its first event (or when full)
-rather than as soon as the queue is empty. Each batch pays a changelog write and its
+`fill_from` events, the next is handed over `fill_wait_s` after the agent's queue first runs
+dry (or when full) rather than at that moment. Each batch pays a changelog write and its
 acknowledgement, a produce request and a commit whatever its size, so fuller batches cost less
 a payment; at low load batches are small and nothing waits.
 
