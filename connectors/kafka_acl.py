@@ -53,7 +53,7 @@ def names(*specs: t.TopicSpec) -> tuple[str, ...]:
 WORKER_SOURCES = names(
     t.WALLET_MOVEMENT_REQUIRED,
     t.PAYMENT_CREATED,
-    t.WALLET_MOVEMENT_UPDATES,
+    t.WALLET_PAYMENT_OPERATIONS,
     t.EXTERNAL_PROVIDER_EVENTS,
     t.PAYMENT_OPERATION_COMPLETED,
     t.PAYMENT_OPERATION_INCONSISTENT,
@@ -73,18 +73,20 @@ GRANTS: tuple[Grant, ...] = (
         writes=names(
             t.WALLET_MOVEMENT_UPDATES,
             t.WALLET_BALANCE_UPDATE,
+            t.WALLET_PAYMENT_OPERATIONS,
             t.PAYMENT_DLQ,
             t.WALLETS_CHANGELOG,
             t.MOVEMENTS_CHANGELOG,
         ),
         groups=(t.WALLET_WORKER,),
-        why="the wallets' single writer: wallet commands in, outcomes and balances out; its tables",
+        why="the wallets' single writer: wallet commands in; outcomes (by wallet, and to the payment by"
+        " payment), balances out; its tables",
     ),
     Grant(
         PAYMENT_WORKER,
         reads=names(
             t.PAYMENT_CREATED,
-            t.WALLET_MOVEMENT_UPDATES,
+            t.WALLET_PAYMENT_OPERATIONS,
             t.EXTERNAL_PROVIDER_EVENTS,
             t.PAYMENT_OPERATION_COMPLETED,
             t.PAYMENT_OPERATION_INCONSISTENT,
@@ -117,6 +119,7 @@ GRANTS: tuple[Grant, ...] = (
             t.PAYMENT_FAILED,
             t.PAYMENT_REFUNDED,
             t.PAYMENT_OPERATION_COMPLETED,
+            t.WALLET_PAYMENT_OPERATIONS,
             t.PAYMENT_OPERATION_INCONSISTENT,
             t.PAYMENT_REFUND_REQUESTED,
             t.PAYMENT_REFUND_FAILED,

@@ -42,6 +42,9 @@ PAYMENT_REFUND_FAILED = TopicSpec("payment.refund_failed", key="payment_id")
 WALLET_MOVEMENT_REQUIRED = TopicSpec("wallet.movement_required", key="wallet_id")
 WALLET_MOVEMENT_UPDATES = TopicSpec("wallet.movement_updates", key="wallet_id")
 WALLET_BALANCE_UPDATE = TopicSpec("wallet.balance_update", key="wallet_id")
+# A payment's movement outcome as its payment operation, keyed by payment: the payment worker
+# decides on it where it lands (no re-keying hop), and only the wallet worker writes it.
+WALLET_PAYMENT_OPERATIONS = TopicSpec("wallet.payment_operation.completed", key="payment_id")
 EXTERNAL_PROVIDER_EVENTS = TopicSpec("external-provider-events", key="payment_id")
 PAYMENT_DLQ = TopicSpec("payment.dlq", key="source key")
 
@@ -65,6 +68,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     WALLET_MOVEMENT_REQUIRED,
     WALLET_MOVEMENT_UPDATES,
     WALLET_BALANCE_UPDATE,
+    WALLET_PAYMENT_OPERATIONS,
     EXTERNAL_PROVIDER_EVENTS,
     PAYMENT_DLQ,
 )

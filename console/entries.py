@@ -27,6 +27,7 @@ from connectors.topics import (
     WALLET_BALANCE_UPDATE,
     WALLET_MOVEMENT_REQUIRED,
     WALLET_MOVEMENT_UPDATES,
+    WALLET_PAYMENT_OPERATIONS,
 )
 from connectors.tracing import TRACEPARENT_HEADER, header_value, request_id_from_headers, trace_id_of
 from domain.payment import REFUND_ENDINGS, SAGA_ENDINGS
@@ -43,6 +44,7 @@ FLOW_ORDER = (
     EXTERNAL_PROVIDER_EVENTS.name,
     WALLET_MOVEMENT_UPDATES.name,
     WALLET_BALANCE_UPDATE.name,
+    WALLET_PAYMENT_OPERATIONS.name,
     PAYMENT_OPERATION_COMPLETED.name,
     PAYMENT_OPERATION_INCONSISTENT.name,
     PAYMENT_SUCCEEDED.name,

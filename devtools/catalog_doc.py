@@ -46,8 +46,8 @@ VOCABULARY: dict[str, tuple[str, str, str]] = {
     "MovementUpdated": (
         "event",
         "",
-        "payment worker `process_movement_outcome` (every payment movement: debit, refund credit, "
-        "compensation), projector",
+        "projector, auditor (a payment's movement reaches the payment worker as the "
+        "`PaymentOperationCompleted` the wallet worker writes beside it)",
     ),
     "WalletOpened": ("event", "", "projector"),
     "BalanceUpdated": ("event", "", "projector"),
@@ -56,7 +56,11 @@ VOCABULARY: dict[str, tuple[str, str, str]] = {
         "read by `domain.payment.operation_from_provider`",
         "payment worker `process_provider_update`",
     ),
-    "PaymentOperationCompleted": ("event", "", "payment worker `process_payment_operation_result`, projector"),
+    "PaymentOperationCompleted": (
+        "event",
+        "",
+        "payment worker `process_payment_operation_result` (`process_wallet_operation` for the wallet's), projector",
+    ),
     "PaymentOperationPending": (
         "event (the provider's pending answer, on the operations' topic)",
         "",
@@ -95,8 +99,14 @@ def vocabulary(catalog: SchemaCatalog) -> list[str]:
     for event_type in sorted(catalog.event_types()):
         kind, python, consumer = VOCABULARY.get(event_type, ("", "", ""))
         python = python or "same"
-        lines.append(f"| `{event_type}` | `{catalog.topic_of(event_type)}` | {kind} | {python} | {consumer} |")
+        topics = ", ".join(f"`{topic}`" for topic in (catalog.topic_of(event_type), *catalog.also_on(event_type)))
+        lines.append(f"| `{event_type}` | {topics} | {kind} | {python} | {consumer} |")
     return lines
+
+
+def also_on(catalog: SchemaCatalog, event_type: str) -> str:
+    others = catalog.also_on(event_type)
+    return f" (also {', '.join(f'`{topic}`' for topic in others)})" if others else ""
 
 
 def render(catalog: SchemaCatalog) -> str:
@@ -125,7 +135,7 @@ def render(catalog: SchemaCatalog) -> str:
             "",
             f"## {event_type}",
             "",
-            f"Topic `{catalog.topic_of(event_type)}`. {schema.get('doc', '')}",
+            f"Topic `{catalog.topic_of(event_type)}`{also_on(catalog, event_type)}. {schema.get('doc', '')}",
             "",
             "| field | type |",
             "|---|---|",

@@ -54,6 +54,7 @@ from connectors.topics import (
     PAYMENT_SUCCEEDED,
     WALLET_BALANCE_UPDATE,
     WALLET_MOVEMENT_UPDATES,
+    WALLET_PAYMENT_OPERATIONS,
 )
 from services.http import answers, health, readiness
 from services.projection_health import ProjectionHealth
@@ -69,6 +70,7 @@ PAYMENT_TOPICS = (
     PAYMENT_FAILED,
     PAYMENT_REFUNDED,
     PAYMENT_OPERATION_COMPLETED,
+    WALLET_PAYMENT_OPERATIONS,
     PAYMENT_OPERATION_INCONSISTENT,
 )
 PROJECTIONS = (

@@ -4,8 +4,9 @@ state, makes it durable, publishes what was decided, then performs the requests.
 Everything a step touches is passed in (see `streams.payment_worker.bootstrap`), so a unit
 test builds the steps with a dict for the table, a list for what they send and fake providers.
 The `payments` table is written only by steps whose source topic is keyed by payment id,
-because a table write goes to the changelog partition of the event being processed;
-`process_movement_outcome` reads a topic keyed by wallet id, so it only republishes.
+because a table write goes to the changelog partition of the event being processed: that is
+why the wallet answers a payment's movement on `wallet.payment_operation.completed`, keyed by
+payment, beside its wallet-keyed `wallet.movement_updates`.
 """
 
 from __future__ import annotations
@@ -98,21 +99,13 @@ class PaymentSteps:
         decision = domain.decide_created(self.load(created.payment_id), created, self.now())
         await self.apply(decision, created.payment_id, from_caller=True)
 
-    async def process_movement_outcome(self, event: dict[str, Any]) -> None:
-        """MovementUpdated of a payment's movement (debit, refund credit, compensation): its operation."""
-        if event["envelope"]["event_type"] != "MovementUpdated" or not event["payment_id"]:
-            return  # wallet openings and movements made outside a payment
-        op = domain.operation_from_movement(
-            meta_of(event["envelope"]),
-            event["payment_id"],
-            event["movement_id"],
-            event["type"],
-            money(event["amount"]),
-            event["status"] == "applied",
-            event["reason_code"],
-            event["reason"],
-        )
-        await self.publish((op,))
+    async def process_wallet_operation(self, event: dict[str, Any]) -> None:
+        """PaymentOperationCompleted from the wallet (a debit, refund credit or compensation):
+        apply it. Only the wallet writes this topic, so only its own kind of operation counts."""
+        expect(event, "PaymentOperationCompleted")
+        if event["source"] != "wallet":
+            raise UnprocessableEvent(f"an operation from {event['source']!r} on the wallet's topic")
+        await self.process_payment_operation_result(event)
 
     async def process_provider_update(self, event: dict[str, Any]) -> None:
         """ProviderUpdate from a webhook: its operation, once the provider has decided."""

@@ -27,7 +27,7 @@ from connectors.topics import (
     PAYMENT_WORKER,
     PAYMENTS_CHANGELOG,
     WALLET_MOVEMENT_REQUIRED,
-    WALLET_MOVEMENT_UPDATES,
+    WALLET_PAYMENT_OPERATIONS,
     TopicSpec,
 )
 from domain.access import Action
@@ -41,7 +41,7 @@ from streams.table_codec import with_orjson_values
 
 SOURCES = (
     PAYMENT_CREATED,
-    WALLET_MOVEMENT_UPDATES,
+    WALLET_PAYMENT_OPERATIONS,
     EXTERNAL_PROVIDER_EVENTS,
     PAYMENT_OPERATION_COMPLETED,
     PAYMENT_OPERATION_INCONSISTENT,
@@ -61,7 +61,7 @@ def step_of(steps: PaymentSteps) -> dict[TopicSpec, Handler]:
     """The step each source topic feeds (the history loader drives the same map in process)."""
     steps_by_source: dict[TopicSpec, Handler] = {
         PAYMENT_CREATED: steps.process_payment_method,
-        WALLET_MOVEMENT_UPDATES: steps.process_movement_outcome,
+        WALLET_PAYMENT_OPERATIONS: steps.process_wallet_operation,
         EXTERNAL_PROVIDER_EVENTS: steps.process_provider_update,
         PAYMENT_OPERATION_COMPLETED: steps.process_payment_operation_result,
         PAYMENT_OPERATION_INCONSISTENT: steps.compensate_inconsistent_operation,

@@ -12,9 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.topics import WALLET_BALANCE_UPDATE, WALLET_MOVEMENT_REQUIRED, WALLET_MOVEMENT_UPDATES
+from connectors.topics import (
+    WALLET_BALANCE_UPDATE,
+    WALLET_MOVEMENT_REQUIRED,
+    WALLET_MOVEMENT_UPDATES,
+    WALLET_PAYMENT_OPERATIONS,
+)
 from domain import wallet as domain
 from domain.money_sources import payment_debit_id
+from domain.payment import operation_from_movement
 from streams.envelope import actor_of, money, now_ms, to_record
 from streams.ports import Durable, Sender, Table
 
@@ -24,6 +30,8 @@ OUTPUT_TOPIC = {
     "MovementUpdated": WALLET_MOVEMENT_UPDATES.name,
     "WalletOpened": WALLET_MOVEMENT_UPDATES.name,
     "BalanceUpdated": WALLET_BALANCE_UPDATE.name,
+    # A payment's movement answered to the payment (keyed by it): see `answer_payment`.
+    "PaymentOperationCompleted": WALLET_PAYMENT_OPERATIONS.name,
 }
 
 
@@ -123,3 +131,21 @@ class WalletSteps:
         for outcome in decision.events:
             published = to_record(outcome)
             await self.send(OUTPUT_TOPIC[published["envelope"]["event_type"]], key, published)
+            if isinstance(outcome, domain.MovementUpdated) and outcome.payment_id:
+                await self.answer_payment(outcome)
+
+    async def answer_payment(self, outcome: domain.MovementUpdated) -> None:
+        """A payment's movement outcome, also as its payment operation keyed by the payment, so
+        the payment worker decides on it where it lands instead of re-keying it through a hop."""
+        assert outcome.payment_id is not None
+        operation = operation_from_movement(
+            outcome.meta,
+            outcome.payment_id,
+            outcome.movement_id,
+            outcome.type,
+            outcome.amount,
+            outcome.status == "applied",
+            outcome.reason_code,
+            outcome.reason,
+        )
+        await self.send(OUTPUT_TOPIC["PaymentOperationCompleted"], outcome.payment_id.encode(), to_record(operation))

@@ -151,6 +151,7 @@ class SchemaCatalog:
         self._schemas: dict[str, Schema] = {}
         self._expanded: dict[str, Schema] = {}
         self._topics: dict[str, str] = {}
+        self._also_on: dict[str, tuple[str, ...]] = {}
         for path in sorted(self.root.glob("*.avsc")):
             try:
                 parsed = _parse(_load_json(path), dict(named))
@@ -166,6 +167,7 @@ class SchemaCatalog:
             self._expanded[event_type] = expanded
             self._schemas[event_type] = _parse(expanded)
             self._topics[event_type] = topic
+            self._also_on[event_type] = tuple(parsed.get("also_on") or ())
         self._released: dict[str, dict[int, Schema]] = {}
         for path in sorted((self.root / "released").glob("*.avsc")):
             match = _RELEASED_NAME.match(path.name)
@@ -237,11 +239,16 @@ class SchemaCatalog:
     def event_types(self) -> list[str]:
         return sorted(self._schemas)
 
+    def also_on(self, event_type: str) -> tuple[str, ...]:
+        """Topics beside its own that carry the event type (`also_on`), each with one writer."""
+        self._require(event_type)
+        return self._also_on[event_type]
+
     def event_types_on(self, topic: str) -> list[str]:
-        return sorted(e for e, t in self._topics.items() if t == topic)
+        return sorted(e for e, t in self._topics.items() if t == topic or topic in self._also_on[e])
 
     def topics(self) -> list[str]:
-        return sorted(set(self._topics.values()))
+        return sorted(set(self._topics.values()).union(*self._also_on.values()))
 
     def canonical(self, event_type: str) -> str:
         return to_parsing_canonical_form(self.schema(event_type))

@@ -19,9 +19,9 @@ from connectors.log_reader import LogReader
 from devtools import devctl, localinfra
 
 RESULTS = localinfra.ROOT / "results"
-# payment.created -> wallet.movement_required -> wallet.movement_updates
-# -> payment.payment_operation.completed -> payment.success: four consume-produce steps.
-RELAY_HOPS = 4
+# payment.created -> wallet.movement_required -> wallet.payment_operation.completed
+# -> payment.success: three consume-produce steps (four before the wallet answered by payment).
+RELAY_HOPS = 3
 HOT_BALANCE = 10**11
 COLD_BALANCE = 10**9
 FAIL_AMOUNT = 10**13  # above any balance: insufficient_funds

@@ -35,6 +35,7 @@ LOG_TOPICS = (
     topics.PAYMENT_REFUNDED,
     topics.PAYMENT_REFUND_FAILED,
     topics.PAYMENT_OPERATION_COMPLETED,
+    topics.WALLET_PAYMENT_OPERATIONS,
     topics.PAYMENT_OPERATION_INCONSISTENT,
 )
 STATUS_RANK = {"processing": 1, "completed": 2, "failed": 2, "partially_refunded": 3, "refunded": 4}

@@ -317,7 +317,7 @@ async def test_one_trace_id_travels_in_the_headers_of_every_event_of_a_payment(
                 "payment.created",
                 "wallet.movement_required",
                 "wallet.movement_updates",
-                "payment.payment_operation.completed",
+                "wallet.payment_operation.completed",
                 "payment.success",
             }
             <= topics

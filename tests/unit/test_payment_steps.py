@@ -6,6 +6,8 @@ import dataclasses
 import uuid
 from typing import Any
 
+import pytest
+
 from connectors.provider_client import ProviderRejected
 from connectors.topics import PAYMENT_OPERATION_COMPLETED, PAYMENT_SUCCEEDED, WALLET_MOVEMENT_REQUIRED
 from domain import payment as domain
@@ -13,7 +15,7 @@ from domain.events import EventMeta
 from domain.money import Money
 from streams.envelope import to_record
 from streams.payment_deadlines import DeadlineIndex
-from streams.payment_steps import PaymentSteps
+from streams.payment_steps import PaymentSteps, UnprocessableEvent
 from tests.support.fakes import FakeDurable, FakeSender, FakeTable, Journal
 
 NOW = 1_700_000_000_000
@@ -173,3 +175,18 @@ async def test_only_payments_still_waiting_are_kept_open_and_a_restart_finds_the
 
     assert steps.payments[waiting.payment_id]["status"] == "failed"
     assert dict(open_payments.items()) == {}, "a settled payment leaves the open table"
+
+
+async def test_an_operation_on_the_wallets_topic_is_applied_only_when_it_comes_from_the_wallet() -> None:
+    steps, _, send = build()
+    event = created()
+    await steps.process_payment_method(to_record(event))
+    posing = dataclasses.replace(debit_applied(event), source="provider")
+
+    with pytest.raises(UnprocessableEvent, match="'provider' on the wallet's topic"):
+        await steps.process_wallet_operation(to_record(posing))
+    assert steps.payments[event.payment_id]["status"] == "processing" and send.on(PAYMENT_SUCCEEDED.name) == []
+
+    await steps.process_wallet_operation(to_record(debit_applied(event)))
+
+    assert steps.payments[event.payment_id]["status"] == "completed" and len(send.on(PAYMENT_SUCCEEDED.name)) == 1

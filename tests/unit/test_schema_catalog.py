@@ -58,7 +58,8 @@ def test_schema_files_found() -> None:
 
 def test_topics_match_the_event_map() -> None:
     assert {e: CATALOG.topic_of(e) for e in CATALOG.event_types()} == TOPICS
-    assert CATALOG.topics() == sorted(set(TOPICS.values()))
+    assert CATALOG.topics() == sorted({*TOPICS.values(), "wallet.payment_operation.completed"})
+    assert CATALOG.event_types_on("wallet.payment_operation.completed") == ["PaymentOperationCompleted"]
     assert CATALOG.event_types_on("wallet.movement_updates") == [
         "MovementUpdated",
         "WalletOpened",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 
-from connectors.topics import WALLET_BALANCE_UPDATE, WALLET_MOVEMENT_UPDATES
+from connectors.topics import WALLET_BALANCE_UPDATE, WALLET_MOVEMENT_UPDATES, WALLET_PAYMENT_OPERATIONS
 from domain.access import Principal
 from domain.money import Money
 from streams.envelope import command_record, new_meta
@@ -35,7 +35,7 @@ def open_command(wallet_id: str, balance: int) -> dict:
     )
 
 
-def expense(wallet_id: str, amount: int, actor: Principal | None = OPERATOR) -> dict:
+def expense(wallet_id: str, amount: int, actor: Principal | None = OPERATOR, payment_id: str | None = None) -> dict:
     return command_record(
         "MovementRequired",
         new_meta(actor=actor),
@@ -46,7 +46,7 @@ def expense(wallet_id: str, amount: int, actor: Principal | None = OPERATOR) -> 
         reference="test",
         description=None,
         reverts_movement_id=None,
-        payment_id=None,
+        payment_id=payment_id,
     )
 
 
@@ -118,3 +118,35 @@ async def test_rows_hold_the_records_fields_as_asdict_would_write_them() -> None
     assert steps.movements.get(command["movement_id"]) == dataclasses.asdict(movement)
     assert steps.wallets.get(wallet_id) == dataclasses.asdict(wallet)
     assert wallet.balance == 700
+
+
+async def test_a_payments_movement_is_answered_to_the_payment_keyed_by_it_and_again_on_redelivery() -> None:
+    steps, _, send, _ = build()
+    wallet_id, payment_id = str(uuid.uuid4()), str(uuid.uuid4())
+    await steps.process_movement(open_command(wallet_id, 100))
+    paid, refused = expense(wallet_id, 60, payment_id=payment_id), expense(wallet_id, 60, payment_id=payment_id)
+
+    await steps.process_movement(paid)
+    await steps.process_movement(refused)
+    await steps.process_movement(paid)  # redelivered
+
+    answers = [(key, op) for topic, key, op in send.sent if topic == WALLET_PAYMENT_OPERATIONS.name]
+    assert [key for key, _ in answers] == [payment_id.encode()] * 3
+    first, second, again = (op for _, op in answers)
+    assert (first["operation_id"], first["status"], first["source"]) == (paid["movement_id"], "succeeded", "wallet")
+    assert first["amount"] == {"amount": 60, "currency": "USD"} and first["kind"] == "charge"
+    assert (second["status"], second["failure_code"]) == ("failed", "insufficient_funds")
+    assert again == first  # the same operation id, so the payment applies it once
+    updated = next(e for e in send.on(WALLET_MOVEMENT_UPDATES.name) if e.get("movement_id") == paid["movement_id"])
+    assert first["envelope"]["causation_id"] == updated["envelope"]["event_id"]
+
+
+async def test_a_movement_outside_a_payment_answers_no_payment() -> None:
+    steps, _, send, _ = build()
+    wallet_id = str(uuid.uuid4())
+    await steps.process_movement(open_command(wallet_id, 100))
+
+    await steps.process_movement(expense(wallet_id, 60))
+
+    assert send.on(WALLET_PAYMENT_OPERATIONS.name) == []
+    assert len(send.on(WALLET_MOVEMENT_UPDATES.name)) == 3  # opened, its income, the expense
