@@ -10,17 +10,17 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
 from connectors.auth import issue_token
@@ -105,7 +105,25 @@ def click_through(driver: webdriver.Chrome, element: WebElement) -> None:
     the navigation it starts has replaced the page, and the next lookup could read the old one."""
     page = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+    WebDriverWait(driver, 30).until(replaced(page))
+
+
+def replaced(page: WebElement) -> Callable[[webdriver.Chrome], bool]:
+    """`staleness_of`, also when chromium is caught halfway through the swap: it then answers
+    "Node with given id does not belong to the document" instead of a stale element."""
+
+    def gone(_: webdriver.Chrome) -> bool:
+        try:
+            page.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    return gone
 
 
 def log_in(driver: webdriver.Chrome, console: str, credential: str) -> None:
