@@ -277,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hot-share", type=float, default=0.5, help="share of payments on the hot wallets")
     parser.add_argument("--fail-share", type=float, default=0.1, help="share of payments over the balance")
     args = parser.parse_args(argv)
+    try:  # asked before the run, not after it: a run's plot is the last thing it writes
+        import matplotlib  # noqa: F401
+    except ImportError:
+        parser.error(
+            "the plots need the bench extra: run `make bench ARGS=...` (it installs it) or pip install -e '.[bench]'"
+        )
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     if args.mode == "overload":
