@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from connectors.auth import API_KEY_HEADER, issue_token
 from connectors.config import Config
 from connectors.kafka_admin import admin_client, ensure_topics
+from connectors.kafka_watch import KafkaWatch
 from connectors.log_reader import partition_for, read_messages
 from connectors.topics import ALL_TOPICS, TopicSpec
 from connectors.tracing import from_headers, trace_id_of
@@ -186,6 +187,23 @@ async def test_with_two_wallet_workers_either_answers_for_every_wallet(
         assert all(len(urls) == 2 for urls in served_by.values()), served_by
     finally:
         supervisor.stop(second.name)
+        await first_worker_alone(config, http)
+
+
+async def first_worker_alone(config: Config, http: aiohttp.ClientSession) -> None:
+    """faust does not leave its group when it stops: the partitions a stopped worker held wait a
+    session timeout before the group gives them to the other, and a test after this one would
+    find its wallet command unanswered until then."""
+    watch = KafkaWatch(admin(config), timeout_s=5)
+
+    async def settled() -> bool:
+        [group] = await asyncio.to_thread(watch.groups, ["wallet-worker"])
+        if group.members != 1 or group.state != "stable":
+            return False
+        async with http.get(f"http://127.0.0.1:{config.wallet_worker.web_port}/ready/") as r:
+            return r.status == 200
+
+    await eventually(settled, timeout=60, interval=0.5, what="the first wallet worker alone in its group and ready")
 
 
 async def test_a_worker_routes_its_pages_without_producer_metadata_for_the_topic_it_consumes(
